@@ -1,0 +1,95 @@
+//! Command-line interface. No subcommand means `serve`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kassa",
+    version,
+    about = "Self-hosted merchant order server for Alipay and WeChat Pay"
+)]
+pub struct Cli {
+    /// Config file (default: ./kassa.toml when present). Also KASSA_CONFIG.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the database and generated keys ([server] data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<String>,
+
+    /// Server options, accepted without the `serve` word too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage API keys for the merchant JSON API.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+    /// Write a consistent copy of the database, safe while the server runs.
+    Backup(BackupArgs),
+    /// Export data as CSV to standard output.
+    #[command(subcommand)]
+    Export(ExportCommand),
+    /// Show the effective configuration and where each value came from.
+    Config,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Public base URL for checkout links and provider notifications.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create {
+        /// A name to recognise the key by, e.g. "shop".
+        name: String,
+    },
+    /// List keys (never their secret part).
+    List,
+    /// Revoke the active key with this name.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy.
+    pub file: PathBuf,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Orders as CSV: one header row, amounts as decimal strings, times in the
+    /// merchant's time zone plus UTC.
+    Orders(ExportOrdersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportOrdersArgs {
+    /// First day (YYYY-MM-DD, merchant time zone) or instant (RFC 3339) to include.
+    #[arg(long, value_name = "DATE")]
+    pub from: Option<String>,
+    /// Last day to include (YYYY-MM-DD, whole day) or instant (RFC 3339, exclusive).
+    #[arg(long, value_name = "DATE")]
+    pub to: Option<String>,
+}

@@ -1,0 +1,70 @@
+//! `kassa apikey create|list|revoke`.
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::Utc;
+
+use super::CommandError;
+use crate::db::{api_keys, connect, immediate, migrations};
+use crate::domain::api_key;
+
+pub fn create(db_path: &Path, name: &str, out: &mut impl Write) -> Result<(), CommandError> {
+    api_key::check_name(name).map_err(CommandError::new)?;
+    let mut conn = connect(db_path)?;
+    migrations::run(&mut conn)?;
+    let key = api_key::generate();
+    let inserted = immediate(&mut conn, |c| {
+        api_keys::insert(c, name, &key.display_prefix, &key.hash, Utc::now())
+    })?;
+    if inserted.is_none() {
+        return Err(CommandError::new(format!(
+            "an active API key named {name:?} already exists; revoke it first or pick another name"
+        )));
+    }
+    writeln!(out, "{}", key.plaintext).map_err(|e| CommandError::new(e.to_string()))?;
+    Ok(())
+}
+
+pub fn list(db_path: &Path, out: &mut impl Write) -> Result<(), CommandError> {
+    let mut conn = connect(db_path)?;
+    migrations::run(&mut conn)?;
+    let keys = api_keys::list(&conn)?;
+    let io = |e: std::io::Error| CommandError::new(e.to_string());
+    writeln!(
+        out,
+        "{:<24} {:<16} {:<20} {:<20} STATUS",
+        "NAME", "PREFIX", "CREATED (UTC)", "LAST USED (UTC)"
+    )
+    .map_err(io)?;
+    let fmt = |t: Option<chrono::DateTime<Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    for k in keys {
+        let status = match k.revoked_at {
+            None => "active".to_owned(),
+            Some(t) => format!("revoked {}", fmt(Some(t))),
+        };
+        writeln!(
+            out,
+            "{:<24} {:<16} {:<20} {:<20} {status}",
+            k.name,
+            format!("{}…", k.prefix),
+            fmt(Some(k.created_at)),
+            fmt(k.last_used_at)
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+pub fn revoke(db_path: &Path, name: &str, out: &mut impl Write) -> Result<(), CommandError> {
+    let mut conn = connect(db_path)?;
+    migrations::run(&mut conn)?;
+    if !immediate(&mut conn, |c| api_keys::revoke(c, name, Utc::now()))? {
+        return Err(CommandError::new(format!("no active API key named {name:?}")));
+    }
+    writeln!(out, "revoked API key {name:?}").map_err(|e| CommandError::new(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! Schema migrations: compiled in, append-only, numbered by `PRAGMA user_version`.
+//! Never edit a shipped entry; add a new one at the end.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::{DbError, DbResult};
+
+pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("migrations/0001_init.sql"))];
+
+/// Schema version this binary writes.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Applies every pending migration in one exclusive transaction. Returns the names of
+/// the ones applied. A database written by a newer kassa is refused, not touched.
+pub fn run(conn: &mut Connection) -> DbResult<Vec<&'static str>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > latest_version() {
+        return Err(DbError::TooNew {
+            found: current,
+            supported: latest_version(),
+        });
+    }
+    let mut applied = Vec::new();
+    for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)
+            .map_err(|e| DbError::Migration(format!("{name}: {e}")))?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        applied.push(*name);
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+pub fn current_version(conn: &Connection) -> DbResult<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}

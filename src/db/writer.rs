@@ -1,0 +1,147 @@
+//! The single writer thread and its group commit.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::{DbError, DbResult};
+
+/// Largest number of jobs committed together; bounds the latency one batch adds.
+const MAX_BATCH: usize = 256;
+
+trait Job: Send {
+    /// Runs inside the batch's savepoint; false rolls the savepoint back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Delivers the result once the batch's fate is known.
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct WriteJob<R, F> {
+    work: Option<F>,
+    result: Option<DbResult<R>>,
+    reply: oneshot::Sender<DbResult<R>>,
+}
+
+impl<R, F> Job for WriteJob<R, F>
+where
+    R: Send,
+    F: FnOnce(&Connection) -> DbResult<R> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let result = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Task("a database job panicked".to_owned())),
+        };
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let result = match (commit, self.result) {
+            (_, None) => Err(DbError::Task("job never ran".to_owned())),
+            (Ok(()), Some(r)) => r,
+            // The job's own error explains more than the commit failure it caused.
+            (Err(_), Some(Err(e))) => Err(e),
+            (Err(e), Some(Ok(_))) => Err(DbError::Commit(e)),
+        };
+        // The requester may have gone away (client disconnected); nothing to do then.
+        let _ = self.reply.send(result);
+    }
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Writer {
+    pub(super) fn start(conn: Connection) -> Writer {
+        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        std::thread::Builder::new()
+            .name("kassa-db-writer".to_owned())
+            .spawn(move || run(conn, queue))
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the database writer"));
+        Writer { jobs }
+    }
+
+    fn submit<R, F>(&self, work: F) -> DbResult<oneshot::Receiver<DbResult<R>>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<R> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = WriteJob {
+            work: Some(work),
+            result: None,
+            reply,
+        };
+        self.jobs.send(Box::new(job)).map_err(|_| DbError::WriterGone)?;
+        Ok(answer)
+    }
+
+    pub async fn write<R, F>(&self, work: F) -> DbResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<R> + Send + 'static,
+    {
+        self.submit(work)?.await.map_err(|_| DbError::WriterGone)?
+    }
+
+    pub fn write_blocking<R, F>(&self, work: F) -> DbResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> DbResult<R> + Send + 'static,
+    {
+        self.submit(work)?
+            .blocking_recv()
+            .map_err(|_| DbError::WriterGone)?
+    }
+}
+
+fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = commit_batch(&conn, &mut batch);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, jobs = batch.len(), "database batch failed");
+        }
+        for job in batch {
+            job.finish(outcome.clone());
+        }
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    for job in batch.iter_mut() {
+        let step = conn.execute_batch("SAVEPOINT job").and_then(|()| {
+            if job.run(conn) {
+                conn.execute_batch("RELEASE job")
+            } else {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            }
+        });
+        if let Err(e) = step {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.to_string());
+        }
+    }
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e.to_string());
+    }
+    Ok(())
+}

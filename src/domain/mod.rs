@@ -1,0 +1,16 @@
+//! Pure business types: money, ids, the order state machine, orders and time. Nothing
+//! here knows about HTTP or SQL.
+
+pub mod api_key;
+pub mod clock;
+pub mod event;
+pub mod ids;
+pub mod money;
+pub mod order;
+pub mod status;
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use ids::{OrderId, OutTradeNo};
+pub use money::{Amount, Currency};
+pub use order::{CreateOrderRequest, NewOrder, Order, OrderView, ProviderKind};
+pub use status::{OrderStatus, Transition, TransitionSource};

@@ -1,0 +1,201 @@
+//! HTTP-facing errors. Each `ErrorCode` has one status and one stable snake_case code;
+//! clients get a plain sentence, logs get the whole chain.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::db::DbError;
+use crate::domain::order::FieldError;
+use crate::providers::ProviderError;
+use crate::service::orders::{CloseError, CreateError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedJson,
+    InvalidRequest,
+    Unauthorized,
+    NotFound,
+    OrderNotFound,
+    MethodNotAllowed,
+    OutTradeNoTaken,
+    IdempotencyKeyConflict,
+    IllegalTransition,
+    OrderPaid,
+    ProviderAmountMismatch,
+    PayloadTooLarge,
+    InvalidField,
+    ProviderRejected,
+    ProviderUnavailable,
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The one table of codes and statuses.
+    pub fn parts(self) -> (StatusCode, &'static str) {
+        use ErrorCode::*;
+        match self {
+            MalformedJson => (StatusCode::BAD_REQUEST, "malformed_json"),
+            InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            OrderNotFound => (StatusCode::NOT_FOUND, "order_not_found"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            OutTradeNoTaken => (StatusCode::CONFLICT, "out_trade_no_taken"),
+            IdempotencyKeyConflict => (StatusCode::CONFLICT, "idempotency_key_conflict"),
+            IllegalTransition => (StatusCode::CONFLICT, "illegal_transition"),
+            OrderPaid => (StatusCode::CONFLICT, "order_paid"),
+            ProviderAmountMismatch => (StatusCode::CONFLICT, "provider_amount_mismatch"),
+            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            InvalidField => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+            ProviderRejected => (StatusCode::BAD_GATEWAY, "provider_rejected"),
+            ProviderUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable"),
+            InternalError => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+/// An error answered as `{"error": {"code", "message", "field"?}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            code: ErrorCode::InvalidField,
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn internal(error: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %error_chain(error), "internal error");
+        ApiError::new(
+            ErrorCode::InternalError,
+            "an internal error occurred; it has been logged",
+        )
+    }
+}
+
+/// An error and all its causes on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.parts().1, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.code.parts();
+        let mut response = HttpResponse::build(status);
+        if self.code == ErrorCode::Unauthorized {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(Body {
+            error: Inner {
+                code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        })
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        ApiError::internal(&e)
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::field(e.field, e.message)
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        tracing::warn!(error = %e, "provider call failed");
+        match &e {
+            ProviderError::Rejected { provider, code, message } => ApiError::new(
+                ErrorCode::ProviderRejected,
+                format!("{provider} refused the request: {code}: {message}"),
+            ),
+            ProviderError::Unknown { provider, reason } => ApiError::new(
+                ErrorCode::ProviderUnavailable,
+                format!("{provider} could not be reached or gave no definite answer ({reason}); nothing was changed, try again"),
+            ),
+        }
+    }
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Invalid(f) => f.into(),
+            CreateError::OutTradeNoTaken(_) => ApiError::new(ErrorCode::OutTradeNoTaken, e.to_string()),
+            CreateError::IdempotencyConflict => {
+                ApiError::new(ErrorCode::IdempotencyKeyConflict, e.to_string())
+            }
+            CreateError::Provider(p) => p.into(),
+            CreateError::Db(d) => d.into(),
+        }
+    }
+}
+
+impl From<CloseError> for ApiError {
+    fn from(e: CloseError) -> Self {
+        match e {
+            CloseError::NotFound => ApiError::new(ErrorCode::OrderNotFound, "no order with that id"),
+            CloseError::Illegal(_) => ApiError::new(ErrorCode::IllegalTransition, e.to_string()),
+            CloseError::TurnedOutPaid(_) => ApiError::new(ErrorCode::OrderPaid, e.to_string()),
+            CloseError::AmountMismatch { .. } => {
+                ApiError::new(ErrorCode::ProviderAmountMismatch, e.to_string())
+            }
+            CloseError::Provider(p) => p.into(),
+            CloseError::Db(d) => d.into(),
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! `/api/v1/orders`: create, read, list, close, history.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use ring::digest::{digest, SHA256};
+use serde::Serialize;
+
+use super::{method_not_allowed, read_body, ApiCaller};
+use crate::db::history::{self, HistoryEntry};
+use crate::db::orders::{self, Cursor, OrderFilter};
+use crate::db::transitions::Cause;
+use crate::domain::{CreateOrderRequest, OrderId, OrderStatus, OrderView, ProviderKind, TransitionSource};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::service::orders::{self as order_service, Created, Idempotency};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/orders")
+            .route(web::post().to(create_order))
+            .route(web::get().to(list_orders))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/orders/{id}")
+            .route(web::get().to(get_order))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/orders/{id}/close")
+            .route(web::post().to(close_order))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/orders/{id}/events")
+            .route(web::get().to(list_events))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+fn idempotency_key(req: &HttpRequest) -> ApiResult<Option<String>> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(text.to_owned()))
+}
+
+/// Field name from a serde error, for `{"error": {"field": …}}`.
+fn field_of(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = error.path().to_string();
+    if path != "." {
+        return path;
+    }
+    let message = error.inner().to_string();
+    message.split('`').nth(1).unwrap_or("body").to_owned()
+}
+
+fn parse_create_request(body: &[u8]) -> ApiResult<(CreateOrderRequest, Vec<u8>)> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            ErrorCode::MalformedJson,
+            "request body must be a JSON object",
+        ));
+    }
+    // Object keys serialize sorted, so two bodies that differ only in key order or
+    // whitespace are the same request for Idempotency-Key purposes.
+    let fingerprint = digest(&SHA256, value.to_string().as_bytes()).as_ref().to_vec();
+    let request: CreateOrderRequest = serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = field_of(&e);
+        ApiError::field(field, e.inner().to_string())
+    })?;
+    Ok((request, fingerprint))
+}
+
+async fn create_order(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let key = idempotency_key(&req)?;
+    let body = read_body(&req, payload).await?;
+    let (request, fingerprint) = parse_create_request(&body)?;
+    let idem = key.map(|key| Idempotency {
+        api_key_id: caller.key_id,
+        key,
+        request_hash: fingerprint,
+    });
+    let (order, status) = match order_service::create(&state, request, idem).await? {
+        Created::New(o) => (o, actix_web::http::StatusCode::CREATED),
+        Created::Replayed(o) => (o, actix_web::http::StatusCode::CREATED),
+    };
+    tracing::info!(order_id = %order.id, api_key = %caller.name, "order created");
+    Ok(HttpResponse::build(status)
+        .insert_header((header::LOCATION, format!("/api/v1/orders/{}", order.id)))
+        .json(order.view(state.public_url())))
+}
+
+fn path_id(raw: &str) -> ApiResult<OrderId> {
+    OrderId::parse(raw).map_err(|_| ApiError::new(ErrorCode::OrderNotFound, "no order with that id"))
+}
+
+async fn get_order(
+    state: web::Data<AppState>,
+    _caller: ApiCaller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = path_id(&path)?;
+    let order = state
+        .db
+        .read(move |c| orders::find_by_id(c, &id))
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound, "no order with that id"))?;
+    Ok(HttpResponse::Ok().json(order.view(state.public_url())))
+}
+
+#[derive(Serialize)]
+struct Page<T> {
+    data: Vec<T>,
+    has_more: bool,
+    next_cursor: Option<String>,
+}
+
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+fn parse_list_query(query: &str) -> ApiResult<(OrderFilter, Option<Cursor>, u32)> {
+    let mut filter = OrderFilter::default();
+    let mut cursor = None;
+    let mut limit = DEFAULT_LIMIT;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "status" => {
+                filter.status = Some(
+                    value
+                        .parse::<OrderStatus>()
+                        .map_err(|e| ApiError::field("status", e.to_string()))?,
+                )
+            }
+            "provider" => {
+                filter.provider = Some(
+                    value
+                        .parse::<ProviderKind>()
+                        .map_err(|e| ApiError::field("provider", e))?,
+                )
+            }
+            "out_trade_no" => filter.out_trade_no = Some(value.into_owned()),
+            "limit" => {
+                limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::field("limit", format!("must be a whole number from 1 to {MAX_LIMIT}"))
+                    })?
+            }
+            "cursor" => {
+                cursor = Some(Cursor::decode(&value).ok_or_else(|| {
+                    ApiError::field(
+                        "cursor",
+                        "is not a cursor returned by this API (use next_cursor as given)",
+                    )
+                })?)
+            }
+            other => {
+                return Err(ApiError::field(
+                    other.to_owned(),
+                    "unknown query parameter; known: status, provider, out_trade_no, limit, cursor",
+                ))
+            }
+        }
+    }
+    Ok((filter, cursor, limit))
+}
+
+async fn list_orders(
+    state: web::Data<AppState>,
+    _caller: ApiCaller,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let (filter, cursor, limit) = parse_list_query(req.query_string())?;
+    let mut rows = state
+        .db
+        .read(move |c| orders::list(c, &filter, cursor.as_ref(), limit + 1))
+        .await?;
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = if has_more {
+        rows.last().map(|o| Cursor::after(o).encode())
+    } else {
+        None
+    };
+    let public_url = state.public_url();
+    let data: Vec<OrderView> = rows.iter().map(|o| o.view(public_url)).collect();
+    Ok(HttpResponse::Ok().json(Page {
+        data,
+        has_more,
+        next_cursor,
+    }))
+}
+
+async fn close_order(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = path_id(&path)?;
+    let cause = Cause {
+        source: TransitionSource::Api,
+        actor: caller.name,
+        detail: None,
+        notification_id: None,
+    };
+    let order = order_service::close(&state, &id, cause, state.clock.now()).await?;
+    Ok(HttpResponse::Ok().json(order.view(state.public_url())))
+}
+
+#[derive(Serialize)]
+struct Events {
+    data: Vec<HistoryEntry>,
+}
+
+async fn list_events(
+    state: web::Data<AppState>,
+    _caller: ApiCaller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = path_id(&path)?;
+    let (exists, data) = state
+        .db
+        .read(move |c| {
+            Ok((
+                orders::find_by_id(c, &id)?.is_some(),
+                history::list_for_order(c, &id)?,
+            ))
+        })
+        .await?;
+    if !exists {
+        return Err(ApiError::new(ErrorCode::OrderNotFound, "no order with that id"));
+    }
+    Ok(HttpResponse::Ok().json(Events { data }))
+}

@@ -1,0 +1,138 @@
+//! `kassa`: parse the command line, load settings, start logging, dispatch.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kassa::cli::{ApikeyCommand, Cli, Command, ExportCommand, ServeArgs};
+use kassa::commands::{self, CommandError};
+use kassa::config::{ConfigSources, Settings};
+use kassa::startup::{Application, Options};
+
+fn sources(cli: &Cli, serve: Option<&ServeArgs>) -> ConfigSources {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let file = cli.config.clone().or_else(|| {
+        env.iter()
+            .find(|(k, _)| k == "KASSA_CONFIG")
+            .map(|(_, v)| v.into())
+    });
+    let mut flags = Vec::new();
+    if let Some(dir) = &cli.data_dir {
+        flags.push(("server.data_dir", dir.clone(), "--data-dir"));
+    }
+    if let Some(serve) = serve {
+        if let Some(bind) = &serve.bind {
+            flags.push(("server.bind", bind.clone(), "--bind"));
+        }
+        if let Some(url) = &serve.public_url {
+            flags.push(("server.public_url", url.clone(), "--public-url"));
+        }
+    }
+    ConfigSources { file, env, flags }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serve_args = match &cli.command {
+        None => Some(cli.serve.clone()),
+        Some(Command::Serve(args)) => Some(ServeArgs {
+            bind: args.bind.clone().or_else(|| cli.serve.bind.clone()),
+            public_url: args.public_url.clone().or_else(|| cli.serve.public_url.clone()),
+        }),
+        _ => None,
+    };
+    let settings = match Settings::load(&sources(&cli, serve_args.as_ref())) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kassa: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    kassa::telemetry::init(settings.log);
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+
+    let db_path = settings.database_path();
+    let stdout = std::io::stdout();
+    let result: Result<(), CommandError> = match cli.command {
+        None | Some(Command::Serve(_)) => serve(settings),
+        Some(Command::Migrate) => kassa::db::migrate(&db_path)
+            .map(|applied| {
+                if applied.is_empty() {
+                    println!("database {} is up to date", db_path.display());
+                } else {
+                    println!(
+                        "applied migrations to {}: {}",
+                        db_path.display(),
+                        applied.join(", ")
+                    );
+                }
+            })
+            .map_err(Into::into),
+        Some(Command::Apikey(ApikeyCommand::Create { name })) => {
+            commands::apikey::create(&db_path, &name, &mut stdout.lock())
+        }
+        Some(Command::Apikey(ApikeyCommand::List)) => commands::apikey::list(&db_path, &mut stdout.lock()),
+        Some(Command::Apikey(ApikeyCommand::Revoke { name })) => {
+            commands::apikey::revoke(&db_path, &name, &mut stdout.lock())
+        }
+        Some(Command::Backup(args)) => {
+            commands::backup::run(&db_path, &args.file, args.force, &mut stdout.lock())
+        }
+        Some(Command::Export(ExportCommand::Orders(args))) => export_orders(&settings, &args),
+        Some(Command::Config) => {
+            let mut out = stdout.lock();
+            for (key, value, source) in settings.describe() {
+                let _ = writeln!(out, "{key} = {value:?}    # {source}");
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kassa: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn export_orders(settings: &Settings, args: &kassa::cli::ExportOrdersArgs) -> Result<(), CommandError> {
+    use commands::export::parse_bound;
+    let tz = settings.merchant.timezone;
+    let from = args
+        .from
+        .as_deref()
+        .map(|t| parse_bound(t, tz, false, "--from"))
+        .transpose()?;
+    let to = args
+        .to
+        .as_deref()
+        .map(|t| parse_bound(t, tz, true, "--to"))
+        .transpose()?;
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    match commands::export::orders(&settings.database_path(), tz, from, to, out) {
+        // `kassa export orders | head` closing the pipe early is not an error.
+        Err(e) if e.message.contains("Broken pipe") => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+fn serve(settings: Settings) -> Result<(), CommandError> {
+    actix_web::rt::System::new().block_on(async move {
+        let app =
+            Application::build(settings, Options::default()).map_err(|e| CommandError::new(e.to_string()))?;
+        let state = app.state();
+        println!("kassa listening on http://{}", app.address());
+        println!("public URL: {}", state.public_url());
+        println!("database: {}", state.db.path().display());
+        if state.providers.enabled().is_empty() {
+            println!("no payment provider is enabled yet: configure [alipay] or [wechat] to accept orders");
+        }
+        let _ = std::io::stdout().flush();
+        app.run_until_stopped()
+            .await
+            .map_err(|e| CommandError::new(e.to_string()))
+    })
+}

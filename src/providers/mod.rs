@@ -1,0 +1,116 @@
+//! Payment providers. Order creation, close, expiry and refunds go through the
+//! `Provider` trait; the Alipay and WeChat clients implement it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Amount, Order, OrderId, ProviderKind};
+
+pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
+
+/// What kassa asks a provider to create: a payment whose QR code the customer scans.
+#[derive(Debug, Clone)]
+pub struct PaymentRequest {
+    /// kassa's order id, sent to the provider as its `out_trade_no`.
+    pub order_id: OrderId,
+    pub amount: Amount,
+    pub subject: String,
+    /// The provider must stop accepting payment by then (spec section 3).
+    pub expires_at: DateTime<Utc>,
+    /// kassa's own notify endpoint for this provider.
+    pub notify_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedPayment {
+    pub qr_code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentFacts {
+    pub provider_trade_no: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    /// What the provider says was paid, in minor units.
+    pub amount: i64,
+}
+
+/// A trade's state at the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TradeState {
+    /// Waiting for payment, or never scanned (Alipay `ACQ.TRADE_NOT_EXIST`).
+    NotPaid,
+    Paid(PaymentFacts),
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    /// Stored before the call, so a retry refunds at most once.
+    pub refund_no: String,
+    pub amount: Amount,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    Succeeded {
+        provider_refund_id: Option<String>,
+    },
+    /// Accepted, result reported later (WeChat `PROCESSING`).
+    Processing,
+    Failed {
+        code: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider answered with a definite refusal.
+    #[error("{provider} refused: {code}: {message}")]
+    Rejected {
+        provider: ProviderKind,
+        code: String,
+        message: String,
+    },
+    /// Timeout, connection error, 5xx or a "system error": the outcome is not known
+    /// and must be settled by a query, never assumed.
+    #[error("{provider} outcome unknown: {reason}")]
+    Unknown { provider: ProviderKind, reason: String },
+}
+
+pub trait Provider: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+    fn create_payment<'a>(&'a self, request: &'a PaymentRequest) -> ProviderFuture<'a, CreatedPayment>;
+    fn query<'a>(&'a self, order: &'a Order) -> ProviderFuture<'a, TradeState>;
+    fn close<'a>(&'a self, order: &'a Order) -> ProviderFuture<'a, ()>;
+    fn refund<'a>(&'a self, order: &'a Order, refund: &'a RefundRequest)
+        -> ProviderFuture<'a, RefundOutcome>;
+}
+
+/// The providers enabled on this server.
+#[derive(Clone, Default)]
+pub struct Providers(BTreeMap<ProviderKind, Arc<dyn Provider>>);
+
+impl Providers {
+    pub fn none() -> Providers {
+        Providers::default()
+    }
+
+    pub fn with(mut self, provider: Arc<dyn Provider>) -> Providers {
+        self.0.insert(provider.kind(), provider);
+        self
+    }
+
+    pub fn get(&self, kind: ProviderKind) -> Option<&Arc<dyn Provider>> {
+        self.0.get(&kind)
+    }
+
+    pub fn enabled(&self) -> Vec<ProviderKind> {
+        self.0.keys().copied().collect()
+    }
+}

@@ -1,0 +1,243 @@
+//! Creating and closing orders.
+
+use chrono::{DateTime, Utc};
+
+use crate::db::transitions::{self, Cause, Change, Outcome};
+use crate::db::{idempotency, orders, DbError};
+use crate::domain::order::{FieldError, OrderRules};
+use crate::domain::{CreateOrderRequest, NewOrder, Order, OrderId, OrderStatus, TransitionSource};
+use crate::providers::{PaymentRequest, ProviderError, TradeState};
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("an order with out_trade_no {0:?} already exists")]
+    OutTradeNoTaken(String),
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request it came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub api_key_id: i64,
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub enum Created {
+    New(Order),
+    /// Same key and body as an earlier request: that request's order.
+    Replayed(Order),
+}
+
+enum Stored {
+    Created(Order),
+    Replayed(Order),
+    KeyConflict,
+    OutTradeNoTaken,
+}
+
+fn replay(conn: &crate::db::Connection, idem: &Idempotency) -> Result<Option<Stored>, DbError> {
+    let Some(record) = idempotency::find(conn, idem.api_key_id, &idem.key)? else {
+        return Ok(None);
+    };
+    if record.request_hash != idem.request_hash {
+        return Ok(Some(Stored::KeyConflict));
+    }
+    let id = OrderId::parse(&record.order_id).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    let order = orders::find_by_id(conn, &id)?
+        .ok_or_else(|| DbError::Corrupt(format!("idempotency key points at missing order {id}")))?;
+    Ok(Some(Stored::Replayed(order)))
+}
+
+fn settle(stored: Stored, out_trade_no: &str) -> Result<Created, CreateError> {
+    match stored {
+        Stored::Created(o) => Ok(Created::New(o)),
+        Stored::Replayed(o) => Ok(Created::Replayed(o)),
+        Stored::KeyConflict => Err(CreateError::IdempotencyConflict),
+        Stored::OutTradeNoTaken => Err(CreateError::OutTradeNoTaken(out_trade_no.to_owned())),
+    }
+}
+
+/// Validates, asks the provider for a payment (its QR code), then stores the order.
+/// Nothing is stored when the provider refuses, so no half-made order is payable.
+pub async fn create(
+    state: &AppState,
+    request: CreateOrderRequest,
+    idem: Option<Idempotency>,
+) -> Result<Created, CreateError> {
+    let out_trade_no = request.out_trade_no.clone();
+    if let Some(idem) = idem.clone() {
+        if let Some(stored) = state.db.read(move |c| replay(c, &idem)).await? {
+            return settle(stored, &out_trade_no);
+        }
+    }
+    let enabled = state.providers.enabled();
+    let rules = OrderRules {
+        default_currency: state.settings.merchant.currency,
+        default_ttl: state.settings.merchant.order_ttl,
+        enabled_providers: &enabled,
+        now: state.clock.now(),
+    };
+    let new_order = NewOrder::validate(request, &rules)?;
+    let taken_check = new_order.out_trade_no.as_str().to_owned();
+    if state
+        .db
+        .read(move |c| orders::find_by_out_trade_no(c, &taken_check))
+        .await?
+        .is_some()
+    {
+        return Err(CreateError::OutTradeNoTaken(out_trade_no));
+    }
+    let provider = state.providers.get(new_order.provider).ok_or_else(|| {
+        CreateError::Invalid(FieldError {
+            field: "provider",
+            message: format!("provider {} is not enabled", new_order.provider),
+        })
+    })?;
+    let payment = provider
+        .create_payment(&PaymentRequest {
+            order_id: new_order.id.clone(),
+            amount: new_order.amount,
+            subject: new_order.subject.clone(),
+            expires_at: new_order.expires_at,
+            notify_url: format!("{}/notify/{}", state.public_url(), new_order.provider),
+        })
+        .await?;
+
+    let now = state.clock.now();
+    let stored = state
+        .db
+        .write(move |conn| {
+            if let Some(idem) = &idem {
+                if let Some(stored) = replay(conn, idem)? {
+                    return Ok(stored);
+                }
+            }
+            if orders::insert(conn, &new_order, Some(&payment.qr_code))? == orders::Inserted::OutTradeNoTaken
+            {
+                return Ok(Stored::OutTradeNoTaken);
+            }
+            if let Some(idem) = &idem {
+                idempotency::insert(
+                    conn,
+                    idem.api_key_id,
+                    &idem.key,
+                    &idem.request_hash,
+                    &new_order.id,
+                    now,
+                )?;
+            }
+            let order = orders::find_by_id(conn, &new_order.id)?
+                .ok_or_else(|| DbError::Corrupt("inserted order vanished".to_owned()))?;
+            Ok(Stored::Created(order))
+        })
+        .await?;
+    settle(stored, &out_trade_no)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloseError {
+    #[error("order not found")]
+    NotFound,
+    #[error("order is {0} and cannot be closed")]
+    Illegal(OrderStatus),
+    #[error("the provider reports this order as paid; it was recorded as paid instead of closed")]
+    TurnedOutPaid(Box<Order>),
+    #[error(
+        "the provider reports {reported} minor units paid for an order of {expected}; nothing was changed"
+    )]
+    AmountMismatch { expected: i64, reported: i64 },
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+async fn apply(
+    state: &AppState,
+    id: &OrderId,
+    change: Change,
+    cause: Cause,
+    now: DateTime<Utc>,
+) -> Result<Outcome, DbError> {
+    let id = id.clone();
+    let public_url = state.public_url().to_owned();
+    state
+        .db
+        .write(move |conn| transitions::apply(conn, &id, &change, &cause, now, &public_url))
+        .await
+}
+
+/// Closes a pending order: asks the provider first (a payment notification may have
+/// been lost), pays the order instead when it was paid, otherwise closes the trade at
+/// the provider and then locally. A repeated close answers with the closed order.
+pub async fn close(
+    state: &AppState,
+    id: &OrderId,
+    cause: Cause,
+    now: DateTime<Utc>,
+) -> Result<Order, CloseError> {
+    let lookup = id.clone();
+    let order = state
+        .db
+        .read(move |c| orders::find_by_id(c, &lookup))
+        .await?
+        .ok_or(CloseError::NotFound)?;
+    if order.status == OrderStatus::Pending {
+        let mut cause = cause;
+        match state.providers.get(order.provider) {
+            Some(provider) => match provider.query(&order).await? {
+                TradeState::Paid(facts) => {
+                    if facts.amount != order.amount.minor() {
+                        tracing::warn!(order_id = %order.id, expected = order.amount.minor(), reported = facts.amount, "provider reports a different paid amount");
+                        return Err(CloseError::AmountMismatch {
+                            expected: order.amount.minor(),
+                            reported: facts.amount,
+                        });
+                    }
+                    let pay = Change::Pay {
+                        provider_trade_no: facts.provider_trade_no,
+                        paid_at: facts.paid_at.unwrap_or(now),
+                    };
+                    let mut query_cause = Cause::system(TransitionSource::ProviderQuery);
+                    query_cause.detail =
+                        Some(format!("found paid while closing ({})", cause.source.as_str()));
+                    return match apply(state, id, pay, query_cause, now).await? {
+                        Outcome::Applied { order, .. } | Outcome::Duplicate { order } => {
+                            Err(CloseError::TurnedOutPaid(Box::new(order)))
+                        }
+                        Outcome::Refused { order } => Err(CloseError::Illegal(order.status)),
+                        Outcome::NotFound => Err(CloseError::NotFound),
+                    };
+                }
+                TradeState::NotPaid | TradeState::Closed => provider.close(&order).await?,
+            },
+            None => {
+                cause.detail = Some(format!(
+                    "provider {} is not enabled; closed locally only",
+                    order.provider
+                ));
+            }
+        }
+        return match apply(state, id, Change::Close, cause, now).await? {
+            Outcome::Applied { order, .. } | Outcome::Duplicate { order } => Ok(order),
+            Outcome::Refused { order } => Err(CloseError::Illegal(order.status)),
+            Outcome::NotFound => Err(CloseError::NotFound),
+        };
+    }
+    // Not pending: let the state machine decide (duplicate or refused, recorded).
+    match apply(state, id, Change::Close, cause, now).await? {
+        Outcome::Applied { order, .. } | Outcome::Duplicate { order } => Ok(order),
+        Outcome::Refused { order } => Err(CloseError::Illegal(order.status)),
+        Outcome::NotFound => Err(CloseError::NotFound),
+    }
+}
