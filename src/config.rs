@@ -453,8 +453,14 @@ fn build(raw: BTreeMap<String, (String, Source)>, warnings: Vec<String>) -> Resu
     let values = raw
         .iter()
         .map(|(k, (v, _))| {
-            let secret = KEYS.iter().any(|s| s.secret && format!("{}.{}", s.section, s.key) == *k);
-            let shown = if secret && !v.is_empty() { "***".to_owned() } else { v.clone() };
+            let secret = KEYS
+                .iter()
+                .any(|s| s.secret && format!("{}.{}", s.section, s.key) == *k);
+            let shown = if secret && !v.is_empty() {
+                "***".to_owned()
+            } else {
+                v.clone()
+            };
             (k.clone(), shown)
         })
         .collect();

@@ -124,13 +124,19 @@ fn serve(settings: Settings) -> Result<(), CommandError> {
         let app =
             Application::build(settings, Options::default()).map_err(|e| CommandError::new(e.to_string()))?;
         let state = app.state();
-        println!("kassa listening on http://{}", app.address());
-        println!("public URL: {}", state.public_url());
-        println!("database: {}", state.db.path().display());
+        // Write errors are ignored: a closed stdout must not stop the server.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "kassa listening on http://{}", app.address());
+        let _ = writeln!(out, "public URL: {}", state.public_url());
+        let _ = writeln!(out, "database: {}", state.db.path().display());
         if state.providers.enabled().is_empty() {
-            println!("no payment provider is enabled yet: configure [alipay] or [wechat] to accept orders");
+            let _ = writeln!(
+                out,
+                "no payment provider is enabled yet: configure [alipay] or [wechat] to accept orders"
+            );
         }
-        let _ = std::io::stdout().flush();
+        let _ = out.flush();
+        drop(out);
         app.run_until_stopped()
             .await
             .map_err(|e| CommandError::new(e.to_string()))

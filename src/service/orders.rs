@@ -75,11 +75,6 @@ pub async fn create(
     idem: Option<Idempotency>,
 ) -> Result<Created, CreateError> {
     let out_trade_no = request.out_trade_no.clone();
-    if let Some(idem) = idem.clone() {
-        if let Some(stored) = state.db.read(move |c| replay(c, &idem)).await? {
-            return settle(stored, &out_trade_no);
-        }
-    }
     let enabled = state.providers.enabled();
     let rules = OrderRules {
         default_currency: state.settings.merchant.currency,
@@ -88,14 +83,31 @@ pub async fn create(
         now: state.clock.now(),
     };
     let new_order = NewOrder::validate(request, &rules)?;
-    let taken_check = new_order.out_trade_no.as_str().to_owned();
-    if state
+    let checks = (idem.clone(), out_trade_no.clone());
+    let early = state
         .db
-        .read(move |c| orders::find_by_out_trade_no(c, &taken_check))
-        .await?
-        .is_some()
-    {
-        return Err(CreateError::OutTradeNoTaken(out_trade_no));
+        .read(move |c| {
+            let (idem, out_trade_no) = checks;
+            if let Some(idem) = &idem {
+                if let Some(stored) = replay(c, idem)? {
+                    return Ok(Some(stored));
+                }
+            }
+            if orders::find_by_out_trade_no(c, &out_trade_no)?.is_none() {
+                return Ok(None);
+            }
+            // A concurrent request with the same key may have stored this order (and
+            // its key) since the look-up above.
+            if let Some(idem) = &idem {
+                if let Some(stored) = replay(c, idem)? {
+                    return Ok(Some(stored));
+                }
+            }
+            Ok(Some(Stored::OutTradeNoTaken))
+        })
+        .await?;
+    if let Some(stored) = early {
+        return settle(stored, &out_trade_no);
     }
     let provider = state.providers.get(new_order.provider).ok_or_else(|| {
         CreateError::Invalid(FieldError {

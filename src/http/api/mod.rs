@@ -21,9 +21,13 @@ use crate::state::AppState;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::scope("/v1").configure(orders::configure))
-        .route("/openapi.json", web::get().to(openapi))
-        .default_service(web::to(api_not_found));
+    cfg.service(
+        web::scope("/v1")
+            .configure(orders::configure)
+            .default_service(web::to(api_not_found)),
+    )
+    .route("/openapi.json", web::get().to(openapi))
+    .default_service(web::to(api_not_found));
 }
 
 async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -1,0 +1,93 @@
+//! A payment provider test double. It lives only in the tests: the shipped binary has
+//! real providers (and the sandbox) only.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use kassa::domain::{Order, ProviderKind};
+use kassa::providers::{
+    CreatedPayment, PaymentRequest, Provider, ProviderError, ProviderFuture, RefundOutcome, RefundRequest,
+    TradeState,
+};
+
+pub struct FakeProvider {
+    pub kind: ProviderKind,
+    pub create_error: Mutex<Option<ProviderError>>,
+    pub query_answer: Mutex<Result<TradeState, ProviderError>>,
+    pub close_error: Mutex<Option<ProviderError>>,
+    pub created: Mutex<Vec<PaymentRequest>>,
+    pub closes: AtomicUsize,
+    pub queries: AtomicUsize,
+}
+
+impl FakeProvider {
+    pub fn new(kind: ProviderKind) -> Self {
+        FakeProvider {
+            kind,
+            create_error: Mutex::new(None),
+            query_answer: Mutex::new(Ok(TradeState::NotPaid)),
+            close_error: Mutex::new(None),
+            created: Mutex::new(Vec::new()),
+            closes: AtomicUsize::new(0),
+            queries: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn qr_for(order_id: &str) -> String {
+        format!("https://qr.fake.test/{order_id}")
+    }
+
+    pub fn unknown(&self) -> ProviderError {
+        ProviderError::Unknown {
+            provider: self.kind,
+            reason: "simulated timeout".into(),
+        }
+    }
+}
+
+impl Provider for FakeProvider {
+    fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    fn create_payment<'a>(&'a self, request: &'a PaymentRequest) -> ProviderFuture<'a, CreatedPayment> {
+        Box::pin(async move {
+            if let Some(e) = self.create_error.lock().unwrap().clone() {
+                return Err(e);
+            }
+            self.created.lock().unwrap().push(request.clone());
+            Ok(CreatedPayment {
+                qr_code: Self::qr_for(request.order_id.as_str()),
+            })
+        })
+    }
+
+    fn query<'a>(&'a self, _order: &'a Order) -> ProviderFuture<'a, TradeState> {
+        Box::pin(async move {
+            self.queries.fetch_add(1, Ordering::SeqCst);
+            self.query_answer.lock().unwrap().clone()
+        })
+    }
+
+    fn close<'a>(&'a self, _order: &'a Order) -> ProviderFuture<'a, ()> {
+        Box::pin(async move {
+            self.closes.fetch_add(1, Ordering::SeqCst);
+            match self.close_error.lock().unwrap().clone() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn refund<'a>(
+        &'a self,
+        _order: &'a Order,
+        _refund: &'a RefundRequest,
+    ) -> ProviderFuture<'a, RefundOutcome> {
+        Box::pin(async move {
+            Ok(RefundOutcome::Succeeded {
+                provider_refund_id: None,
+            })
+        })
+    }
+}

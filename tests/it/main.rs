@@ -1,0 +1,9 @@
+//! One integration-test crate (one link step). Every test starts the real application
+//! on 127.0.0.1:0 with its own SQLite file in a temp dir and talks HTTP to it.
+
+mod api_orders;
+mod cli;
+mod expiry;
+mod fake_provider;
+mod helpers;
+mod transitions;
