@@ -129,10 +129,21 @@ fn serve(settings: Settings) -> Result<(), CommandError> {
         let _ = writeln!(out, "kassa listening on http://{}", app.address());
         let _ = writeln!(out, "public URL: {}", state.public_url());
         let _ = writeln!(out, "database: {}", state.db.path().display());
-        if state.providers.enabled().is_empty() {
+        let enabled: Vec<&str> = state.providers.enabled().iter().map(|p| p.as_str()).collect();
+        if enabled.is_empty() {
             let _ = writeln!(
                 out,
                 "no payment provider is enabled yet: configure [alipay] or [wechat] to accept orders"
+            );
+        } else {
+            let _ = writeln!(out, "payment providers: {}", enabled.join(", "));
+        }
+        if let Some(sandbox) = &state.sandbox {
+            let _ = writeln!(
+                out,
+                "sandbox: on (simulated Alipay at {}/sandbox/, keys in {}); no real money moves",
+                state.public_url(),
+                sandbox.keys.dir.display()
             );
         }
         let _ = out.flush();

@@ -8,24 +8,90 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
-use crate::config::{Settings, Source};
+use crate::config::{SandboxMode, Settings, Source};
 use crate::db::{Database, DbError};
 use crate::domain::{Clock, SystemClock};
 use crate::jobs::expiry::ExpiryWorker;
+use crate::providers::alipay::client::AlipayClient;
+use crate::providers::alipay::AlipayProvider;
+use crate::providers::keys::{SigningKey, VerifyingKey};
+use crate::providers::sandbox::{self, Sandbox, SANDBOX_APP_ID};
 use crate::providers::Providers;
-use crate::state::AppState;
+use crate::state::{AlipayAccount, AppState};
+
+/// `auto`: on when no real provider is configured.
+pub fn sandbox_enabled(settings: &Settings) -> bool {
+    match settings.sandbox.enabled {
+        SandboxMode::On => true,
+        SandboxMode::Off => false,
+        SandboxMode::Auto => !settings.alipay.is_configured() && !settings.wechat.is_configured(),
+    }
+}
+
+type Built = (Providers, Option<Arc<AlipayAccount>>);
+
+/// The configured Alipay account, or kassa's client of the sandbox when Alipay is not
+/// configured and the sandbox is on. The sandbox is reached over real HTTP.
+fn providers_from_settings(
+    settings: &Settings,
+    sandbox: Option<&Sandbox>,
+    local: SocketAddr,
+) -> Result<Built, StartupError> {
+    let problem = |key: &str, e: &dyn std::fmt::Display| StartupError::Provider(format!("{key}: {e}"));
+    let (app_id, gateway, app_key, alipay_key, seller_id) = if settings.alipay.is_configured() {
+        let app_path = settings.alipay.app_private_key_file.clone().unwrap_or_default();
+        let ali_path = settings.alipay.alipay_public_key_file.clone().unwrap_or_default();
+        (
+            settings.alipay.app_id.clone(),
+            settings.alipay.gateway.clone(),
+            SigningKey::from_file(&app_path).map_err(|e| problem("alipay.app_private_key_file", &e))?,
+            VerifyingKey::from_file(&ali_path).map_err(|e| problem("alipay.alipay_public_key_file", &e))?,
+            settings.alipay.seller_id.clone(),
+        )
+    } else if let Some(sandbox) = sandbox {
+        (
+            SANDBOX_APP_ID.to_owned(),
+            format!("http://{local}/sandbox/alipay/gateway.do"),
+            SigningKey::from_file(&sandbox.keys.app_private_path())
+                .map_err(|e| problem("sandbox app key", &e))?,
+            VerifyingKey::from_file(&sandbox.keys.platform_public_path())
+                .map_err(|e| problem("sandbox platform key", &e))?,
+            None,
+        )
+    } else {
+        return Ok((Providers::none(), None));
+    };
+    let account = Arc::new(AlipayAccount {
+        app_id: app_id.clone(),
+        seller_id,
+        alipay_key: alipay_key.clone(),
+    });
+    let client = AlipayClient::new(app_id, gateway, app_key, alipay_key).map_err(StartupError::Provider)?;
+    let providers = Providers::none().with(Arc::new(AlipayProvider { client }));
+    Ok((providers, Some(account)))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("{0}")]
+    Provider(String),
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
 }
 
+/// Where the payment providers come from.
+pub enum ProviderSetup {
+    /// From the settings: the configured Alipay account, or the built-in sandbox.
+    FromSettings,
+    /// These, as they are (tests use a test double).
+    Given(Providers),
+}
+
 /// What to start besides the settings.
 pub struct Options {
-    pub providers: Providers,
+    pub providers: ProviderSetup,
     pub clock: Arc<dyn Clock>,
     /// Tests turn the background loops off and drive `try_run_once` themselves.
     pub run_jobs: bool,
@@ -34,7 +100,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            providers: Providers::none(),
+            providers: ProviderSetup::FromSettings,
             clock: Arc::new(SystemClock),
             run_jobs: true,
         }
@@ -63,11 +129,37 @@ impl Application {
         if settings.source_of("server.public_url") == Some(&Source::Default) {
             settings.server.public_url = format!("http://{address}");
         }
+        // How kassa reaches itself (the sandbox gateway), whatever the public URL is.
+        let local = if address.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], address.port()))
+        } else {
+            address
+        };
+        let sandbox = if sandbox_enabled(&settings) {
+            let keys = sandbox::keys::ensure(&settings.server.data_dir)
+                .map_err(|e| StartupError::Provider(format!("sandbox keys: {e}")))?;
+            let sandbox = Sandbox::new(
+                keys,
+                settings.server.public_url.clone(),
+                settings.merchant.name.clone(),
+                settings.sandbox.time_scale,
+            )
+            .map_err(StartupError::Provider)?;
+            Some(Arc::new(sandbox))
+        } else {
+            None
+        };
+        let (providers, alipay) = match options.providers {
+            ProviderSetup::Given(p) => (p, None),
+            ProviderSetup::FromSettings => providers_from_settings(&settings, sandbox.as_deref(), local)?,
+        };
         let state = AppState {
             db,
             settings: Arc::new(settings),
-            providers: options.providers,
+            providers,
             clock: options.clock,
+            alipay,
+            sandbox,
         };
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -111,6 +203,10 @@ impl Application {
         if self.run_jobs {
             let expiry = ExpiryWorker::new(self.state.clone());
             workers.push(tokio::spawn(expiry.run()));
+            workers.push(tokio::spawn(crate::jobs::checks::run(self.state.clone())));
+            if let Some(sandbox) = self.state.sandbox.clone() {
+                workers.push(tokio::spawn(sandbox::notifier::run(self.state.clone(), sandbox)));
+            }
         }
         let result = self.server.await;
         for worker in workers {

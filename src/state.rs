@@ -5,7 +5,15 @@ use std::sync::Arc;
 use crate::config::Settings;
 use crate::db::Database;
 use crate::domain::Clock;
+use crate::providers::keys::VerifyingKey;
 use crate::providers::Providers;
+
+/// What checking an Alipay notification needs: whose it must be and who signs it.
+pub struct AlipayAccount {
+    pub app_id: String,
+    pub seller_id: Option<String>,
+    pub alipay_key: VerifyingKey,
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,6 +21,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub providers: Providers,
     pub clock: Arc<dyn Clock>,
+    pub alipay: Option<Arc<AlipayAccount>>,
+    pub sandbox: Option<Arc<crate::providers::sandbox::Sandbox>>,
 }
 
 impl AppState {

@@ -5,7 +5,13 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::{DbError, DbResult};
 
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("migrations/0001_init.sql")),
+    (
+        "0002_refunds_checks_sandbox",
+        include_str!("migrations/0002_refunds_checks_sandbox.sql"),
+    ),
+];
 
 /// Schema version this binary writes.
 pub fn latest_version() -> i64 {

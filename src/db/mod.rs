@@ -9,8 +9,11 @@ pub mod backup;
 pub mod history;
 pub mod idempotency;
 pub mod migrations;
+pub mod notifications;
 pub mod orders;
 pub mod outbox;
+pub mod refunds;
+pub mod sandbox;
 pub mod transitions;
 mod writer;
 

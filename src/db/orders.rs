@@ -65,8 +65,8 @@ pub fn insert(conn: &Connection, order: &NewOrder, qr_code: Option<&str>) -> DbR
     let rows = conn
         .prepare_cached(
             "INSERT INTO orders (id, out_trade_no, amount, currency, subject, provider, status, qr_code, \
-             notify_url, return_url, metadata, created_at, expires_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11, ?12, ?11) \
+             notify_url, return_url, metadata, created_at, expires_at, updated_at, next_check_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11, ?12, ?11, ?13) \
              ON CONFLICT (out_trade_no) DO NOTHING",
         )?
         .execute(params![
@@ -82,6 +82,7 @@ pub fn insert(conn: &Connection, order: &NewOrder, qr_code: Option<&str>) -> DbR
             metadata,
             created,
             to_millis(order.expires_at),
+            created + LATE_CHECKS_MS[0],
         ])?;
     Ok(if rows == 1 {
         Inserted::Yes
@@ -237,6 +238,37 @@ pub fn for_each_created_between<E>(
         }
     }
     Ok(Ok(()))
+}
+
+/// When, after creation, a still-pending order is checked at its provider in case its
+/// notification was lost: +1 min, +5 min, +15 min, +1 h.
+pub const LATE_CHECKS_MS: [i64; 4] = [60_000, 300_000, 900_000, 3_600_000];
+
+/// Pending orders due for a late-notification check, that have not expired yet (the
+/// expiry sweep handles those).
+pub fn list_due_for_check(conn: &Connection, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Order>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM orders WHERE status = 'pending' AND next_check_at <= :now \
+         AND expires_at > :now ORDER BY next_check_at LIMIT :limit"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(named_params! {":now": to_millis(now), ":limit": limit}, from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Moves an order's next check to the following step of `LATE_CHECKS_MS` (or none).
+pub fn record_check(conn: &Connection, id: &OrderId) -> DbResult<()> {
+    conn.prepare_cached(
+        "UPDATE orders SET checks_done = checks_done + 1, next_check_at = created_at + CASE checks_done + 1 \
+         WHEN 1 THEN ?2 WHEN 2 THEN ?3 WHEN 3 THEN ?4 ELSE NULL END WHERE id = ?1",
+    )?
+    .execute(params![
+        id.as_str(),
+        LATE_CHECKS_MS[1],
+        LATE_CHECKS_MS[2],
+        LATE_CHECKS_MS[3]
+    ])?;
+    Ok(())
 }
 
 pub fn count(conn: &Connection) -> DbResult<i64> {

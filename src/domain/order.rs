@@ -272,7 +272,7 @@ fn validate_provider(name: &str, enabled: &[ProviderKind]) -> Result<ProviderKin
     }
     let message = if enabled.is_empty() {
         format!(
-            "provider {kind} is not enabled, and no payment provider is: configure [alipay] or [wechat] in kassa.toml (or the KASSA_ALIPAY_* / KASSA_WECHAT_* variables)"
+            "provider {kind} is not enabled, and no payment provider is: configure [alipay] or [wechat] in kassa.toml (or the KASSA_ALIPAY_* / KASSA_WECHAT_* variables), or turn on the built-in sandbox with [sandbox] enabled = true"
         )
     } else {
         let list: Vec<&str> = enabled.iter().map(|p| p.as_str()).collect();

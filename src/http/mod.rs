@@ -1,6 +1,7 @@
 //! Every HTTP surface, mounted by one `configure` that production and tests share.
 
 pub mod api;
+pub mod notify;
 pub mod ops;
 
 use actix_web::http::header;
@@ -9,6 +10,8 @@ use actix_web::{web, HttpResponse};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(ops::configure)
+        .configure(notify::configure)
+        .configure(crate::providers::sandbox::configure)
         .service(web::scope("/api").configure(api::configure));
 }
 

@@ -8,7 +8,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Amount, Order, OrderId, ProviderKind};
+use crate::domain::{Amount, Currency, Order, OrderId, ProviderKind};
+
+pub mod alipay;
+pub mod keys;
+pub mod sandbox;
 
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
 
@@ -68,6 +72,22 @@ pub enum RefundOutcome {
     },
 }
 
+/// A refund's state at the provider, from a refund query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundState {
+    Succeeded {
+        provider_refund_id: Option<String>,
+    },
+    Processing,
+    /// The provider has no such refund: the request never arrived, so it can be retried
+    /// with the same refund number.
+    NotFound,
+    Failed {
+        code: String,
+        message: String,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     /// The provider answered with a definite refusal.
@@ -90,6 +110,9 @@ pub trait Provider: Send + Sync {
     fn close<'a>(&'a self, order: &'a Order) -> ProviderFuture<'a, ()>;
     fn refund<'a>(&'a self, order: &'a Order, refund: &'a RefundRequest)
         -> ProviderFuture<'a, RefundOutcome>;
+    fn query_refund<'a>(&'a self, order: &'a Order, refund_no: &'a str) -> ProviderFuture<'a, RefundState>;
+    /// Currencies this provider can charge in.
+    fn currencies(&self) -> &'static [Currency];
 }
 
 /// The providers enabled on this server.

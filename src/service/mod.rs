@@ -2,3 +2,4 @@
 //! pages and the workers so each behaves the same whoever asks.
 
 pub mod orders;
+pub mod refunds;

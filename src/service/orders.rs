@@ -115,6 +115,18 @@ pub async fn create(
             message: format!("provider {} is not enabled", new_order.provider),
         })
     })?;
+    if !provider.currencies().contains(&new_order.amount.currency()) {
+        let accepted: Vec<&str> = provider.currencies().iter().map(|c| c.code()).collect();
+        return Err(CreateError::Invalid(FieldError {
+            field: "currency",
+            message: format!(
+                "{} cannot charge {}; it accepts {}",
+                new_order.provider,
+                new_order.amount.currency(),
+                accepted.join(", ")
+            ),
+        }));
+    }
     let payment = provider
         .create_payment(&PaymentRequest {
             order_id: new_order.id.clone(),
@@ -231,7 +243,9 @@ pub async fn close(
                         Outcome::NotFound => Err(CloseError::NotFound),
                     };
                 }
-                TradeState::NotPaid | TradeState::Closed => provider.close(&order).await?,
+                TradeState::NotPaid => provider.close(&order).await?,
+                // Already closed at the provider (e.g. its own deadline passed).
+                TradeState::Closed => {}
             },
             None => {
                 cause.detail = Some(format!(

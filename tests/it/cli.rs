@@ -42,9 +42,10 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(dir: &Path) -> Server {
+async fn start_server(dir: &Path, env: &[(&str, &str)]) -> Server {
     let mut child = kassa(dir)
         .args(["--bind", "127.0.0.1:0"])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -167,7 +168,7 @@ fn config_shows_sources_warns_about_unknown_variables_and_hides_secrets() {
 #[tokio::test]
 async fn an_api_key_created_by_the_cli_opens_the_api_of_the_running_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path()).await;
+    let server = start_server(dir.path(), &[("KASSA_SANDBOX_ENABLED", "false")]).await;
 
     let created = run(kassa(dir.path()).args(["apikey", "create", "shop"]));
     assert!(created.status.success(), "{}", text(&created.stderr));
@@ -183,7 +184,7 @@ async fn an_api_key_created_by_the_cli_opens_the_api_of_the_running_server() {
         .unwrap();
     assert_eq!(listed.status(), 200);
 
-    // The shipped binary has no provider configured yet: creating an order says so.
+    // With the sandbox off and no provider configured, creating an order says what to enable.
     let body =
         serde_json::json!({"out_trade_no": "o1", "amount": 100, "subject": "Tea", "provider": "alipay"});
     let response = client
@@ -377,4 +378,25 @@ fn export_streams_ten_thousand_orders_as_csv_with_local_and_utc_times() {
     let bad = run(kassa(dir.path()).args(["--data-dir", ".", "export", "orders", "--from", "last week"]));
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("--from"));
+}
+
+#[tokio::test]
+async fn out_of_the_box_the_binary_takes_orders_through_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &[]).await;
+    let created = run(kassa(dir.path()).args(["apikey", "create", "shop"]));
+    let key = text(&created.stdout).trim().to_owned();
+    let client = reqwest::Client::new();
+
+    let body = serde_json::json!({"out_trade_no": "o1", "amount": 100, "subject": "Tea", "provider": "alipay"});
+    let response =
+        client.post(format!("{}/api/v1/orders", server.address)).bearer_auth(&key).json(&body).send().await.unwrap();
+
+    assert_eq!(response.status(), 201);
+    let order: Value = response.json().await.unwrap();
+    let qr = order["qr_code"].as_str().unwrap();
+    assert!(qr.starts_with(&format!("{}/sandbox/wallet/", server.address)), "{qr}");
+    let private = std::fs::metadata(dir.path().join("data/sandbox/alipay_app_private.pem")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(private.permissions().mode() & 0o777, 0o600, "generated private keys are private");
 }

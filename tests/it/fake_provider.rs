@@ -4,10 +4,11 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use kassa::domain::Currency;
 use kassa::domain::{Order, ProviderKind};
 use kassa::providers::{
     CreatedPayment, PaymentRequest, Provider, ProviderError, ProviderFuture, RefundOutcome, RefundRequest,
-    TradeState,
+    RefundState, TradeState,
 };
 
 pub struct FakeProvider {
@@ -89,5 +90,13 @@ impl Provider for FakeProvider {
                 provider_refund_id: None,
             })
         })
+    }
+
+    fn query_refund<'a>(&'a self, _order: &'a Order, _refund_no: &'a str) -> ProviderFuture<'a, RefundState> {
+        Box::pin(async move { Ok(RefundState::NotFound) })
+    }
+
+    fn currencies(&self) -> &'static [Currency] {
+        &Currency::ALL
     }
 }

@@ -9,7 +9,7 @@ use kassa::db::api_keys;
 use kassa::domain::{api_key, FixedClock, ProviderKind};
 use kassa::jobs::expiry::ExpiryWorker;
 use kassa::providers::Providers;
-use kassa::startup::{Application, Options};
+use kassa::startup::{Application, Options, ProviderSetup};
 use kassa::state::AppState;
 use serde_json::{json, Value};
 
@@ -60,7 +60,7 @@ impl TestApp {
         let app = Application::build(
             settings,
             Options {
-                providers: Providers::none().with(provider.clone()),
+                providers: ProviderSetup::Given(Providers::none().with(provider.clone())),
                 clock: clock.clone(),
                 run_jobs: false,
             },

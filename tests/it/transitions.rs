@@ -275,7 +275,10 @@ fn a_database_from_a_newer_kassa_is_refused_untouched() {
 fn migrations_are_recorded_and_not_rerun() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kassa.db");
-    assert_eq!(db::migrate(&path).unwrap(), vec!["0001_init"]);
+    assert_eq!(
+        db::migrate(&path).unwrap(),
+        vec!["0001_init", "0002_refunds_checks_sandbox"]
+    );
     assert!(db::migrate(&path).unwrap().is_empty());
     let conn = db::connect(&path).unwrap();
     assert_eq!(

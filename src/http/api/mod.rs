@@ -2,6 +2,7 @@
 //! bodies read with a hard size limit.
 
 mod orders;
+mod refunds;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
             .configure(orders::configure)
+            .configure(refunds::configure)
             .default_service(web::to(api_not_found)),
     )
     .route("/openapi.json", web::get().to(openapi))

@@ -59,7 +59,7 @@ fn idempotency_key(req: &HttpRequest) -> ApiResult<Option<String>> {
 }
 
 /// Field name from a serde error, for `{"error": {"field": …}}`.
-fn field_of(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
+pub(super) fn field_of(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = error.path().to_string();
     if path != "." {
         return path;
@@ -115,7 +115,7 @@ async fn create_order(
         .json(order.view(state.public_url())))
 }
 
-fn path_id(raw: &str) -> ApiResult<OrderId> {
+pub(super) fn path_id(raw: &str) -> ApiResult<OrderId> {
     OrderId::parse(raw).map_err(|_| ApiError::new(ErrorCode::OrderNotFound, "no order with that id"))
 }
 

@@ -1,0 +1,197 @@
+//! Alipay OpenAPI over HTTP: signs requests with the app private key and accepts a
+//! response only when Alipay's signature over its exact bytes checks out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Map, Value};
+
+use super::sign::{beijing, raw_object, request_content};
+use crate::domain::ProviderKind;
+use crate::providers::keys::{SigningKey, VerifyingKey};
+use crate::providers::ProviderError;
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The parameters the official SDKs send in the query string; everything else
+/// (`biz_content`) goes in the form body.
+const COMMON: &[&str] = &[
+    "app_id",
+    "method",
+    "format",
+    "charset",
+    "sign_type",
+    "timestamp",
+    "version",
+    "notify_url",
+    "sign",
+];
+
+#[derive(Clone)]
+pub struct AlipayClient {
+    pub app_id: String,
+    gateway: String,
+    app_key: Arc<SigningKey>,
+    alipay_key: VerifyingKey,
+    http: reqwest::Client,
+}
+
+/// A verified business answer: `code` 10000 and the response object's fields.
+pub type Answer = Map<String, Value>;
+
+impl AlipayClient {
+    pub fn new(
+        app_id: String,
+        gateway: String,
+        app_key: SigningKey,
+        alipay_key: VerifyingKey,
+    ) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("kassa/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(AlipayClient {
+            app_id,
+            gateway,
+            app_key: Arc::new(app_key),
+            alipay_key,
+            http,
+        })
+    }
+
+    pub fn alipay_key(&self) -> &VerifyingKey {
+        &self.alipay_key
+    }
+
+    /// The signed parameters of one call, as sent.
+    pub fn signed_params(
+        &self,
+        method: &str,
+        biz_content: &Value,
+        notify_url: Option<&str>,
+    ) -> BTreeMap<String, String> {
+        let mut params = BTreeMap::new();
+        params.insert("app_id".to_owned(), self.app_id.clone());
+        params.insert("method".to_owned(), method.to_owned());
+        params.insert("format".to_owned(), "JSON".to_owned());
+        params.insert("charset".to_owned(), "utf-8".to_owned());
+        params.insert("sign_type".to_owned(), "RSA2".to_owned());
+        params.insert("timestamp".to_owned(), beijing(Utc::now()));
+        params.insert("version".to_owned(), "1.0".to_owned());
+        if let Some(url) = notify_url {
+            params.insert("notify_url".to_owned(), url.to_owned());
+        }
+        params.insert("biz_content".to_owned(), biz_content.to_string());
+        let sign = self.app_key.sign_base64(request_content(&params).as_bytes());
+        params.insert("sign".to_owned(), sign);
+        params
+    }
+
+    /// Calls `method`. `Ok` only for a verified `code` 10000; a definite business
+    /// failure is `Rejected`; anything whose outcome cannot be known is `Unknown`.
+    pub async fn call(
+        &self,
+        method: &str,
+        biz_content: &Value,
+        notify_url: Option<&str>,
+    ) -> Result<Answer, ProviderError> {
+        let params = self.signed_params(method, biz_content, notify_url);
+        let query: Vec<(&str, &str)> = params
+            .iter()
+            .filter(|(k, _)| COMMON.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let form: Vec<(&str, &str)> = params
+            .iter()
+            .filter(|(k, _)| !COMMON.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let form_body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let unknown = |reason: String| ProviderError::Unknown {
+            provider: ProviderKind::Alipay,
+            reason,
+        };
+        let response = self
+            .http
+            .post(&self.gateway)
+            .query(&query)
+            .header("content-type", "application/x-www-form-urlencoded;charset=utf-8")
+            .body(form_body)
+            .send()
+            .await
+            .map_err(|e| unknown(format!("{method}: {e}")))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| unknown(format!("{method}: reading response: {e}")))?;
+        if !status.is_success() {
+            return Err(unknown(format!("{method}: HTTP {status}")));
+        }
+        self.verify_response(method, &body)
+    }
+
+    /// Checks the signature over the raw response object and classifies the answer.
+    pub fn verify_response(&self, method: &str, body: &str) -> Result<Answer, ProviderError> {
+        let unknown = |reason: String| ProviderError::Unknown {
+            provider: ProviderKind::Alipay,
+            reason,
+        };
+        let envelope: Value = serde_json::from_str(body)
+            .map_err(|e| unknown(format!("{method}: response is not JSON: {e}")))?;
+        let key = format!("{}_response", method.replace('.', "_"));
+        let Some(raw) = raw_object(body, &key) else {
+            if let Some(error) = envelope.get("error_response").and_then(Value::as_object) {
+                return Err(rejected(error));
+            }
+            return Err(unknown(format!("{method}: response has no {key}")));
+        };
+        let sign = envelope.get("sign").and_then(Value::as_str).unwrap_or_default();
+        if sign.is_empty() || !self.alipay_key.verify_base64(raw.as_bytes(), sign) {
+            return Err(unknown(format!(
+                "{method}: response signature is missing or invalid"
+            )));
+        }
+        let answer: Answer = serde_json::from_str(raw).map_err(|e| unknown(format!("{method}: {e}")))?;
+        let code = answer.get("code").and_then(Value::as_str).unwrap_or_default();
+        let sub_code = answer.get("sub_code").and_then(Value::as_str).unwrap_or_default();
+        match code {
+            "10000" => Ok(answer),
+            "20000" => Err(unknown(format!("{method}: {code} {sub_code}"))),
+            _ if sub_code.ends_with("SYSTEM_ERROR") => Err(unknown(format!("{method}: {code} {sub_code}"))),
+            _ => Err(rejected(&answer)),
+        }
+    }
+}
+
+fn rejected(answer: &Answer) -> ProviderError {
+    let text = |k: &str| {
+        answer
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let code = if text("sub_code").is_empty() {
+        text("code")
+    } else {
+        text("sub_code")
+    };
+    let message = if text("sub_msg").is_empty() {
+        text("msg")
+    } else {
+        text("sub_msg")
+    };
+    ProviderError::Rejected {
+        provider: ProviderKind::Alipay,
+        code,
+        message,
+    }
+}

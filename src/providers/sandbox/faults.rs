@@ -1,0 +1,124 @@
+//! Fault switches, per trade or global, for testing how a merchant handles a misbehaving
+//! platform: delay, duplicate deliveries, dropped first deliveries, out-of-order
+//! TRADE_CLOSED, a wrong amount, a bad signature.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::db::sandbox;
+use crate::state::AppState;
+
+pub const GLOBAL: &str = "global";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Seconds before the first delivery (divided by `time_scale`).
+    pub delay_seconds: u32,
+    /// Extra copies sent at once with every delivery attempt.
+    pub duplicates: u32,
+    /// Attempts not sent at all; the platform's retries follow.
+    pub drop_first: u32,
+    /// `total_amount` raised by 0.01 yuan and validly signed: a wrong amount.
+    pub tamper_amount: bool,
+    /// A signature that does not match the parameters.
+    pub bad_signature: bool,
+    /// After TRADE_SUCCESS, a stale TRADE_CLOSED arrives.
+    pub out_of_order: bool,
+}
+
+impl Faults {
+    pub const MAX_DUPLICATES: u32 = 200;
+
+    /// Per-trade switches win where set; otherwise the global ones apply.
+    pub fn over(self, global: Faults) -> Faults {
+        if self == Faults::default() {
+            global
+        } else {
+            self
+        }
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.duplicates > Self::MAX_DUPLICATES {
+            return Err(format!("duplicates must be at most {}", Self::MAX_DUPLICATES));
+        }
+        if self.drop_first > 20 || self.delay_seconds > 86_400 {
+            return Err("drop_first must be at most 20 and delay_seconds at most 86400".into());
+        }
+        Ok(())
+    }
+
+    pub fn parse(json: &str) -> Faults {
+        serde_json::from_str(json).unwrap_or_default()
+    }
+}
+
+pub async fn load(state: &AppState, scope: String) -> Result<Faults, crate::db::DbError> {
+    Ok(state
+        .db
+        .read(move |c| sandbox::find_faults(c, &scope))
+        .await?
+        .map(|j| Faults::parse(&j))
+        .unwrap_or_default())
+}
+
+pub async fn store(state: &AppState, scope: String, faults: Faults) -> Result<(), crate::db::DbError> {
+    let json = serde_json::to_string(&faults).unwrap_or_else(|_| "{}".into());
+    state
+        .db
+        .write(move |c| sandbox::set_faults(c, &scope, &json))
+        .await
+}
+
+fn error(status: actix_web::http::StatusCode, message: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .json(serde_json::json!({"error": {"code": "invalid_faults", "message": message}}))
+}
+
+async fn respond_get(state: web::Data<AppState>, scope: String) -> HttpResponse {
+    if state.sandbox.is_none() {
+        return super::wallet::sandbox_off();
+    }
+    match load(&state, scope).await {
+        Ok(f) => HttpResponse::Ok().json(f),
+        Err(e) => error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn respond_set(state: web::Data<AppState>, scope: String, body: web::Bytes) -> HttpResponse {
+    if state.sandbox.is_none() {
+        return super::wallet::sandbox_off();
+    }
+    let faults: Faults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return error(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    };
+    if let Err(m) = faults.check() {
+        return error(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, m);
+    }
+    match store(&state, scope, faults).await {
+        Ok(()) => HttpResponse::Ok().json(faults),
+        Err(e) => error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+pub async fn get_global(state: web::Data<AppState>) -> HttpResponse {
+    respond_get(state, GLOBAL.to_owned()).await
+}
+
+pub async fn set_global(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    respond_set(state, GLOBAL.to_owned(), body).await
+}
+
+pub async fn get_trade(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    respond_get(state, format!("trade:{}", path.into_inner())).await
+}
+
+pub async fn set_trade(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    respond_set(state, format!("trade:{}", path.into_inner()), body).await
+}

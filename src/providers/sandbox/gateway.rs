@@ -1,0 +1,413 @@
+//! The simulated Alipay OpenAPI gateway (`/sandbox/alipay/gateway.do`). Like Alipay it
+//! merges query-string and form parameters, verifies the request's RSA2 signature with
+//! the app public key, and answers `{"<method>_response": {…}, "sign": "…"}` signed
+//! over the exact text of the response object, with `/` escaped as Alipay does.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Map, Value};
+
+use super::{Sandbox, SANDBOX_APP_ID};
+use crate::db::sandbox::{self as store, RefundInsert, SandboxTrade};
+use crate::db::DbError;
+use crate::domain::ids::random_base62;
+use crate::domain::{Amount, Currency};
+use crate::providers::alipay::sign::{beijing, parse_beijing, request_content};
+use crate::providers::sandbox::notifier;
+use crate::state::AppState;
+
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Signs and wraps a response object as Alipay does.
+pub fn signed_response(sandbox: &Sandbox, method: &str, fields: Map<String, Value>) -> HttpResponse {
+    let inner = Value::Object(fields).to_string().replace('/', "\\/");
+    let sign = sandbox.keys.platform_private.sign_base64(inner.as_bytes());
+    let key = format!("{}_response", method.replace('.', "_"));
+    HttpResponse::Ok()
+        .content_type("text/html;charset=utf-8")
+        .body(format!("{{\"{key}\":{inner},\"sign\":\"{sign}\"}}"))
+}
+
+fn business_error(sub_code: &str, sub_msg: &str) -> Map<String, Value> {
+    obj(json!({"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg}))
+}
+
+fn invalid(sub_code: &str, sub_msg: &str) -> Map<String, Value> {
+    obj(json!({"code": "40002", "msg": "Invalid Arguments", "sub_code": sub_code, "sub_msg": sub_msg}))
+}
+
+fn system_error() -> Map<String, Value> {
+    obj(
+        json!({"code": "20000", "msg": "Service Currently Unavailable", "sub_code": "aop.ACQ.SYSTEM_ERROR", "sub_msg": "系统繁忙"}),
+    )
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Digits-only trade number in Alipay's shape: date + channel + random.
+pub fn new_trade_no(now: DateTime<Utc>) -> String {
+    let digits: String = crate::domain::ids::random_bytes::<16>()
+        .iter()
+        .map(|b| char::from(b'0' + b % 10))
+        .collect();
+    format!("{}22001{}", now.format("%Y%m%d"), digits)
+}
+
+fn parse_timeout_express(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if text == "1c" {
+        let midnight = (now + Duration::hours(8))
+            .date_naive()
+            .succ_opt()?
+            .and_hms_opt(0, 0, 0)?;
+        return Some(midnight.and_utc() - Duration::hours(8));
+    }
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: i64 = number.parse().ok().filter(|n| *n >= 1)?;
+    match unit {
+        "m" => Some(now + Duration::minutes(n)),
+        "h" => Some(now + Duration::hours(n)),
+        "d" => Some(now + Duration::days(n)),
+        _ => None,
+    }
+}
+
+fn yuan(minor: i64) -> String {
+    Amount::from_minor(minor, Currency::Cny)
+        .map(Amount::to_decimal_string)
+        .unwrap_or_default()
+}
+
+pub async fn handle(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let Some(sandbox) = state.sandbox.clone() else {
+        return super::wallet::sandbox_off();
+    };
+    if body.len() > MAX_REQUEST_BYTES {
+        return HttpResponse::PayloadTooLarge().body("request too large");
+    }
+    let mut params: BTreeMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect();
+    params.extend(url::form_urlencoded::parse(&body).into_owned());
+    let method = params.get("method").cloned().unwrap_or_default();
+    let answer = match authenticate(&sandbox, &params) {
+        Err(fields) => fields,
+        Ok(()) => match serde_json::from_str::<Map<String, Value>>(
+            params.get("biz_content").map_or("", String::as_str),
+        ) {
+            Err(_) => invalid("isv.invalid-biz-content", "biz_content 不是合法的 JSON 对象"),
+            Ok(biz) => match dispatch(&state, &sandbox, &method, &params, &biz).await {
+                Ok(fields) => fields,
+                Err(e) => {
+                    tracing::error!(error = %e, "sandbox gateway storage failed");
+                    system_error()
+                }
+            },
+        },
+    };
+    let method = if method.is_empty() {
+        "error"
+    } else {
+        method.as_str()
+    };
+    signed_response(&sandbox, method, answer)
+}
+
+fn authenticate(sandbox: &Sandbox, params: &BTreeMap<String, String>) -> Result<(), Map<String, Value>> {
+    for required in [
+        "app_id",
+        "method",
+        "sign",
+        "sign_type",
+        "timestamp",
+        "version",
+        "charset",
+    ] {
+        if params.get(required).is_none_or(String::is_empty) {
+            return Err(obj(json!({"code": "40001", "msg": "Missing Required Arguments",
+                "sub_code": format!("isv.missing-{}", required.replace('_', "-")), "sub_msg": format!("缺少参数 {required}")})));
+        }
+    }
+    if params.get("app_id").map(String::as_str) != Some(SANDBOX_APP_ID) {
+        return Err(invalid("isv.invalid-app-id", "无效的AppID参数"));
+    }
+    if params.get("sign_type").map(String::as_str) != Some("RSA2") {
+        return Err(invalid("isv.invalid-signature-type", "无效的签名类型"));
+    }
+    let sign = params.get("sign").map(String::as_str).unwrap_or_default();
+    if !sandbox
+        .keys
+        .app_public
+        .verify_base64(request_content(params).as_bytes(), sign)
+    {
+        return Err(invalid("isv.invalid-signature", "验签出错"));
+    }
+    Ok(())
+}
+
+async fn dispatch(
+    state: &AppState,
+    sandbox: &Sandbox,
+    method: &str,
+    params: &BTreeMap<String, String>,
+    biz: &Map<String, Value>,
+) -> Result<Map<String, Value>, DbError> {
+    let text = |k: &str| biz.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let now = state.clock.now();
+    const METHODS: [&str; 5] = [
+        "alipay.trade.precreate",
+        "alipay.trade.query",
+        "alipay.trade.close",
+        "alipay.trade.refund",
+        "alipay.trade.fastpay.refund.query",
+    ];
+    if !METHODS.contains(&method) {
+        return Ok(invalid("isv.invalid-method", "不存在的方法名"));
+    }
+    let out_trade_no = text("out_trade_no");
+    if out_trade_no.is_empty() {
+        return Ok(obj(json!({"code": "40001", "msg": "Missing Required Arguments",
+            "sub_code": "isv.missing-out-trade-no", "sub_msg": "缺少参数 out_trade_no"})));
+    }
+    let found = {
+        let no = out_trade_no.clone();
+        state.db.read(move |c| store::find_trade(c, &no)).await?
+    };
+    let exists = found.as_ref().filter(|t| t.status != "NOT_SCANNED");
+    match method {
+        "alipay.trade.precreate" => precreate(state, sandbox, params, biz, found, now).await,
+        "alipay.trade.query" => Ok(match exists {
+            None => business_error("ACQ.TRADE_NOT_EXIST", "交易不存在"),
+            Some(t) => {
+                let mut m = obj(json!({
+                    "code": "10000", "msg": "Success", "out_trade_no": t.out_trade_no, "trade_status": t.status,
+                    "total_amount": yuan(t.total_amount), "buyer_logon_id": "csq***@sandbox.com",
+                    "buyer_user_id": "2088102177846880",
+                }));
+                if let Some(no) = &t.trade_no {
+                    m.insert("trade_no".into(), no.clone().into());
+                }
+                if let Some(paid) = t.paid_at {
+                    m.insert("send_pay_date".into(), beijing(paid).into());
+                    m.insert("receipt_amount".into(), yuan(t.total_amount).into());
+                    m.insert("buyer_pay_amount".into(), yuan(t.total_amount).into());
+                }
+                m
+            }
+        }),
+        "alipay.trade.close" => {
+            let Some(t) = exists.cloned() else {
+                return Ok(business_error("ACQ.TRADE_NOT_EXIST", "交易不存在"));
+            };
+            let no = t.out_trade_no.clone();
+            let closed = state
+                .db
+                .write(move |c| store::move_trade(c, &no, &["WAIT_BUYER_PAY"], "TRADE_CLOSED", None, now))
+                .await?;
+            if !closed {
+                return Ok(business_error(
+                    "ACQ.TRADE_STATUS_ERROR",
+                    "只有等待买家付款状态下才能发起交易关闭",
+                ));
+            }
+            notifier::enqueue(state, sandbox, &t, "TRADE_CLOSED", None, now).await?;
+            Ok(obj(
+                json!({"code": "10000", "msg": "Success", "out_trade_no": t.out_trade_no, "trade_no": t.trade_no}),
+            ))
+        }
+        "alipay.trade.refund" => refund(state, sandbox, biz, exists.cloned(), now).await,
+        "alipay.trade.fastpay.refund.query" => {
+            let request_no = {
+                let r = text("out_request_no");
+                if r.is_empty() {
+                    out_trade_no.clone()
+                } else {
+                    r
+                }
+            };
+            let Some(t) = exists.cloned() else {
+                return Ok(business_error("ACQ.TRADE_NOT_EXIST", "交易不存在"));
+            };
+            let (no, rn) = (t.out_trade_no.clone(), request_no.clone());
+            let refunded = state.db.read(move |c| store::find_refund(c, &no, &rn)).await?;
+            let mut m = obj(
+                json!({"code": "10000", "msg": "Success", "out_trade_no": t.out_trade_no,
+                "trade_no": t.trade_no, "out_request_no": request_no}),
+            );
+            if let Some(amount) = refunded {
+                m.insert("refund_amount".into(), yuan(amount).into());
+                m.insert("total_amount".into(), yuan(t.total_amount).into());
+                m.insert("refund_status".into(), "REFUND_SUCCESS".into());
+            }
+            Ok(m)
+        }
+        _ => Ok(invalid("isv.invalid-method", "不存在的方法名")),
+    }
+}
+
+async fn precreate(
+    state: &AppState,
+    sandbox: &Sandbox,
+    params: &BTreeMap<String, String>,
+    biz: &Map<String, Value>,
+    existing: Option<SandboxTrade>,
+    now: DateTime<Utc>,
+) -> Result<Map<String, Value>, DbError> {
+    let text = |k: &str| biz.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let out_trade_no = text("out_trade_no");
+    if out_trade_no.len() > 64
+        || !out_trade_no
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Ok(business_error("ACQ.INVALID_PARAMETER", "out_trade_no 不合法"));
+    }
+    let subject = text("subject");
+    if subject.is_empty() || subject.chars().count() > 256 {
+        return Ok(business_error("ACQ.INVALID_PARAMETER", "subject 不合法"));
+    }
+    let amount = match Amount::parse_decimal(&text("total_amount"), Currency::Cny) {
+        Ok(a) if (1..=10_000_000_000).contains(&a.minor()) => a.minor(),
+        _ => return Ok(business_error("ACQ.TOTAL_FEE_EXCEED", "订单金额不合法")),
+    };
+    let mut deadline = now + Duration::hours(2);
+    let express = text("timeout_express");
+    if !express.is_empty() {
+        match parse_timeout_express(&express, now) {
+            Some(d) => deadline = deadline.min(d),
+            None => return Ok(business_error("ACQ.INVALID_PARAMETER", "timeout_express 不合法")),
+        }
+    }
+    let expire = text("time_expire");
+    if !expire.is_empty() {
+        match parse_beijing(&expire) {
+            Some(d) => deadline = deadline.min(d),
+            None => return Ok(business_error("ACQ.INVALID_PARAMETER", "time_expire 不合法")),
+        }
+    }
+    let trade = match existing {
+        Some(t) if t.status == "TRADE_SUCCESS" || t.status == "TRADE_CLOSED" && t.paid_at.is_some() => {
+            return Ok(business_error("ACQ.TRADE_HAS_SUCCESS", "交易已被支付"))
+        }
+        Some(t) if t.status == "TRADE_CLOSED" => {
+            return Ok(business_error("ACQ.TRADE_HAS_CLOSE", "交易已经关闭"))
+        }
+        Some(t) if t.total_amount != amount => {
+            return Ok(business_error("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改"));
+        }
+        Some(t) => t,
+        None => {
+            let trade = SandboxTrade {
+                out_trade_no: out_trade_no.clone(),
+                token: random_base62(24),
+                app_id: SANDBOX_APP_ID.to_owned(),
+                trade_no: None,
+                subject,
+                total_amount: amount,
+                refunded: 0,
+                status: "NOT_SCANNED".to_owned(),
+                notify_url: params.get("notify_url").filter(|u| !u.is_empty()).cloned(),
+                deadline,
+                created_at: now,
+                paid_at: None,
+            };
+            let insert = trade.clone();
+            state.db.write(move |c| store::insert_trade(c, &insert)).await?;
+            // A concurrent precreate may have won: answer with whatever is stored.
+            let no = out_trade_no.clone();
+            state
+                .db
+                .read(move |c| store::find_trade(c, &no))
+                .await?
+                .unwrap_or(trade)
+        }
+    };
+    Ok(obj(json!({
+        "code": "10000", "msg": "Success", "out_trade_no": trade.out_trade_no,
+        "qr_code": format!("{}/sandbox/wallet/{}", sandbox.public_url.trim_end_matches('/'), trade.token),
+    })))
+}
+
+async fn refund(
+    state: &AppState,
+    sandbox: &Sandbox,
+    biz: &Map<String, Value>,
+    trade: Option<SandboxTrade>,
+    now: DateTime<Utc>,
+) -> Result<Map<String, Value>, DbError> {
+    let text = |k: &str| biz.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let Some(trade) = trade else {
+        return Ok(business_error("ACQ.TRADE_NOT_EXIST", "交易不存在"));
+    };
+    if trade.paid_at.is_none() {
+        return Ok(business_error("ACQ.TRADE_STATUS_ERROR", "交易状态不合法"));
+    }
+    let amount = match Amount::parse_decimal(&text("refund_amount"), Currency::Cny) {
+        Ok(a) if a.minor() > 0 => a.minor(),
+        _ => return Ok(business_error("ACQ.INVALID_PARAMETER", "refund_amount 不合法")),
+    };
+    let request_no = {
+        let r = text("out_request_no");
+        if r.is_empty() {
+            trade.out_trade_no.clone()
+        } else {
+            r
+        }
+    };
+    let (no, rn) = (trade.out_trade_no.clone(), request_no.clone());
+    let total = trade.total_amount;
+    let result = state
+        .db
+        .write(move |c| {
+            let r = store::add_refund(c, &no, &rn, amount, now)?;
+            if r == RefundInsert::Done {
+                // A full refund ends the trade, as on Alipay.
+                let after = store::find_trade(c, &no)?;
+                if after.is_some_and(|t| t.refunded >= total) {
+                    store::move_trade(c, &no, &["TRADE_SUCCESS"], "TRADE_CLOSED", None, now)?;
+                }
+            }
+            Ok(r)
+        })
+        .await?;
+    let fund_change = match result {
+        RefundInsert::ExceedsBalance => {
+            return Ok(business_error("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限"))
+        }
+        RefundInsert::Repeated(earlier) if earlier != amount => {
+            return Ok(business_error(
+                "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL",
+                "同一退款请求号金额不一致",
+            ))
+        }
+        RefundInsert::Repeated(_) => "N",
+        RefundInsert::Done => "Y",
+    };
+    let no = trade.out_trade_no.clone();
+    let after = state
+        .db
+        .read(move |c| store::find_trade(c, &no))
+        .await?
+        .unwrap_or(trade);
+    if fund_change == "Y" {
+        let status = if after.status == "TRADE_CLOSED" {
+            "TRADE_CLOSED"
+        } else {
+            "TRADE_SUCCESS"
+        };
+        let extra =
+            json!({"refund_fee": yuan(after.refunded), "out_biz_no": request_no, "gmt_refund": beijing(now)});
+        notifier::enqueue(state, sandbox, &after, status, Some(obj(extra)), now).await?;
+    }
+    Ok(obj(json!({
+        "code": "10000", "msg": "Success", "out_trade_no": after.out_trade_no, "trade_no": after.trade_no,
+        "buyer_logon_id": "csq***@sandbox.com", "fund_change": fund_change, "refund_fee": yuan(after.refunded),
+        "gmt_refund_pay": beijing(now),
+    })))
+}

@@ -1,0 +1,275 @@
+//! The simulated platform's notifier: POSTs signed notifications to the merchant's
+//! `notify_url` and repeats them on Alipay's schedule (4m, 10m, 10m, 1h, 2h, 6h, 15h,
+//! divided by `time_scale`) until the answer is `success`. Deliveries are rows, so a
+//! restart loses none.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Map, Value};
+
+use super::faults::{self, Faults};
+use super::{Sandbox, SANDBOX_APP_ID, SANDBOX_SELLER_ID};
+use crate::db::sandbox::{self as store, Delivery, SandboxTrade};
+use crate::db::DbError;
+use crate::domain::{Amount, Currency};
+use crate::providers::alipay::sign::{beijing, notification_content};
+use crate::state::AppState;
+
+/// Alipay's resend delays after the first attempt: eight attempts in about 25 hours.
+pub const RETRY_SCHEDULE: [Duration; 7] = [
+    Duration::minutes(4),
+    Duration::minutes(10),
+    Duration::minutes(10),
+    Duration::hours(1),
+    Duration::hours(2),
+    Duration::hours(6),
+    Duration::hours(15),
+];
+
+const BATCH: u32 = 64;
+
+fn yuan(minor: i64) -> String {
+    Amount::from_minor(minor, Currency::Cny)
+        .map(Amount::to_decimal_string)
+        .unwrap_or_default()
+}
+
+fn notify_id() -> String {
+    crate::domain::ids::random_bytes::<34>()
+        .iter()
+        .map(|b| char::from(b'0' + b % 10))
+        .collect()
+}
+
+fn scaled(d: Duration, time_scale: u32) -> Duration {
+    d / i32::try_from(time_scale.max(1)).unwrap_or(i32::MAX)
+}
+
+/// Queues a notification for `trade` in `trade_status`, with the fault switches that
+/// apply now. `extra` adds fields (refund notices).
+pub async fn enqueue(
+    state: &AppState,
+    sandbox: &Sandbox,
+    trade: &SandboxTrade,
+    trade_status: &str,
+    extra: Option<Map<String, Value>>,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let Some(url) = trade.notify_url.clone() else {
+        return Ok(());
+    };
+    let global = faults::load(state, faults::GLOBAL.to_owned()).await?;
+    let own = faults::load(state, format!("trade:{}", trade.out_trade_no)).await?;
+    let faults = own.over(global);
+    let mut params = Map::new();
+    let mut put = |k: &str, v: String| {
+        if !v.is_empty() {
+            params.insert(k.to_owned(), Value::String(v));
+        }
+    };
+    let amount = yuan(trade.total_amount);
+    put("notify_type", "trade_status_sync".into());
+    put("notify_id", notify_id());
+    put("app_id", SANDBOX_APP_ID.into());
+    put("auth_app_id", SANDBOX_APP_ID.into());
+    put("charset", "utf-8".into());
+    put("version", "1.0".into());
+    put("sign_type", "RSA2".into());
+    put("trade_no", trade.trade_no.clone().unwrap_or_default());
+    put("out_trade_no", trade.out_trade_no.clone());
+    put("buyer_id", "2088102177846880".into());
+    put("buyer_logon_id", "csq***@sandbox.com".into());
+    put("seller_id", SANDBOX_SELLER_ID.into());
+    put("trade_status", trade_status.into());
+    let paid = trade.paid_at.is_some();
+    let is_refund = extra.is_some();
+    let tamper = faults.tamper_amount && trade_status == "TRADE_SUCCESS" && !is_refund;
+    put(
+        "total_amount",
+        if tamper {
+            yuan(trade.total_amount + 1)
+        } else {
+            amount.clone()
+        },
+    );
+    if paid {
+        put("receipt_amount", amount.clone());
+        put("buyer_pay_amount", amount.clone());
+        put("invoice_amount", amount.clone());
+        put("point_amount", "0.00".into());
+        put(
+            "fund_bill_list",
+            format!("[{{\"amount\":\"{amount}\",\"fundChannel\":\"ALIPAYACCOUNT\"}}]"),
+        );
+    }
+    put("subject", trade.subject.clone());
+    put("gmt_create", beijing(trade.created_at));
+    if let Some(p) = trade.paid_at {
+        put("gmt_payment", beijing(p));
+    }
+    if trade_status == "TRADE_CLOSED" {
+        put("gmt_close", beijing(now));
+    }
+    if let Some(extra) = extra {
+        params.extend(extra);
+    }
+    let first_at = now
+        + scaled(
+            Duration::seconds(i64::from(faults.delay_seconds)),
+            sandbox.time_scale,
+        );
+    let stale_close = faults.out_of_order && trade_status == "TRADE_SUCCESS" && !is_refund;
+    let mut stale = params.clone();
+    let out_trade_no = trade.out_trade_no.clone();
+    let params_json = Value::Object(params).to_string();
+    let faults_json = serde_json::to_string(&faults).unwrap_or_else(|_| "{}".into());
+    state
+        .db
+        .write(move |c| {
+            store::enqueue_delivery(c, &out_trade_no, &url, &params_json, &faults_json, first_at, now)?;
+            if stale_close {
+                // A TRADE_CLOSED from before the payment, arriving after it.
+                stale.insert("trade_status".into(), "TRADE_CLOSED".into());
+                stale.insert("notify_id".into(), notify_id().into());
+                stale.remove("gmt_payment");
+                let calm = serde_json::to_string(&Faults::default()).unwrap_or_else(|_| "{}".into());
+                store::enqueue_delivery(
+                    c,
+                    &out_trade_no,
+                    &url,
+                    &Value::Object(stale).to_string(),
+                    &calm,
+                    first_at + Duration::milliseconds(1),
+                    now,
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+    sandbox.wake.notify_one();
+    Ok(())
+}
+
+/// The form body of one attempt, signed now (Alipay re-signs each resend: its
+/// `notify_time` changes).
+pub fn signed_body(sandbox: &Sandbox, params_json: &str, faults: &Faults, now: DateTime<Utc>) -> String {
+    let map: Map<String, Value> = serde_json::from_str(params_json).unwrap_or_default();
+    let mut params: std::collections::BTreeMap<String, String> = map
+        .into_iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
+        .collect();
+    params.insert("notify_time".into(), beijing(now));
+    let content = notification_content(&params);
+    let sign = if faults.bad_signature {
+        sandbox
+            .keys
+            .platform_private
+            .sign_base64(format!("{content}&forged=1").as_bytes())
+    } else {
+        sandbox.keys.platform_private.sign_base64(content.as_bytes())
+    };
+    params.insert("sign".into(), sign);
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter())
+        .finish()
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NotifierReport {
+    pub attempted: usize,
+    pub acknowledged: usize,
+}
+
+async fn attempt(sandbox: &Sandbox, delivery: &Delivery, now: DateTime<Utc>) -> (bool, String) {
+    let faults = Faults::parse(&delivery.faults);
+    if delivery.attempts < i64::from(faults.drop_first) {
+        return (false, "not sent: dropped by the drop_first fault switch".into());
+    }
+    let body = signed_body(sandbox, &delivery.params, &faults, now);
+    let copies = 1 + faults.duplicates.min(Faults::MAX_DUPLICATES);
+    let sends: Vec<_> = (0..copies)
+        .map(|_| {
+            let request = sandbox
+                .http
+                .post(&delivery.notify_url)
+                .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+                .body(body.clone());
+            tokio::spawn(async move {
+                match request.send().await {
+                    Ok(r) => {
+                        let status = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        (
+                            status.is_success() && text.trim() == "success",
+                            format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()),
+                        )
+                    }
+                    Err(e) => (false, format!("error: {e}")),
+                }
+            })
+        })
+        .collect();
+    let mut acknowledged = false;
+    let mut last = String::new();
+    for send in sends {
+        if let Ok((ok, response)) = send.await {
+            acknowledged |= ok;
+            last = response;
+        }
+    }
+    (acknowledged, last)
+}
+
+/// Sends every delivery that is due.
+pub async fn try_run_once(
+    state: &AppState,
+    sandbox: &Sandbox,
+    now: DateTime<Utc>,
+) -> Result<NotifierReport, DbError> {
+    let due = state
+        .db
+        .read(move |c| store::due_deliveries(c, now, BATCH))
+        .await?;
+    let mut report = NotifierReport::default();
+    for delivery in due {
+        let (ok, response) = attempt(sandbox, &delivery, now).await;
+        report.attempted += 1;
+        report.acknowledged += usize::from(ok);
+        let done = usize::try_from(delivery.attempts).unwrap_or(0) + 1;
+        let next = (!ok)
+            .then(|| {
+                RETRY_SCHEDULE
+                    .get(done - 1)
+                    .map(|d| now + scaled(*d, sandbox.time_scale))
+            })
+            .flatten();
+        let id = delivery.id;
+        state
+            .db
+            .write(move |c| store::record_attempt(c, id, ok, &response, next))
+            .await?;
+    }
+    Ok(report)
+}
+
+pub async fn run(state: AppState, sandbox: Arc<Sandbox>) {
+    loop {
+        let now = state.clock.now();
+        match try_run_once(&state, &sandbox, now).await {
+            Ok(r) if r.attempted > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "sandbox notifier failed"),
+        }
+        let next = state.db.read(store::next_delivery_at).await.ok().flatten();
+        let wait = next
+            .map(|t| (t - state.clock.now()).to_std().unwrap_or(StdDuration::ZERO))
+            .unwrap_or(StdDuration::from_secs(5))
+            .clamp(StdDuration::from_millis(20), StdDuration::from_secs(5));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = sandbox.wake.notified() => {}
+        }
+    }
+}
