@@ -94,7 +94,7 @@ pub fn find_by_merchant_id(
 }
 
 pub fn list_for_order(conn: &Connection, order_id: &OrderId) -> DbResult<Vec<Refund>> {
-    let sql = format!("SELECT {COLUMNS} FROM refunds WHERE order_id = ?1 ORDER BY created_at, id");
+    let sql = format!("SELECT {COLUMNS} FROM refunds WHERE order_id = ?1 ORDER BY created_at, rowid");
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([order_id.as_str()], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)

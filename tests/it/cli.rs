@@ -388,15 +388,28 @@ async fn out_of_the_box_the_binary_takes_orders_through_the_sandbox() {
     let key = text(&created.stdout).trim().to_owned();
     let client = reqwest::Client::new();
 
-    let body = serde_json::json!({"out_trade_no": "o1", "amount": 100, "subject": "Tea", "provider": "alipay"});
-    let response =
-        client.post(format!("{}/api/v1/orders", server.address)).bearer_auth(&key).json(&body).send().await.unwrap();
+    let body =
+        serde_json::json!({"out_trade_no": "o1", "amount": 100, "subject": "Tea", "provider": "alipay"});
+    let response = client
+        .post(format!("{}/api/v1/orders", server.address))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(response.status(), 201);
     let order: Value = response.json().await.unwrap();
     let qr = order["qr_code"].as_str().unwrap();
-    assert!(qr.starts_with(&format!("{}/sandbox/wallet/", server.address)), "{qr}");
+    assert!(
+        qr.starts_with(&format!("{}/sandbox/wallet/", server.address)),
+        "{qr}"
+    );
     let private = std::fs::metadata(dir.path().join("data/sandbox/alipay_app_private.pem")).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(private.permissions().mode() & 0o777, 0o600, "generated private keys are private");
+    assert_eq!(
+        private.permissions().mode() & 0o777,
+        0o600,
+        "generated private keys are private"
+    );
 }

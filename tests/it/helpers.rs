@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use kassa::config::{ConfigSources, Settings};
 use kassa::db::api_keys;
-use kassa::domain::{api_key, FixedClock, ProviderKind};
+use kassa::domain::{api_key, Amount, Currency, FixedClock, NewOrder, OrderId, OutTradeNo, ProviderKind};
 use kassa::jobs::expiry::ExpiryWorker;
 use kassa::providers::Providers;
 use kassa::startup::{Application, Options, ProviderSetup};
@@ -23,7 +23,37 @@ pub struct TestApp {
     pub api_key: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
+}
+
+pub const ALIPAY_APP_ID: &str = "2021000000000001";
+pub const ALIPAY_SELLER_ID: &str = "2088102177000000";
+
+enum Mode {
+    Fake,
+    Settings,
+}
+
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The test vectors' Alipay keys as the sandbox's own.
+pub fn install_sandbox_keys(data_dir: &std::path::Path) {
+    let keys = format!("{}/tests/vectors/keys", env!("CARGO_MANIFEST_DIR"));
+    let dir = data_dir.join("sandbox");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (from, to) in [
+        ("alipay_app_private_pkcs8.pem", "alipay_app_private.pem"),
+        ("alipay_app_public.pem", "alipay_app_public.pem"),
+        ("alipay_platform_private_pkcs8.pem", "alipay_platform_private.pem"),
+        ("alipay_platform_public.pem", "alipay_platform_public.pem"),
+    ] {
+        std::fs::copy(format!("{keys}/{from}"), dir.join(to)).unwrap();
+    }
 }
 
 pub fn settings_for(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Settings {
@@ -48,19 +78,60 @@ impl TestApp {
     }
 
     pub async fn spawn_with(env: &[(&str, &str)]) -> TestApp {
-        let dir = tempfile::tempdir().unwrap();
-        TestApp::spawn_in(dir, env).await
+        TestApp::launch(tempfile::tempdir().unwrap(), Mode::Fake, env).await
     }
 
-    pub async fn spawn_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> TestApp {
+    /// kassa with its built-in sandbox, as out of the box. The sandbox gets the test
+    /// vectors' keys so the independent oracle can sign as "Alipay".
+    pub async fn spawn_sandbox(env: &[(&str, &str)]) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        install_sandbox_keys(dir.path());
+        TestApp::launch(dir, Mode::Settings, env).await
+    }
+
+    /// kassa configured for a real Alipay account (the test vectors' keys), sandbox off.
+    /// Its gateway is unreachable: such tests insert orders directly.
+    pub async fn spawn_alipay(env: &[(&str, &str)]) -> TestApp {
+        let keys = format!("{}/tests/vectors/keys", env!("CARGO_MANIFEST_DIR"));
+        let app_key = format!("{keys}/alipay_app_private_pkcs1.pem");
+        let ali_key = format!("{keys}/alipay_platform_public.pem");
+        let mut all: Vec<(&str, &str)> = vec![
+            ("KASSA_ALIPAY_APP_ID", ALIPAY_APP_ID),
+            ("KASSA_ALIPAY_APP_PRIVATE_KEY_FILE", &app_key),
+            ("KASSA_ALIPAY_ALIPAY_PUBLIC_KEY_FILE", &ali_key),
+            ("KASSA_ALIPAY_GATEWAY", "http://127.0.0.1:9/gateway.do"),
+            ("KASSA_ALIPAY_SELLER_ID", ALIPAY_SELLER_ID),
+        ];
+        all.extend_from_slice(env);
+        TestApp::launch(tempfile::tempdir().unwrap(), Mode::Settings, &all).await
+    }
+
+    /// Starts kassa again on the same data directory (a restart).
+    pub async fn restart(self) -> TestApp {
+        let mode = if self.state.sandbox.is_some() || self.state.alipay.is_some() {
+            Mode::Settings
+        } else {
+            Mode::Fake
+        };
+        let env = self.env.clone();
+        let dir = self._dir;
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        TestApp::launch(dir, mode, &env).await
+    }
+
+    async fn launch(dir: tempfile::TempDir, mode: Mode, env: &[(&str, &str)]) -> TestApp {
         let data_dir = dir.path().to_owned();
         let settings = settings_for(&data_dir, env);
         let clock = Arc::new(FixedClock::new(Utc::now()));
         let provider = Arc::new(FakeProvider::new(ProviderKind::Alipay));
+        let providers = match mode {
+            Mode::Fake => ProviderSetup::Given(Providers::none().with(provider.clone())),
+            Mode::Settings => ProviderSetup::FromSettings,
+        };
         let app = Application::build(
             settings,
             Options {
-                providers: ProviderSetup::Given(Providers::none().with(provider.clone())),
+                providers,
                 clock: clock.clone(),
                 run_jobs: false,
             },
@@ -69,7 +140,11 @@ impl TestApp {
         let address = format!("http://{}", app.address());
         let state = app.state().clone();
         tokio::spawn(app.run_until_stopped());
-        let api_key = TestApp::create_api_key(&state, "test-shop").await;
+        // After a restart the first name is taken: the new key gets another.
+        let api_key = match TestApp::try_create_api_key(&state, "test-shop").await {
+            Some(key) => key,
+            None => TestApp::create_api_key(&state, &format!("test-shop-{}", unique())).await,
+        };
         TestApp {
             address,
             state,
@@ -81,20 +156,26 @@ impl TestApp {
                 .build()
                 .unwrap(),
             data_dir,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             _dir: dir,
         }
     }
 
     pub async fn create_api_key(state: &AppState, name: &str) -> String {
+        TestApp::try_create_api_key(state, name)
+            .await
+            .expect("key name free")
+    }
+
+    pub async fn try_create_api_key(state: &AppState, name: &str) -> Option<String> {
         let key = api_key::generate();
         let (prefix, hash, name) = (key.display_prefix.clone(), key.hash.clone(), name.to_owned());
-        state
+        let id = state
             .db
             .write(move |c| api_keys::insert(c, &name, &prefix, &hash, Utc::now()))
             .await
-            .unwrap()
-            .expect("key name free");
-        key.plaintext
+            .unwrap();
+        id.map(|_| key.plaintext)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -155,6 +236,114 @@ impl TestApp {
     pub fn expiry(&self) -> ExpiryWorker {
         ExpiryWorker::new(self.state.clone())
     }
+
+    /// Stores a pending Alipay order directly (no gateway call) and returns its id.
+    pub async fn insert_order(&self, out_trade_no: &str, amount: i64) -> String {
+        let order = NewOrder {
+            id: OrderId::generate(),
+            out_trade_no: OutTradeNo::parse(out_trade_no).unwrap(),
+            amount: Amount::from_minor(amount, Currency::Cny).unwrap(),
+            subject: "Jasmine tea".into(),
+            provider: ProviderKind::Alipay,
+            notify_url: None,
+            return_url: None,
+            metadata: Default::default(),
+            created_at: self.now(),
+            expires_at: self.now() + chrono::Duration::minutes(15),
+        };
+        let id = order.id.to_string();
+        self.state
+            .db
+            .write(move |c| kassa::db::orders::insert(c, &order, Some("qr")))
+            .await
+            .unwrap();
+        id
+    }
+
+    pub async fn post_alipay_notify(&self, body: String) -> (u16, String) {
+        let response = self
+            .client
+            .post(self.url("/notify/alipay"))
+            .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/orders/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let v: Value = self
+            .get(&format!("/api/v1/orders/{id}/events"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["data"].as_array().unwrap().clone()
+    }
+
+    pub async fn notifications(&self) -> Vec<kassa::db::notifications::NotificationRecord> {
+        self.state
+            .db
+            .read(|c| kassa::db::notifications::list_recent(c, 1000))
+            .await
+            .unwrap()
+    }
+
+    pub async fn outbox(&self, id: &str) -> Vec<kassa::db::outbox::OutboxEntry> {
+        let id = OrderId::parse(id).unwrap();
+        self.state
+            .db
+            .read(move |c| kassa::db::outbox::list_for_order(c, &id))
+            .await
+            .unwrap()
+    }
+
+    /// Runs the sandbox notifier until nothing is due now.
+    pub async fn drive_sandbox(&self) -> usize {
+        let sandbox = self.state.sandbox.clone().expect("sandbox on");
+        let mut attempts = 0;
+        loop {
+            let report = kassa::providers::sandbox::notifier::try_run_once(&self.state, &sandbox, self.now())
+                .await
+                .unwrap();
+            if report.attempted == 0 {
+                return attempts;
+            }
+            attempts += report.attempted;
+        }
+    }
+
+    /// Opens the wallet page (the "scan") and presses Pay.
+    pub async fn pay_in_wallet(&self, qr_code: &str) {
+        let page = self.client.get(qr_code).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let pay = self.client.post(format!("{qr_code}/pay")).send().await.unwrap();
+        assert_eq!(pay.status(), 303);
+    }
+}
+
+/// Parameters of a TRADE_SUCCESS notification for `order_id`, as Alipay sends them.
+pub fn trade_success(order_id: &str, total_amount: &str) -> Value {
+    json!({
+        "notify_time": "2026-11-24 11:30:06", "notify_type": "trade_status_sync",
+        "notify_id": format!("20261124002221130060674{:011}", unique()),
+        "app_id": ALIPAY_APP_ID, "auth_app_id": ALIPAY_APP_ID, "charset": "utf-8", "version": "1.0", "sign_type": "RSA2",
+        "trade_no": "2026112422001446880501234567", "out_trade_no": order_id,
+        "buyer_id": "2088102177846880", "buyer_logon_id": "csq***@sandbox.com", "seller_id": ALIPAY_SELLER_ID,
+        "trade_status": "TRADE_SUCCESS", "total_amount": total_amount, "receipt_amount": total_amount,
+        "buyer_pay_amount": total_amount, "invoice_amount": total_amount, "point_amount": "0.00",
+        "subject": "2 杯咖啡 & 1 cake", "gmt_create": "2026-11-24 11:30:05", "gmt_payment": "2026-11-24 11:30:06",
+        "fund_bill_list": "[{\"amount\":\"12.34\",\"fundChannel\":\"ALIPAYACCOUNT\"}]",
+    })
 }
 
 pub fn order_body(out_trade_no: &str, amount: i64) -> Value {

@@ -6,4 +6,8 @@ mod cli;
 mod expiry;
 mod fake_provider;
 mod helpers;
+mod notify_alipay;
+mod oracle;
+mod refunds;
+mod sandbox_alipay;
 mod transitions;

@@ -1,0 +1,350 @@
+//! The whole flow against the built-in sandbox over real HTTP: kassa's Alipay client
+//! talks to the simulated gateway, the wallet page pays, the simulated notifier
+//! delivers signed notifications to kassa's notify endpoint.
+
+use chrono::Duration;
+use kassa::db::sandbox as store;
+use kassa::providers::sandbox::SANDBOX_APP_ID;
+use serde_json::{json, Value};
+
+use crate::helpers::{trade_success, TestApp};
+use crate::oracle::{key, oracle, signed_notification};
+
+const SCALE: &[(&str, &str)] = &[("KASSA_SANDBOX_TIME_SCALE", "600")];
+
+async fn deliveries(app: &TestApp, order_id: &str) -> Vec<store::Delivery> {
+    let id = order_id.to_owned();
+    app.state
+        .db
+        .read(move |c| store::list_deliveries(c, &id))
+        .await
+        .unwrap()
+}
+
+async fn set_faults(app: &TestApp, path: &str, faults: Value) {
+    let r = app.client.post(app.url(path)).json(&faults).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// Runs the notifier, moving the clock forward a minute at a time (600× faster than
+/// Alipay's schedule), until nothing more can happen.
+async fn drive_until_quiet(app: &TestApp, minutes: i64) -> usize {
+    let mut attempts = app.drive_sandbox().await;
+    for _ in 0..minutes {
+        app.clock.advance(Duration::minutes(1));
+        attempts += app.drive_sandbox().await;
+    }
+    attempts
+}
+
+#[tokio::test]
+async fn create_precreate_pay_in_the_wallet_notify_and_the_order_is_paid() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+
+    let order = app.create_order("flow-1", 1234).await;
+    let id = order["id"].as_str().unwrap();
+    let qr = order["qr_code"].as_str().unwrap();
+    assert!(qr.starts_with(&app.url("/sandbox/wallet/")), "{qr}");
+    let wallet = app.client.get(qr).send().await.unwrap().text().await.unwrap();
+    assert!(
+        wallet.contains("¥12.34") && wallet.contains("Jasmine tea 茉莉花茶") && wallet.contains("My Shop"),
+        "{wallet}"
+    );
+    app.pay_in_wallet(qr).await;
+    assert_eq!(app.drive_sandbox().await, 1);
+
+    let paid = app.order(id).await;
+    assert_eq!(paid["status"], "paid");
+    assert!(paid["provider_trade_no"].as_str().is_some_and(|t| t.len() > 20));
+    assert_eq!(app.events(id).await.len(), 1);
+    let outbox = app.outbox(id).await;
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].event_type, "order.paid");
+    assert_eq!(deliveries(&app, id).await[0].status, "delivered");
+    let notes = app.notifications().await;
+    assert_eq!((notes.len(), notes[0].verdict.as_str()), (1, "applied"));
+    assert!(
+        !notes[0].body.contains("sign_type=RSA2&sign="),
+        "sign comes last only by accident, not by rule"
+    );
+}
+
+#[tokio::test]
+async fn drop_first_three_still_ends_paid_on_alipays_retry_schedule() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    let order = app.create_order("drop-3", 500).await;
+    let id = order["id"].as_str().unwrap();
+    set_faults(
+        &app,
+        &format!("/sandbox/alipay/faults/{id}"),
+        json!({"drop_first": 3}),
+    )
+    .await;
+
+    app.pay_in_wallet(order["qr_code"].as_str().unwrap()).await;
+    assert_eq!(app.drive_sandbox().await, 1, "first attempt dropped");
+    assert_eq!(app.order(id).await["status"], "pending");
+    // 4m, 10m, 10m at 600x: 0.4 s, 1 s, 1 s.
+    app.clock.advance(Duration::milliseconds(400));
+    app.drive_sandbox().await;
+    app.clock.advance(Duration::seconds(1));
+    app.drive_sandbox().await;
+    assert_eq!(app.order(id).await["status"], "pending");
+    app.clock.advance(Duration::seconds(1));
+    app.drive_sandbox().await;
+
+    assert_eq!(app.order(id).await["status"], "paid");
+    let d = &deliveries(&app, id).await[0];
+    assert_eq!((d.attempts, d.status.as_str()), (4, "delivered"));
+}
+
+#[tokio::test]
+async fn a_tampered_amount_never_pays_and_alipay_gives_up_after_eight_attempts() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    set_faults(&app, "/sandbox/alipay/faults", json!({"tamper_amount": true})).await;
+    let order = app.create_order("tamper-1", 1234).await;
+    let id = order["id"].as_str().unwrap();
+
+    app.pay_in_wallet(order["qr_code"].as_str().unwrap()).await;
+    let attempts = drive_until_quiet(&app, 10).await;
+
+    assert_eq!(attempts, 8);
+    assert_eq!(app.order(id).await["status"], "pending");
+    let notes = app.notifications().await;
+    assert_eq!(notes.len(), 8);
+    assert!(notes
+        .iter()
+        .all(|n| n.verdict == "rejected" && n.reason.as_deref().unwrap().contains("amount mismatch")));
+    assert_eq!(deliveries(&app, id).await[0].status, "failed");
+    assert!(app.events(id).await.is_empty());
+}
+
+#[tokio::test]
+async fn bad_signatures_are_rejected_and_duplicates_apply_once() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    let forged = app.create_order("badsig-1", 100).await;
+    let copied = app.create_order("dups-1", 100).await;
+    let (forged_id, copied_id) = (forged["id"].as_str().unwrap(), copied["id"].as_str().unwrap());
+    set_faults(
+        &app,
+        &format!("/sandbox/alipay/faults/{forged_id}"),
+        json!({"bad_signature": true}),
+    )
+    .await;
+    set_faults(
+        &app,
+        &format!("/sandbox/alipay/faults/{copied_id}"),
+        json!({"duplicates": 9}),
+    )
+    .await;
+
+    app.pay_in_wallet(forged["qr_code"].as_str().unwrap()).await;
+    app.pay_in_wallet(copied["qr_code"].as_str().unwrap()).await;
+    app.drive_sandbox().await;
+
+    assert_eq!(app.order(forged_id).await["status"], "pending");
+    assert_eq!(app.order(copied_id).await["status"], "paid");
+    assert_eq!(app.events(copied_id).await.len(), 1);
+    assert_eq!(app.outbox(copied_id).await.len(), 1);
+    let notes = app.notifications().await;
+    let of = |id: &str, verdict: &str| {
+        notes
+            .iter()
+            .filter(|n| n.order_id.as_deref() == Some(id) && n.verdict == verdict)
+            .count()
+    };
+    assert_eq!((of(copied_id, "applied"), of(copied_id, "duplicate")), (1, 9));
+    assert!(notes
+        .iter()
+        .any(|n| n.verdict == "rejected" && n.reason.as_deref() == Some("bad signature")));
+}
+
+#[tokio::test]
+async fn a_stale_trade_closed_after_payment_leaves_the_order_paid() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    let order = app.create_order("ooo-1", 100).await;
+    let id = order["id"].as_str().unwrap();
+    set_faults(
+        &app,
+        &format!("/sandbox/alipay/faults/{id}"),
+        json!({"out_of_order": true}),
+    )
+    .await;
+
+    app.pay_in_wallet(order["qr_code"].as_str().unwrap()).await;
+    app.drive_sandbox().await;
+
+    assert_eq!(deliveries(&app, id).await.len(), 2);
+    assert_eq!(app.order(id).await["status"], "paid");
+    assert_eq!(app.outbox(id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn pending_deliveries_survive_a_restart() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    set_faults(&app, "/sandbox/alipay/faults", json!({"delay_seconds": 600})).await;
+    let order = app.create_order("restart-1", 100).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    app.pay_in_wallet(order["qr_code"].as_str().unwrap()).await;
+    assert_eq!(app.drive_sandbox().await, 0, "delayed");
+    let later = app.now() + Duration::seconds(2);
+
+    let app = app.restart().await;
+    app.clock.set(later);
+    assert_eq!(app.drive_sandbox().await, 1);
+
+    assert_eq!(app.order(&id).await["status"], "paid");
+}
+
+#[tokio::test]
+async fn an_order_nobody_scanned_expires_and_a_scanned_one_is_closed_at_the_sandbox() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    let unscanned = app.create_order("exp-a", 100).await;
+    let scanned = app.create_order("exp-b", 100).await;
+    let scanned_id = scanned["id"].as_str().unwrap();
+    app.client
+        .get(scanned["qr_code"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    app.clock.advance(Duration::minutes(16));
+
+    let report = app.expiry().try_run_once(app.now()).await.unwrap();
+
+    assert_eq!(report.closed, 2);
+    assert_eq!(
+        app.order(unscanned["id"].as_str().unwrap()).await["status"],
+        "closed"
+    );
+    assert_eq!(app.order(scanned_id).await["status"], "closed");
+    let id = scanned_id.to_owned();
+    let trade = app
+        .state
+        .db
+        .read(move |c| store::find_trade(c, &id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(trade.status, "TRADE_CLOSED");
+    app.drive_sandbox().await;
+    let notes = app.notifications().await;
+    assert_eq!(
+        notes[0].verdict, "duplicate",
+        "its TRADE_CLOSED notification changes nothing"
+    );
+    // The QR code no longer pays.
+    let pay = app
+        .client
+        .post(format!("{}/pay", scanned["qr_code"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pay.status(), 303);
+    assert_eq!(app.drive_sandbox().await, 0);
+    assert_eq!(app.order(scanned_id).await["status"], "closed");
+}
+
+#[tokio::test]
+async fn a_payment_whose_notifications_are_all_lost_is_found_by_the_late_check() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    let order = app.create_order("lost-1", 100).await;
+    let id = order["id"].as_str().unwrap();
+    set_faults(
+        &app,
+        &format!("/sandbox/alipay/faults/{id}"),
+        json!({"drop_first": 20}),
+    )
+    .await;
+    app.pay_in_wallet(order["qr_code"].as_str().unwrap()).await;
+    app.drive_sandbox().await;
+    assert_eq!(app.order(id).await["status"], "pending");
+
+    let early = kassa::jobs::checks::try_run_once(&app.state, app.now())
+        .await
+        .unwrap();
+    app.clock.advance(Duration::seconds(61));
+    let due = kassa::jobs::checks::try_run_once(&app.state, app.now())
+        .await
+        .unwrap();
+
+    assert_eq!(early.orders_checked, 0, "not before +1 min");
+    assert_eq!((due.orders_checked, due.orders_paid), (1, 1));
+    assert_eq!(app.order(id).await["status"], "paid");
+    assert_eq!(app.events(id).await[0]["source"], "provider_query");
+    let again = kassa::jobs::checks::try_run_once(&app.state, app.now())
+        .await
+        .unwrap();
+    assert_eq!(again.orders_checked, 0, "paid orders are not checked again");
+}
+
+#[tokio::test]
+async fn a_notification_racing_expiry_ends_as_exactly_one_payment() {
+    for round in 0..4 {
+        let app = TestApp::spawn_sandbox(SCALE).await;
+        let order = app.create_order(&format!("race-{round}"), 1234).await;
+        let id = order["id"].as_str().unwrap();
+        app.clock.advance(Duration::minutes(16));
+        let mut params = trade_success(id, "12.34");
+        params["app_id"] = json!(SANDBOX_APP_ID);
+        params["auth_app_id"] = json!(SANDBOX_APP_ID);
+        let body = signed_notification(&params);
+        let worker = app.expiry();
+
+        let (reply, _) = tokio::join!(app.post_alipay_notify(body), worker.try_run_once(app.now()));
+
+        assert_eq!(reply, (200, "success".into()));
+        let now = app.order(id).await;
+        assert_eq!(now["status"], "paid", "round {round}");
+        let events = app.events(id).await;
+        let pays = events
+            .iter()
+            .filter(|e| e["transition"] == "pay" && e["outcome"] == "applied")
+            .count();
+        assert_eq!(pays, 1);
+        // Either paid before the close was attempted, or closed first and paid late.
+        let closed_first = events
+            .iter()
+            .any(|e| e["transition"] == "close" && e["outcome"] == "applied");
+        assert_eq!(now["late_payment"].as_bool().unwrap(), closed_first);
+    }
+}
+
+#[tokio::test]
+async fn python_alipay_sdk_as_a_client_accepts_the_sandbox_gateway() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    let call = |method: &str, kwargs: Value, private: &str| {
+        oracle(json!({
+            "op": "call_gateway", "gateway": app.url("/sandbox/alipay/gateway.do"), "app_id": SANDBOX_APP_ID,
+            "app_private_key": key(private), "alipay_public_key": key("alipay_platform_public.pem"),
+            "method": method, "kwargs": kwargs,
+        }))
+    };
+
+    let created = call(
+        "api_alipay_trade_precreate",
+        json!({"subject": "测试 tea", "out_trade_no": "py_1", "total_amount": "12.34", "timeout_express": "15m",
+               "notify_url": app.url("/notify/alipay")}),
+        "alipay_app_private_pkcs8.pem",
+    );
+    let queried = call(
+        "api_alipay_trade_query",
+        json!({"out_trade_no": "py_1"}),
+        "alipay_app_private_pkcs1.pem",
+    );
+    let forged = call(
+        "api_alipay_trade_query",
+        json!({"out_trade_no": "py_1"}),
+        "wechat_merchant_private_pkcs8.pem",
+    );
+
+    assert_eq!(created["result"]["code"], "10000", "{created}");
+    assert!(created["result"]["qr_code"]
+        .as_str()
+        .unwrap()
+        .contains("/sandbox/wallet/"));
+    assert_eq!(
+        queried["result"]["sub_code"], "ACQ.TRADE_NOT_EXIST",
+        "not scanned yet: {queried}"
+    );
+    assert_eq!(forged["result"]["sub_code"], "isv.invalid-signature", "{forged}");
+}
