@@ -17,6 +17,10 @@ pub struct FakeProvider {
     pub query_answer: Mutex<Result<TradeState, ProviderError>>,
     pub close_error: Mutex<Option<ProviderError>>,
     pub created: Mutex<Vec<PaymentRequest>>,
+    /// Answers to successive refund calls (then: succeeded).
+    pub refund_answers: Mutex<Vec<Result<RefundOutcome, ProviderError>>>,
+    pub refund_query_answer: Mutex<Result<RefundState, ProviderError>>,
+    pub refund_numbers: Mutex<Vec<String>>,
     pub closes: AtomicUsize,
     pub queries: AtomicUsize,
 }
@@ -29,6 +33,9 @@ impl FakeProvider {
             query_answer: Mutex::new(Ok(TradeState::NotPaid)),
             close_error: Mutex::new(None),
             created: Mutex::new(Vec::new()),
+            refund_answers: Mutex::new(Vec::new()),
+            refund_query_answer: Mutex::new(Ok(RefundState::NotFound)),
+            refund_numbers: Mutex::new(Vec::new()),
             closes: AtomicUsize::new(0),
             queries: AtomicUsize::new(0),
         }
@@ -80,20 +87,20 @@ impl Provider for FakeProvider {
         })
     }
 
-    fn refund<'a>(
-        &'a self,
-        _order: &'a Order,
-        _refund: &'a RefundRequest,
-    ) -> ProviderFuture<'a, RefundOutcome> {
+    fn refund<'a>(&'a self, _order: &'a Order, refund: &'a RefundRequest) -> ProviderFuture<'a, RefundOutcome> {
         Box::pin(async move {
-            Ok(RefundOutcome::Succeeded {
-                provider_refund_id: None,
-            })
+            self.refund_numbers.lock().unwrap().push(refund.refund_no.clone());
+            let mut answers = self.refund_answers.lock().unwrap();
+            if answers.is_empty() {
+                Ok(RefundOutcome::Succeeded { provider_refund_id: Some(format!("fake-{}", refund.refund_no)) })
+            } else {
+                answers.remove(0)
+            }
         })
     }
 
     fn query_refund<'a>(&'a self, _order: &'a Order, _refund_no: &'a str) -> ProviderFuture<'a, RefundState> {
-        Box::pin(async move { Ok(RefundState::NotFound) })
+        Box::pin(async move { self.refund_query_answer.lock().unwrap().clone() })
     }
 
     fn currencies(&self) -> &'static [Currency] {

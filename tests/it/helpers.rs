@@ -106,6 +106,11 @@ impl TestApp {
         TestApp::launch(tempfile::tempdir().unwrap(), Mode::Settings, &all).await
     }
 
+    /// kassa with providers from the given settings only.
+    pub async fn spawn_with_settings(env: &[(&str, &str)]) -> TestApp {
+        TestApp::launch(tempfile::tempdir().unwrap(), Mode::Settings, env).await
+    }
+
     /// Starts kassa again on the same data directory (a restart).
     pub async fn restart(self) -> TestApp {
         let mode = if self.state.sandbox.is_some() || self.state.alipay.is_some() {

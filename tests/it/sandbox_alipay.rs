@@ -348,3 +348,38 @@ async fn python_alipay_sdk_as_a_client_accepts_the_sandbox_gateway() {
     );
     assert_eq!(forged["result"]["sub_code"], "isv.invalid-signature", "{forged}");
 }
+
+#[tokio::test]
+async fn a_gateway_refusal_is_a_502_with_the_platform_code_and_stores_nothing() {
+    // App A runs the sandbox; app B is configured as a real Alipay merchant with an app
+    // id the gateway does not know, pointing at A's gateway.
+    let a = TestApp::spawn_sandbox(SCALE).await;
+    let gateway = a.url("/sandbox/alipay/gateway.do");
+    let keys = format!("{}/tests/vectors/keys", env!("CARGO_MANIFEST_DIR"));
+    let (app_key, ali_key) = (format!("{keys}/alipay_app_private_pkcs8.pem"), format!("{keys}/alipay_platform_public.pem"));
+    let b = TestApp::spawn_with_settings(&[
+        ("KASSA_ALIPAY_APP_ID", "2021000000009999"),
+        ("KASSA_ALIPAY_APP_PRIVATE_KEY_FILE", &app_key),
+        ("KASSA_ALIPAY_ALIPAY_PUBLIC_KEY_FILE", &ali_key),
+        ("KASSA_ALIPAY_GATEWAY", &gateway),
+    ])
+    .await;
+
+    let (status, code, body) = crate::helpers::error_code(b.post_order(&crate::helpers::order_body("gw-1", 100)).await).await;
+
+    assert_eq!((status, code.as_str()), (502, "provider_rejected"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("isv.invalid-app-id"), "{body}");
+    let listed: Value = b.get("/api/v1/orders").await.json().await.unwrap();
+    assert_eq!(listed["data"], json!([]));
+}
+
+#[tokio::test]
+async fn an_unreachable_gateway_is_a_503_and_stores_nothing() {
+    let app = TestApp::spawn_alipay(&[]).await;
+
+    let (status, code, _) = crate::helpers::error_code(app.post_order(&crate::helpers::order_body("gw-2", 100)).await).await;
+
+    assert_eq!((status, code.as_str()), (503, "provider_unavailable"));
+    let listed: Value = app.get("/api/v1/orders").await.json().await.unwrap();
+    assert_eq!(listed["data"], json!([]));
+}
