@@ -661,6 +661,7 @@ async fn the_openapi_document_describes_the_api() {
         "/orders/{id}",
         "/orders/{id}/close",
         "/orders/{id}/events",
+        "/orders/{id}/refunds",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
