@@ -145,6 +145,13 @@ fn serve(settings: Settings) -> Result<(), CommandError> {
                 state.public_url(),
                 sandbox.keys.dir.display()
             );
+            if !app.address().ip().is_loopback() {
+                // Anyone who reaches the sandbox wallet can "pay" an order with no money.
+                tracing::warn!(
+                    "the sandbox is on and kassa listens on {}: orders can be paid with simulated money; configure [alipay] and set [sandbox] enabled = false before going live",
+                    app.address()
+                );
+            }
         }
         let _ = out.flush();
         drop(out);

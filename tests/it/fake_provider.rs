@@ -87,12 +87,18 @@ impl Provider for FakeProvider {
         })
     }
 
-    fn refund<'a>(&'a self, _order: &'a Order, refund: &'a RefundRequest) -> ProviderFuture<'a, RefundOutcome> {
+    fn refund<'a>(
+        &'a self,
+        _order: &'a Order,
+        refund: &'a RefundRequest,
+    ) -> ProviderFuture<'a, RefundOutcome> {
         Box::pin(async move {
             self.refund_numbers.lock().unwrap().push(refund.refund_no.clone());
             let mut answers = self.refund_answers.lock().unwrap();
             if answers.is_empty() {
-                Ok(RefundOutcome::Succeeded { provider_refund_id: Some(format!("fake-{}", refund.refund_no)) })
+                Ok(RefundOutcome::Succeeded {
+                    provider_refund_id: Some(format!("fake-{}", refund.refund_no)),
+                })
             } else {
                 answers.remove(0)
             }

@@ -161,8 +161,8 @@ async fn refund_input_is_validated_and_unpaid_orders_cannot_be_refunded() {
 }
 
 mod unknown_outcomes {
-    use kassa::providers::{PaymentFacts, ProviderError, RefundOutcome, RefundState, TradeState};
     use kassa::domain::ProviderKind;
+    use kassa::providers::{PaymentFacts, ProviderError, RefundOutcome, RefundState, TradeState};
     use serde_json::{json, Value};
 
     use super::refund;
@@ -170,49 +170,89 @@ mod unknown_outcomes {
 
     /// A fake-provider order, paid through the provider-query path of close.
     async fn paid(app: &TestApp, amount: i64) -> String {
-        let order = app.create_order(&format!("u-{}", crate::helpers::unique()), amount).await;
+        let order = app
+            .create_order(&format!("u-{}", crate::helpers::unique()), amount)
+            .await;
         let id = order["id"].as_str().unwrap().to_owned();
-        *app.provider.query_answer.lock().unwrap() =
-            Ok(TradeState::Paid(PaymentFacts { provider_trade_no: Some("T".into()), paid_at: None, amount }));
+        *app.provider.query_answer.lock().unwrap() = Ok(TradeState::Paid(PaymentFacts {
+            provider_trade_no: Some("T".into()),
+            paid_at: None,
+            amount,
+        }));
         app.post(&format!("/api/v1/orders/{id}/close")).await;
         assert_eq!(app.order(&id).await["status"], "paid");
         id
     }
 
     fn unknown() -> ProviderError {
-        ProviderError::Unknown { provider: ProviderKind::Alipay, reason: "timeout".into() }
+        ProviderError::Unknown {
+            provider: ProviderKind::Alipay,
+            reason: "timeout".into(),
+        }
     }
 
     #[tokio::test]
     async fn an_unknown_refund_outcome_stays_pending_until_a_query_settles_it() {
         let app = TestApp::spawn().await;
         let id = paid(&app, 1000).await;
-        app.provider.refund_answers.lock().unwrap().extend([Err(unknown()), Err(unknown())]);
+        app.provider
+            .refund_answers
+            .lock()
+            .unwrap()
+            .extend([Err(unknown()), Err(unknown())]);
         *app.provider.refund_query_answer.lock().unwrap() = Err(unknown());
 
-        let created: Value = refund(&app, &id, json!({"amount": 250, "reason": "r"})).await.json().await.unwrap();
+        let created: Value = refund(&app, &id, json!({"amount": 250, "reason": "r"}))
+            .await
+            .json()
+            .await
+            .unwrap();
 
         assert_eq!(created["status"], "pending");
-        assert_eq!(app.order(&id).await["refunded_amount"], 0, "unknown never changes the order");
-        let (status, code, _) = crate::helpers::error_code(refund(&app, &id, json!({"amount": 751, "reason": "r"})).await).await;
-        assert_eq!((status, code.as_str()), (409, "refund_exceeds_balance"), "a pending refund holds its amount");
+        assert_eq!(
+            app.order(&id).await["refunded_amount"],
+            0,
+            "unknown never changes the order"
+        );
+        let (status, code, _) =
+            crate::helpers::error_code(refund(&app, &id, json!({"amount": 751, "reason": "r"})).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (409, "refund_exceeds_balance"),
+            "a pending refund holds its amount"
+        );
 
         // The provider never saw it: the settle job retries with the same refund number.
         *app.provider.refund_query_answer.lock().unwrap() = Ok(RefundState::NotFound);
         app.clock.advance(chrono::Duration::seconds(61));
-        let report = kassa::jobs::checks::try_run_once(&app.state, app.now()).await.unwrap();
+        let report = kassa::jobs::checks::try_run_once(&app.state, app.now())
+            .await
+            .unwrap();
         assert_eq!(report.refunds_settled, 0, "the retry's outcome was unknown too");
         app.clock.advance(chrono::Duration::seconds(61));
-        let report = kassa::jobs::checks::try_run_once(&app.state, app.now()).await.unwrap();
+        let report = kassa::jobs::checks::try_run_once(&app.state, app.now())
+            .await
+            .unwrap();
         assert_eq!(report.refunds_settled, 1);
 
         let numbers = app.provider.refund_numbers.lock().unwrap().clone();
         assert_eq!(numbers.len(), 3);
-        assert!(numbers.iter().all(|n| *n == numbers[0]), "one refund number across retries: {numbers:?}");
-        let listed: Value = app.get(&format!("/api/v1/orders/{id}/refunds")).await.json().await.unwrap();
+        assert!(
+            numbers.iter().all(|n| *n == numbers[0]),
+            "one refund number across retries: {numbers:?}"
+        );
+        let listed: Value = app
+            .get(&format!("/api/v1/orders/{id}/refunds"))
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(listed["data"][0]["status"], "succeeded");
         let order = app.order(&id).await;
-        assert_eq!((order["status"].as_str(), order["refunded_amount"].as_i64()), (Some("partially_refunded"), Some(250)));
+        assert_eq!(
+            (order["status"].as_str(), order["refunded_amount"].as_i64()),
+            (Some("partially_refunded"), Some(250))
+        );
     }
 
     #[tokio::test]
@@ -220,9 +260,15 @@ mod unknown_outcomes {
         let app = TestApp::spawn().await;
         let id = paid(&app, 1000).await;
         app.provider.refund_answers.lock().unwrap().push(Err(unknown()));
-        *app.provider.refund_query_answer.lock().unwrap() = Ok(RefundState::Succeeded { provider_refund_id: Some("R1".into()) });
+        *app.provider.refund_query_answer.lock().unwrap() = Ok(RefundState::Succeeded {
+            provider_refund_id: Some("R1".into()),
+        });
 
-        let created: Value = refund(&app, &id, json!({"amount": 1000, "reason": "all"})).await.json().await.unwrap();
+        let created: Value = refund(&app, &id, json!({"amount": 1000, "reason": "all"}))
+            .await
+            .json()
+            .await
+            .unwrap();
 
         assert_eq!(created["status"], "succeeded");
         assert_eq!(created["provider_refund_id"], "R1");
@@ -234,17 +280,28 @@ mod unknown_outcomes {
     async fn a_refused_refund_is_failed_and_changes_nothing() {
         let app = TestApp::spawn().await;
         let id = paid(&app, 1000).await;
-        app.provider.refund_answers.lock().unwrap().push(Ok(RefundOutcome::Failed {
-            code: "ACQ.TRADE_HAS_FINISHED".into(),
-            message: "交易已完结".into(),
-        }));
+        app.provider
+            .refund_answers
+            .lock()
+            .unwrap()
+            .push(Ok(RefundOutcome::Failed {
+                code: "ACQ.TRADE_HAS_FINISHED".into(),
+                message: "交易已完结".into(),
+            }));
 
-        let created: Value = refund(&app, &id, json!({"amount": 100, "reason": "r"})).await.json().await.unwrap();
+        let created: Value = refund(&app, &id, json!({"amount": 100, "reason": "r"}))
+            .await
+            .json()
+            .await
+            .unwrap();
 
         assert_eq!(created["status"], "failed");
         assert_eq!(created["failure_code"], "ACQ.TRADE_HAS_FINISHED");
         let order = app.order(&id).await;
-        assert_eq!((order["status"].as_str(), order["refunded_amount"].as_i64()), (Some("paid"), Some(0)));
+        assert_eq!(
+            (order["status"].as_str(), order["refunded_amount"].as_i64()),
+            (Some("paid"), Some(0))
+        );
         assert_eq!(app.outbox(&id).await.len(), 1, "only order.paid");
     }
 }

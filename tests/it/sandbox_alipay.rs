@@ -356,7 +356,10 @@ async fn a_gateway_refusal_is_a_502_with_the_platform_code_and_stores_nothing() 
     let a = TestApp::spawn_sandbox(SCALE).await;
     let gateway = a.url("/sandbox/alipay/gateway.do");
     let keys = format!("{}/tests/vectors/keys", env!("CARGO_MANIFEST_DIR"));
-    let (app_key, ali_key) = (format!("{keys}/alipay_app_private_pkcs8.pem"), format!("{keys}/alipay_platform_public.pem"));
+    let (app_key, ali_key) = (
+        format!("{keys}/alipay_app_private_pkcs8.pem"),
+        format!("{keys}/alipay_platform_public.pem"),
+    );
     let b = TestApp::spawn_with_settings(&[
         ("KASSA_ALIPAY_APP_ID", "2021000000009999"),
         ("KASSA_ALIPAY_APP_PRIVATE_KEY_FILE", &app_key),
@@ -365,10 +368,17 @@ async fn a_gateway_refusal_is_a_502_with_the_platform_code_and_stores_nothing() 
     ])
     .await;
 
-    let (status, code, body) = crate::helpers::error_code(b.post_order(&crate::helpers::order_body("gw-1", 100)).await).await;
+    let (status, code, body) =
+        crate::helpers::error_code(b.post_order(&crate::helpers::order_body("gw-1", 100)).await).await;
 
     assert_eq!((status, code.as_str()), (502, "provider_rejected"));
-    assert!(body["error"]["message"].as_str().unwrap().contains("isv.invalid-app-id"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("isv.invalid-app-id"),
+        "{body}"
+    );
     let listed: Value = b.get("/api/v1/orders").await.json().await.unwrap();
     assert_eq!(listed["data"], json!([]));
 }
@@ -377,9 +387,93 @@ async fn a_gateway_refusal_is_a_502_with_the_platform_code_and_stores_nothing() 
 async fn an_unreachable_gateway_is_a_503_and_stores_nothing() {
     let app = TestApp::spawn_alipay(&[]).await;
 
-    let (status, code, _) = crate::helpers::error_code(app.post_order(&crate::helpers::order_body("gw-2", 100)).await).await;
+    let (status, code, _) =
+        crate::helpers::error_code(app.post_order(&crate::helpers::order_body("gw-2", 100)).await).await;
 
     assert_eq!((status, code.as_str()), (503, "provider_unavailable"));
     let listed: Value = app.get("/api/v1/orders").await.json().await.unwrap();
     assert_eq!(listed["data"], json!([]));
+}
+
+#[tokio::test]
+async fn the_wallet_page_sets_fault_switches_and_refuses_bad_ones() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    let order = app.create_order("form-1", 100).await;
+    let (id, qr) = (order["id"].as_str().unwrap(), order["qr_code"].as_str().unwrap());
+    app.client.get(qr).send().await.unwrap();
+
+    let saved = app
+        .client
+        .post(format!("{qr}/faults"))
+        .form(&[("drop_first", "2"), ("duplicates", "1"), ("bad_signature", "on")])
+        .send()
+        .await
+        .unwrap();
+    let refused = app
+        .client
+        .post(format!("{qr}/faults"))
+        .form(&[("drop_first", "many")])
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(saved.status(), 303);
+    assert_eq!(refused.status(), 422);
+    let faults: Value = app
+        .client
+        .get(app.url(&format!("/sandbox/alipay/faults/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        faults,
+        json!({"delay_seconds": 0, "duplicates": 1, "drop_first": 2, "tamper_amount": false,
+        "bad_signature": true, "out_of_order": false})
+    );
+    let bad_json = app
+        .client
+        .post(app.url("/sandbox/alipay/faults"))
+        .json(&json!({"duplicates": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_json.status(), 422);
+    let unknown = app
+        .client
+        .post(app.url("/sandbox/alipay/faults"))
+        .json(&json!({"explode": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 422);
+    let missing = app
+        .client
+        .get(app.url("/sandbox/wallet/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[tokio::test]
+async fn with_the_sandbox_off_its_pages_are_not_found() {
+    let app = TestApp::spawn_alipay(&[]).await;
+    for path in ["/sandbox/wallet/x", "/sandbox/alipay/faults"] {
+        assert_eq!(
+            app.client.get(app.url(path)).send().await.unwrap().status(),
+            404,
+            "{path}"
+        );
+    }
+    let gateway = app
+        .client
+        .post(app.url("/sandbox/alipay/gateway.do"))
+        .body("x=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gateway.status(), 404);
 }

@@ -228,37 +228,57 @@ mod tests {
     fn answers_are_classified_success_refusal_or_unknown() {
         let c = client();
         let method = "alipay.trade.query";
-        let ok = c.verify_response(method, &signed(r#"{"code":"10000","msg":"Success","trade_status":"TRADE_SUCCESS"}"#));
+        let ok = c.verify_response(
+            method,
+            &signed(r#"{"code":"10000","msg":"Success","trade_status":"TRADE_SUCCESS"}"#),
+        );
         assert_eq!(ok.unwrap()["trade_status"], "TRADE_SUCCESS");
         let refused = c.verify_response(
             method,
             &signed(r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.TRADE_NOT_EXIST","sub_msg":"交易不存在"}"#),
         );
-        assert!(matches!(refused, Err(ProviderError::Rejected { ref code, .. }) if code == "ACQ.TRADE_NOT_EXIST"));
+        assert!(
+            matches!(refused, Err(ProviderError::Rejected { ref code, .. }) if code == "ACQ.TRADE_NOT_EXIST")
+        );
         for unknown in [
             signed(r#"{"code":"20000","msg":"Service Currently Unavailable","sub_code":"isp.unknow-error"}"#),
             signed(r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.SYSTEM_ERROR"}"#),
             signed(r#"{"code":"40004","msg":"Business Failed","sub_code":"aop.ACQ.SYSTEM_ERROR"}"#),
             // A success without a signature, or one its signature does not cover, is never believed.
             r#"{"alipay_trade_query_response":{"code":"10000","msg":"Success"}}"#.to_owned(),
-            signed(r#"{"code":"10000"}"#).replace(r#""code":"10000""#, r#""code":"10000","trade_status":"TRADE_SUCCESS""#),
+            signed(r#"{"code":"10000"}"#).replace(
+                r#""code":"10000""#,
+                r#""code":"10000","trade_status":"TRADE_SUCCESS""#,
+            ),
             "<html>502 Bad Gateway</html>".to_owned(),
         ] {
             assert!(
-                matches!(c.verify_response(method, &unknown), Err(ProviderError::Unknown { .. })),
+                matches!(
+                    c.verify_response(method, &unknown),
+                    Err(ProviderError::Unknown { .. })
+                ),
                 "{unknown}"
             );
         }
         let gateway_error = r#"{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-app-id"}}"#;
-        assert!(matches!(c.verify_response(method, gateway_error), Err(ProviderError::Rejected { ref code, .. }) if code == "isv.invalid-app-id"));
+        assert!(
+            matches!(c.verify_response(method, gateway_error), Err(ProviderError::Rejected { ref code, .. }) if code == "isv.invalid-app-id")
+        );
     }
 
     #[test]
     fn requests_sign_every_parameter_and_keep_sign_type() {
-        let params = client().signed_params("alipay.trade.query", &serde_json::json!({"out_trade_no": "o1"}), None);
+        let params = client().signed_params(
+            "alipay.trade.query",
+            &serde_json::json!({"out_trade_no": "o1"}),
+            None,
+        );
         let public = VerifyingKey::from_pem(&key("alipay_app_public.pem")).unwrap();
         assert!(public.verify_base64(request_content(&params).as_bytes(), &params["sign"]));
         assert!(request_content(&params).contains("sign_type=RSA2"));
-        assert!(!params.contains_key("notify_url"), "empty parameters are not sent");
+        assert!(
+            !params.contains_key("notify_url"),
+            "empty parameters are not sent"
+        );
     }
 }
