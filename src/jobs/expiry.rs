@@ -73,6 +73,8 @@ impl ExpiryWorker {
             match close(&self.state, &order.id, cause, now).await {
                 Ok(_) => report.closed += 1,
                 Err(CloseError::TurnedOutPaid(_)) => report.paid += 1,
+                // Paid (or gone) since the sweep read it: a notification won the race.
+                Err(CloseError::Illegal(_) | CloseError::NotFound) => {}
                 Err(CloseError::Db(e)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(order_id = %order.id, error = %e, "expiry deferred");
