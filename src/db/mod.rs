@@ -6,6 +6,7 @@
 
 pub mod api_keys;
 pub mod backup;
+mod checkpointer;
 pub mod history;
 pub mod idempotency;
 pub mod migrations;
@@ -104,7 +105,15 @@ impl Database {
     pub fn open(path: &Path) -> DbResult<Database> {
         let mut conn = connect(path)?;
         migrations::run(&mut conn)?;
+        // Each job runs in a savepoint, whose statement journal would otherwise go to
+        // a temp file. Checkpoints (copying the WAL into the database, with an fsync)
+        // run on their own thread so requests waiting for a commit never wait for one;
+        // the writer's own automatic checkpoint stays as a backstop.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 20_000)?;
+        conn.pragma_update(None, "cache_size", -8000)?;
         let writer = Writer::start(conn);
+        checkpointer::start(path, writer.clone())?;
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {

@@ -58,6 +58,8 @@ where
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Held by every handle; background helpers watch it to know when to stop.
+    alive: std::sync::Arc<()>,
 }
 
 impl Writer {
@@ -68,7 +70,15 @@ impl Writer {
             .spawn(move || run(conn, queue))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the database writer"));
-        Writer { jobs }
+        Writer {
+            jobs,
+            alive: std::sync::Arc::new(()),
+        }
+    }
+
+    /// Dies when the last handle to this writer is dropped.
+    pub(super) fn liveness(&self) -> std::sync::Weak<()> {
+        std::sync::Arc::downgrade(&self.alive)
     }
 
     fn submit<R, F>(&self, work: F) -> DbResult<oneshot::Receiver<DbResult<R>>>

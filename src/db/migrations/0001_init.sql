@@ -42,8 +42,8 @@ CREATE TABLE notifications (
     reason       TEXT
 ) STRICT;
 
+-- Newest-first listing uses the id (assigned in arrival order), so no time index.
 CREATE INDEX notifications_by_order ON notifications (order_id) WHERE order_id IS NOT NULL;
-CREATE INDEX notifications_by_received ON notifications (received_at DESC);
 
 CREATE TABLE order_events (
     id              INTEGER PRIMARY KEY,

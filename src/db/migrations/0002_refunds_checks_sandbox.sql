@@ -25,8 +25,6 @@ ALTER TABLE orders ADD COLUMN next_check_at INTEGER;
 ALTER TABLE orders ADD COLUMN checks_done INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX orders_pending_by_check ON orders (next_check_at) WHERE status = 'pending';
 
-CREATE INDEX notifications_by_dedupe ON notifications (provider, dedupe_key) WHERE dedupe_key IS NOT NULL;
-
 -- The built-in sandbox's own state: a simulated platform, kept apart from kassa's.
 CREATE TABLE sandbox_trades (
     out_trade_no  TEXT PRIMARY KEY NOT NULL,

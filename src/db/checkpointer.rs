@@ -1,0 +1,32 @@
+//! Copies the write-ahead log into the database file in the background, so the single
+//! writer (and the requests waiting on its commits) never pays for a checkpoint.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{connect, DbResult, Writer};
+
+const EVERY: Duration = Duration::from_millis(200);
+
+/// Runs PASSIVE checkpoints until the writer stops.
+pub(super) fn start(path: &Path, writer: Writer) -> DbResult<()> {
+    let conn = connect(path)?;
+    let alive = writer.liveness();
+    drop(writer);
+    let spawned = std::thread::Builder::new()
+        .name("kassa-db-checkpoint".to_owned())
+        .spawn(move || {
+            while alive.strong_count() > 0 {
+                std::thread::sleep(EVERY);
+                // PASSIVE never blocks the writer or readers; whatever it cannot copy now
+                // it copies on a later round.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the checkpoint thread; SQLite's automatic checkpoints remain");
+    }
+    Ok(())
+}
