@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod live;
 pub mod providers;
 pub mod service;
 pub mod startup;

@@ -160,6 +160,7 @@ impl Application {
             clock: options.clock,
             alipay,
             sandbox,
+            signals: Default::default(),
         };
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {

@@ -23,6 +23,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub alipay: Option<Arc<AlipayAccount>>,
     pub sandbox: Option<Arc<crate::providers::sandbox::Sandbox>>,
+    /// Wakes checkout pages when an order changes.
+    pub signals: crate::live::OrderSignals,
 }
 
 impl AppState {

@@ -1,8 +1,12 @@
 //! Every HTTP surface, mounted by one `configure` that production and tests share.
 
 pub mod api;
+pub mod assets;
+pub mod checkout;
+pub mod i18n;
 pub mod notify;
 pub mod ops;
+pub mod qr;
 
 use actix_web::http::header;
 use actix_web::middleware::DefaultHeaders;
@@ -10,6 +14,8 @@ use actix_web::{web, HttpResponse};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(ops::configure)
+        .configure(assets::configure)
+        .configure(checkout::configure)
         .configure(notify::configure)
         .configure(crate::providers::sandbox::configure)
         .service(web::scope("/api").configure(api::configure));

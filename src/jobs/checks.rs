@@ -71,6 +71,9 @@ pub async fn try_run_once(state: &AppState, now: DateTime<Utc>) -> Result<Checks
                 Ok(matches!(outcome, transitions::Outcome::Applied { .. }))
             })
             .await?;
+        if applied {
+            state.signals.changed(&order.id);
+        }
         report.orders_paid += usize::from(applied);
     }
     report.refunds_settled = refunds::settle_pending(state, now, now - REFUND_RETRY_AFTER).await?;

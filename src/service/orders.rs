@@ -193,12 +193,16 @@ async fn apply(
     cause: Cause,
     now: DateTime<Utc>,
 ) -> Result<Outcome, DbError> {
-    let id = id.clone();
+    let target = id.clone();
     let public_url = state.public_url().to_owned();
-    state
+    let outcome = state
         .db
-        .write(move |conn| transitions::apply(conn, &id, &change, &cause, now, &public_url))
-        .await
+        .write(move |conn| transitions::apply(conn, &target, &change, &cause, now, &public_url))
+        .await?;
+    if matches!(outcome, Outcome::Applied { .. }) {
+        state.signals.changed(id);
+    }
+    Ok(outcome)
 }
 
 /// Closes a pending order: asks the provider first (a payment notification may have

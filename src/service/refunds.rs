@@ -121,8 +121,9 @@ async fn settle(
     cause: Cause,
     now: DateTime<Utc>,
 ) -> Result<(), DbError> {
-    let (id, order_id, amount) = (refund.id.clone(), order_id.clone(), refund.amount);
+    let (id, target, amount) = (refund.id.clone(), order_id.clone(), refund.amount);
     let public_url = state.public_url().to_owned();
+    let succeeded = matches!(outcome, Settled::Succeeded(_));
     state
         .db
         .write(move |c| {
@@ -132,14 +133,7 @@ async fn settle(
                         provider_refund_id: provider_refund_id.as_deref(),
                     };
                     if refunds::settle(c, &id, &settlement, now)? {
-                        transitions::apply(
-                            c,
-                            &order_id,
-                            &Change::Refund { amount },
-                            &cause,
-                            now,
-                            &public_url,
-                        )?;
+                        transitions::apply(c, &target, &Change::Refund { amount }, &cause, now, &public_url)?;
                     }
                 }
                 Settled::Failed(code, message) => {
@@ -157,7 +151,11 @@ async fn settle(
             }
             Ok(())
         })
-        .await
+        .await?;
+    if succeeded {
+        state.signals.changed(order_id);
+    }
+    Ok(())
 }
 
 enum Settled {

@@ -2,12 +2,16 @@
 //! on 127.0.0.1:0 with its own SQLite file in a temp dir and talks HTTP to it.
 
 mod api_orders;
+mod browser;
+mod checkout;
 mod cli;
 mod expiry;
 mod fake_provider;
 mod helpers;
 mod notify_alipay;
 mod oracle;
+mod qr_decode;
 mod refunds;
 mod sandbox_alipay;
 mod transitions;
+mod webdriver;

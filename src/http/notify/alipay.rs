@@ -210,6 +210,9 @@ pub async fn receive_alipay_notify(
         .await;
     match outcome {
         Ok(d) => {
+            if let (Verdict::Applied, Some(id)) = (d.verdict, &d.order_id) {
+                state.signals.changed(id);
+            }
             let order_id = d.order_id.as_ref().map(|o| o.to_string());
             tracing::info!(
                 provider = "alipay",

@@ -1,0 +1,356 @@
+//! The customer's checkout page (`/pay/{id}`), its status endpoint and its live event
+//! stream. Works without JavaScript (a 5 s refresh while pending); with it, the page
+//! turns to "paid" without a reload and returns to the shop.
+
+use std::convert::Infallible;
+use std::time::Duration as StdDuration;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::header;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use askama::Template;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::assets::AssetUrls;
+use super::i18n::{self, Lang, Texts};
+use super::qr;
+use crate::db::orders;
+use crate::domain::{Order, OrderId, OrderStatus, ProviderKind};
+use crate::state::AppState;
+
+/// Pages allow only their own scripts and styles, and no framing.
+pub fn page_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/pay")
+            .wrap(page_headers())
+            .route("/{id}", web::get().to(show_checkout))
+            .route("/{id}/status", web::get().to(checkout_status))
+            .route("/{id}/events", web::get().to(checkout_events)),
+    );
+}
+
+/// What the customer is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageState {
+    Pending,
+    Paid,
+    LatePaid,
+    Expired,
+    Closed,
+    Refunded,
+}
+
+impl PageState {
+    pub fn of(order: &Order, now: DateTime<Utc>) -> PageState {
+        match order.status {
+            OrderStatus::Pending if now >= order.expires_at => PageState::Expired,
+            OrderStatus::Pending => PageState::Pending,
+            OrderStatus::Paid if order.late_payment => PageState::LatePaid,
+            OrderStatus::Paid => PageState::Paid,
+            OrderStatus::Closed if order.closed_at.is_some_and(|t| t >= order.expires_at) => {
+                PageState::Expired
+            }
+            OrderStatus::Closed => PageState::Closed,
+            OrderStatus::PartiallyRefunded | OrderStatus::Refunded => PageState::Refunded,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PageState::Pending => "pending",
+            PageState::Paid => "paid",
+            PageState::LatePaid => "late_paid",
+            PageState::Expired => "expired",
+            PageState::Closed => "closed",
+            PageState::Refunded => "refunded",
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "checkout/pay.html")]
+struct PayPage<'a> {
+    lang: Lang,
+    t: &'static Texts,
+    assets: AssetUrls,
+    sandbox: bool,
+    merchant: &'a str,
+    order_id: &'a str,
+    out_trade_no: &'a str,
+    subject: &'a str,
+    amount: String,
+    state: PageState,
+    provider_class: &'static str,
+    scan_with: &'static str,
+    open_in_app: &'static str,
+    qr_svg: String,
+    qr_code: &'a str,
+    expires_in: i64,
+    expires_at_iso: String,
+    expires_at_local: String,
+    return_url: Option<String>,
+    refresh: bool,
+    redirect_now: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "checkout/not_found.html")]
+struct NotFoundPage {
+    lang: Lang,
+    t: &'static Texts,
+    assets: AssetUrls,
+}
+
+/// `return_url` with `order_id=<id>` added to its query, and nothing else.
+pub fn return_url_for(return_url: &str, order_id: &OrderId) -> Option<String> {
+    let mut url = url::Url::parse(return_url).ok()?;
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| k != "order_id")
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("order_id", order_id.as_str());
+    Some(url.into())
+}
+
+fn html(
+    status: actix_web::http::StatusCode,
+    body: String,
+    lang: Lang,
+    remember: bool,
+    secure: bool,
+) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    response
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::CONTENT_LANGUAGE, lang.tag()));
+    if remember {
+        let cookie = Cookie::build(i18n::COOKIE, lang.tag())
+            .path("/")
+            .max_age(actix_web::cookie::time::Duration::days(365))
+            .same_site(SameSite::Lax)
+            .http_only(true)
+            .secure(secure)
+            .finish();
+        response.cookie(cookie);
+    }
+    response.body(body)
+}
+
+fn server_error(e: &dyn std::fmt::Display) -> HttpResponse {
+    tracing::error!(error = %e, "checkout page failed");
+    HttpResponse::InternalServerError()
+        .content_type("text/plain; charset=utf-8")
+        .body("Something went wrong on our side. Please reload in a moment.\n")
+}
+
+async fn find_order(state: &AppState, raw: &str) -> Result<Option<Order>, crate::db::DbError> {
+    let Ok(id) = OrderId::parse(raw) else {
+        return Ok(None);
+    };
+    state.db.read(move |c| orders::find_by_id(c, &id)).await
+}
+
+async fn show_checkout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let (lang, remember) = i18n::negotiate(&req);
+    let t = lang.texts();
+    let secure = state.public_url().starts_with("https://");
+    let order = match find_order(&state, &path).await {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            let page = NotFoundPage {
+                lang,
+                t,
+                assets: AssetUrls::get(),
+            };
+            return match page.render() {
+                Ok(body) => html(
+                    actix_web::http::StatusCode::NOT_FOUND,
+                    body,
+                    lang,
+                    remember,
+                    secure,
+                ),
+                Err(e) => server_error(&e),
+            };
+        }
+        Err(e) => return server_error(&e),
+    };
+    let now = state.clock.now();
+    let page_state = PageState::of(&order, now);
+    let (provider_class, scan_with, open_in_app, qr_label) = match order.provider {
+        ProviderKind::Alipay => ("alipay", t.scan_alipay, t.open_alipay, t.qr_label_alipay),
+        ProviderKind::Wechat => ("wechat", t.scan_wechat, t.open_wechat, t.qr_label_wechat),
+    };
+    let qr_code = order.qr_code.clone().unwrap_or_default();
+    let qr_svg = if page_state == PageState::Pending && !qr_code.is_empty() {
+        match qr::svg(&qr_code, qr_label) {
+            Ok(svg) => svg,
+            Err(e) => return server_error(&e),
+        }
+    } else {
+        String::new()
+    };
+    let tz = state.settings.merchant.timezone;
+    let return_url = order
+        .return_url
+        .as_deref()
+        .and_then(|u| return_url_for(u, &order.id));
+    let page = PayPage {
+        lang,
+        t,
+        assets: AssetUrls::get(),
+        sandbox: state.sandbox.is_some() && state.settings.alipay.app_id.is_empty(),
+        merchant: &state.settings.merchant.name,
+        order_id: order.id.as_str(),
+        out_trade_no: &order.out_trade_no,
+        subject: &order.subject,
+        amount: order.amount.display_with_symbol(),
+        state: page_state,
+        provider_class,
+        scan_with,
+        open_in_app,
+        qr_svg,
+        qr_code: &qr_code,
+        expires_in: seconds_left(&order, now),
+        expires_at_iso: crate::domain::order::rfc3339(order.expires_at),
+        expires_at_local: order
+            .expires_at
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string(),
+        redirect_now: return_url.clone().filter(|_| page_state == PageState::Paid),
+        return_url,
+        refresh: page_state == PageState::Pending,
+    };
+    match page.render() {
+        Ok(body) => html(actix_web::http::StatusCode::OK, body, lang, remember, secure),
+        Err(e) => server_error(&e),
+    }
+}
+
+#[derive(Serialize)]
+struct StatusBody {
+    status: &'static str,
+    expires_in: i64,
+}
+
+fn status_body(order: &Order, now: DateTime<Utc>) -> StatusBody {
+    StatusBody {
+        status: PageState::of(order, now).as_str(),
+        expires_in: seconds_left(order, now),
+    }
+}
+
+/// Whole seconds until expiry, rounded up (stored times have millisecond precision).
+fn seconds_left(order: &Order, now: DateTime<Utc>) -> i64 {
+    let ms = (order.expires_at - now).num_milliseconds().max(0);
+    (ms + 999) / 1000
+}
+
+async fn checkout_status(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    match find_order(&state, &path).await {
+        Ok(Some(order)) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(status_body(&order, state.clock.now())),
+        Ok(None) => HttpResponse::NotFound().json(serde_json::json!({"status": "not_found"})),
+        Err(e) => server_error(&e),
+    }
+}
+
+/// How long the stream waits for a signal before re-reading the order anyway; also
+/// its keep-alive interval.
+const HEARTBEAT: StdDuration = StdDuration::from_secs(15);
+
+struct Stream {
+    state: web::Data<AppState>,
+    id: OrderId,
+    signals: broadcast::Receiver<OrderId>,
+    last: Option<&'static str>,
+    done: bool,
+}
+
+async fn signal_for(signals: &mut broadcast::Receiver<OrderId>, id: &OrderId) {
+    loop {
+        match signals.recv().await {
+            Ok(changed) if changed == *id => return,
+            Ok(_) => {}
+            // Missed some: re-read to be sure.
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+async fn next_event(mut s: Stream) -> Option<(Result<Bytes, Infallible>, Stream)> {
+    if s.done {
+        return None;
+    }
+    loop {
+        let id = s.id.clone();
+        let order = match s.state.db.read(move |c| orders::find_by_id(c, &id)).await {
+            Ok(Some(o)) => o,
+            _ => return None,
+        };
+        let now = s.state.clock.now();
+        let body = status_body(&order, now);
+        if s.last != Some(body.status) {
+            s.last = Some(body.status);
+            s.done = body.status != "pending";
+            let data = serde_json::to_string(&body).unwrap_or_default();
+            return Some((Ok(Bytes::from(format!("event: status\ndata: {data}\n\n"))), s));
+        }
+        // Wake at expiry too, so an expiring page is told without waiting a heartbeat.
+        let until_expiry =
+            (order.expires_at - now).to_std().unwrap_or_default() + StdDuration::from_millis(200);
+        let wait = HEARTBEAT.min(until_expiry);
+        let signalled = tokio::time::timeout(wait, signal_for(&mut s.signals, &s.id))
+            .await
+            .is_ok();
+        if !signalled && wait == HEARTBEAT {
+            return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), s));
+        }
+    }
+}
+
+async fn checkout_events(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let order = match find_order(&state, &path).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return HttpResponse::NotFound().json(serde_json::json!({"status": "not_found"})),
+        Err(e) => return server_error(&e),
+    };
+    let stream = Stream {
+        signals: state.signals.subscribe(),
+        state,
+        id: order.id,
+        last: None,
+        done: false,
+    };
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures_util::stream::unfold(stream, next_event))
+}

@@ -1,0 +1,165 @@
+//! The checkout page in a real headless Chromium, at phone and desktop sizes: the QR
+//! code is visible and large enough, the sandbox payment made in another tab turns the
+//! page to "paid" without a reload, and the page returns to the shop. Screenshots are
+//! kept under `target/tmp/screenshots/`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+use crate::qr_decode::decode_png;
+use crate::webdriver::Browser;
+
+async fn sandbox_order(app: &TestApp, out_trade_no: &str, return_url: &str) -> Value {
+    let body = json!({"out_trade_no": out_trade_no, "amount": 1234, "subject": "茉莉花茶 Jasmine tea ×2",
+        "provider": "alipay", "return_url": return_url});
+    let r = app.post_order(&body).await;
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn on_a_phone_the_page_turns_paid_after_paying_in_another_tab_and_returns_to_the_shop() {
+    let app = TestApp::spawn_sandbox(&[
+        ("KASSA_SANDBOX_TIME_SCALE", "600"),
+        ("KASSA_MERCHANT_NAME", "Tea House 茶馆"),
+    ])
+    .await;
+    let order = sandbox_order(&app, "phone-1", &app.url("/healthz?from=shop")).await;
+    let id = order["id"].as_str().unwrap();
+    let browser = Browser::start(390, 844).await;
+
+    browser.goto(&app.url(&format!("/pay/{id}?lang=zh-CN"))).await;
+    assert!(
+        browser
+            .wait_for("document.querySelector('#checkout svg')", Duration::from_secs(5))
+            .await
+    );
+    let layout = browser
+        .script(
+            "const q = document.querySelector('.qr svg').getBoundingClientRect();
+             const a = document.querySelector('.open-app');
+             return {qr: q.width, scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+                     app: getComputedStyle(a).display, countdown: document.getElementById('countdown').textContent,
+                     lang: document.documentElement.lang};",
+        )
+        .await;
+    assert!(layout["qr"].as_f64().unwrap() >= 160.0, "{layout}");
+    assert!(
+        layout["scroll"].as_f64() <= layout["inner"].as_f64(),
+        "no horizontal scrolling: {layout}"
+    );
+    assert_eq!(layout["app"], "block", "the open-in-app link shows on phones");
+    assert!(
+        layout["countdown"].as_str().unwrap().starts_with("14:") || layout["countdown"] == "15:00",
+        "{layout}"
+    );
+    assert_eq!(layout["lang"], "zh-CN");
+    let before = browser.screenshot("checkout-phone-pending").await;
+    assert_eq!(
+        decode_png(&before),
+        vec![order["qr_code"].as_str().unwrap().to_owned()],
+        "the QR on screen scans"
+    );
+
+    // The customer pays in the wallet (another tab), the platform notifies kassa.
+    let checkout = browser.window().await;
+    let wallet = browser.new_tab().await;
+    browser.switch_to(&wallet).await;
+    browser.goto(order["qr_code"].as_str().unwrap()).await;
+    browser.screenshot("sandbox-wallet-phone").await;
+    browser.click("button.pay").await;
+    assert!(
+        browser
+            .wait_for(
+                "document.body.innerText.includes('Paid.')",
+                Duration::from_secs(5)
+            )
+            .await
+    );
+    browser.screenshot("sandbox-wallet-phone-paid").await;
+    browser.switch_to(&checkout).await;
+    let paid_at = Instant::now();
+    app.drive_sandbox().await;
+
+    assert!(
+        browser
+            .wait_for(
+                "!document.getElementById('state-paid').hidden",
+                Duration::from_secs(3)
+            )
+            .await,
+        "the page shows paid without a reload"
+    );
+    let shown_after = paid_at.elapsed();
+    assert!(
+        shown_after < Duration::from_secs(1),
+        "paid shown {shown_after:?} after the notification"
+    );
+    browser.screenshot("checkout-phone-paid").await;
+    assert!(
+        browser
+            .wait_for("location.search.includes('order_id=')", Duration::from_secs(6))
+            .await,
+        "returns to the shop"
+    );
+    let url = browser.url().await;
+    assert_eq!(url, app.url(&format!("/healthz?from=shop&order_id={id}")));
+}
+
+#[tokio::test]
+async fn on_a_desktop_the_qr_code_is_large_and_scannable() {
+    let app = TestApp::spawn_sandbox(&[
+        ("KASSA_SANDBOX_TIME_SCALE", "600"),
+        ("KASSA_MERCHANT_NAME", "Tea House 茶馆"),
+    ])
+    .await;
+    let order = sandbox_order(&app, "desk-1", "https://shop.example/done").await;
+    let id = order["id"].as_str().unwrap();
+    let browser = Browser::start(1280, 900).await;
+
+    browser.goto(&app.url(&format!("/pay/{id}?lang=en"))).await;
+    assert!(
+        browser
+            .wait_for("document.querySelector('#checkout svg')", Duration::from_secs(5))
+            .await
+    );
+
+    let layout = browser
+        .script(
+            "const q = document.querySelector('.qr svg').getBoundingClientRect();
+             return {qr: q.width, app: getComputedStyle(document.querySelector('.open-app')).display};",
+        )
+        .await;
+    assert!(layout["qr"].as_f64().unwrap() >= 200.0, "{layout}");
+    assert_eq!(layout["app"], "none", "no open-in-app link on a desktop");
+    let shot = browser.screenshot("checkout-desktop-pending").await;
+    assert_eq!(
+        decode_png(&shot),
+        vec![order["qr_code"].as_str().unwrap().to_owned()]
+    );
+
+    // Expired while open: the page says so without a reload.
+    app.clock.advance(chrono::Duration::minutes(16));
+    app.expiry().try_run_once(app.now()).await.unwrap();
+    browser
+        .script("document.getElementById('checkout').setAttribute('data-probe', '1'); return 1;")
+        .await;
+    assert!(
+        browser
+            .wait_for(
+                "!document.getElementById('state-expired').hidden",
+                Duration::from_secs(20)
+            )
+            .await
+    );
+    assert_eq!(
+        browser
+            .script("return document.getElementById('checkout').getAttribute('data-probe');")
+            .await,
+        "1",
+        "no reload"
+    );
+    browser.screenshot("checkout-desktop-expired").await;
+}

@@ -1,0 +1,370 @@
+//! The customer's checkout page through HTTP: contents per status, 404, languages,
+//! status JSON, the live event stream and the QR code itself.
+
+use std::sync::atomic::Ordering;
+
+use kassa::providers::{PaymentFacts, TradeState};
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+use crate::qr_decode::decode_svg;
+
+async fn page(
+    app: &TestApp,
+    path: &str,
+    accept_language: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut request = app.client.get(app.url(path));
+    if let Some(al) = accept_language {
+        request = request.header("accept-language", al);
+    }
+    let r = request.send().await.unwrap();
+    (r.status().as_u16(), r.headers().clone(), r.text().await.unwrap())
+}
+
+fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let from = html.find(start).unwrap_or_else(|| panic!("{start} not in page"));
+    let rest = &html[from..];
+    &rest[..rest.find(end).map(|e| e + end.len()).unwrap()]
+}
+
+#[tokio::test]
+async fn a_pending_order_shows_merchant_subject_amount_qr_countdown_and_app_link() {
+    let app = TestApp::spawn().await;
+    let order = app.create_order("co-1", 1234).await;
+    let id = order["id"].as_str().unwrap();
+
+    let (status, headers, html) = page(&app, &format!("/pay/{id}"), Some("en-US,en;q=0.9")).await;
+
+    assert_eq!(status, 200);
+    assert!(html.contains("<html lang=\"en\">"));
+    assert!(html.contains("My Shop") && html.contains("Jasmine tea 茉莉花茶") && html.contains("¥12.34"));
+    assert!(html.contains("Scan with Alipay to pay"));
+    let svg = between(&html, "<svg", "</svg>");
+    assert!(svg.contains("role=\"img\"") && svg.contains("aria-label=\"QR code to pay with Alipay\""));
+    assert_eq!(
+        decode_svg(svg, 6),
+        vec![order["qr_code"].as_str().unwrap().to_owned()]
+    );
+    assert!(html.contains(&format!(
+        "class=\"open-app\" href=\"{}\"",
+        order["qr_code"].as_str().unwrap()
+    )));
+    assert!(
+        html.contains("data-expires-in=\"900\""),
+        "countdown from server time"
+    );
+    assert!(html.contains("<noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>"));
+    assert!(!html.contains("<script>"), "no inline script");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'")
+            && csp.contains("frame-ancestors 'none'")
+            && !csp.contains("unsafe-inline")
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn the_qr_svg_decodes_to_exactly_the_orders_qr_code_for_long_and_unicode_payloads() {
+    for data in [
+        "https://qr.alipay.com/bax08431cyxd2ny7pxvq0000",
+        "weixin://wxpay/bizpayurl?pr=JyC91EIz1",
+        &format!("http://127.0.0.1:8080/sandbox/wallet/{}", "A".repeat(200)),
+    ] {
+        let svg = kassa::http::qr::svg(data, "QR").unwrap();
+        assert_eq!(decode_svg(&svg, 4), vec![data.to_owned()]);
+    }
+}
+
+#[tokio::test]
+async fn closed_expired_paid_late_and_refunded_orders_say_so_without_a_qr_code() {
+    let app = TestApp::spawn().await;
+    let closed = app.create_order("st-closed", 100).await;
+    let expired = app.create_order("st-expired", 100).await;
+    let paid = app.create_order("st-paid", 100).await;
+    let id = |o: &Value| o["id"].as_str().unwrap().to_owned();
+    app.post(&format!("/api/v1/orders/{}/close", id(&closed))).await;
+    *app.provider.query_answer.lock().unwrap() = Ok(TradeState::Paid(PaymentFacts {
+        provider_trade_no: None,
+        paid_at: None,
+        amount: 100,
+    }));
+    app.post(&format!("/api/v1/orders/{}/close", id(&paid))).await;
+    let refunded = app.create_order("st-refunded", 100).await;
+    app.post(&format!("/api/v1/orders/{}/close", id(&refunded))).await;
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/orders/{}/refunds", id(&refunded))))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"amount": 100, "reason": "r"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    app.clock.advance(chrono::Duration::minutes(16));
+
+    for (order, visible, text) in [
+        (&closed, "state-closed", "This order is closed"),
+        (&expired, "state-expired", "This order has expired"),
+        (&paid, "state-paid", "Payment received"),
+        (&refunded, "state-refunded", "Refunded"),
+    ] {
+        let (status, _, html) = page(&app, &format!("/pay/{}?lang=en", id(order)), None).await;
+        assert_eq!(status, 200);
+        assert!(html.contains(text), "{visible}");
+        assert!(!html.contains("role=\"img\""), "{visible}: no QR code");
+        assert!(
+            !html.contains("http-equiv=\"refresh\" content=\"5\""),
+            "{visible}: no refresh once settled"
+        );
+        let shown = between(&html, &format!("id=\"{visible}\""), ">");
+        assert!(!shown.contains("hidden"), "{visible} is the visible state");
+        let status: Value = app
+            .client
+            .get(app.url(&format!("/pay/{}/status", id(order))))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["status"], visible.trim_start_matches("state-"));
+    }
+    assert_eq!(app.provider.closes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_late_payment_is_explained_to_the_customer() {
+    let app = TestApp::spawn_alipay(&[]).await;
+    let id = app.insert_order("late-page", 1234).await;
+    let oid = kassa::domain::OrderId::parse(&id).unwrap();
+    app.state
+        .db
+        .write(move |c| {
+            kassa::db::transitions::apply(
+                c,
+                &oid,
+                &kassa::db::transitions::Change::Close,
+                &kassa::db::transitions::Cause::system(kassa::domain::TransitionSource::Expiry),
+                chrono::Utc::now(),
+                "http://k",
+            )
+        })
+        .await
+        .unwrap();
+    app.post_alipay_notify(crate::oracle::signed_notification(
+        &crate::helpers::trade_success(&id, "12.34"),
+    ))
+    .await;
+
+    let (_, _, html) = page(&app, &format!("/pay/{id}"), Some("zh-CN")).await;
+
+    assert!(html.contains("已在订单关闭后收到付款"), "{html}");
+    assert!(!html.contains("role=\"img\""), "no QR code");
+}
+
+#[tokio::test]
+async fn a_paid_order_returns_to_the_shop_with_only_the_order_id_added() {
+    let app = TestApp::spawn().await;
+    let body = json!({"out_trade_no": "ret-1", "amount": 100, "subject": "s", "provider": "alipay",
+        "return_url": "https://shop.example/thanks?cart=9&order_id=forged"});
+    let order: Value = app.post_order(&body).await.json().await.unwrap();
+    let id = order["id"].as_str().unwrap();
+    *app.provider.query_answer.lock().unwrap() = Ok(TradeState::Paid(PaymentFacts {
+        provider_trade_no: None,
+        paid_at: None,
+        amount: 100,
+    }));
+    app.post(&format!("/api/v1/orders/{id}/close")).await;
+
+    let (_, _, html) = page(&app, &format!("/pay/{id}"), None).await;
+
+    let expected = format!("https://shop.example/thanks?cart=9&#38;order_id={id}");
+    assert!(
+        html.contains(&format!("data-return-url=\"{expected}\"")),
+        "{html}"
+    );
+    assert!(html.contains(&format!(
+        "<noscript><meta http-equiv=\"refresh\" content=\"3;url={expected}\"></noscript>"
+    )));
+    assert_eq!(
+        kassa::http::checkout::return_url_for(
+            "https://s.example/r",
+            &kassa::domain::OrderId::parse("ord_x").unwrap()
+        )
+        .unwrap(),
+        "https://s.example/r?order_id=ord_x"
+    );
+}
+
+#[tokio::test]
+async fn unknown_orders_get_a_real_404_page() {
+    let app = TestApp::spawn().await;
+    for path in ["/pay/ord_doesnotexist", "/pay/not%20an%20id", "/pay/..%2Fetc"] {
+        let (status, headers, html) = page(&app, path, Some("en")).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(html.contains("Order not found"), "{path}");
+    }
+    let status = app
+        .client
+        .get(app.url("/pay/ord_doesnotexist/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 404);
+}
+
+#[tokio::test]
+async fn language_follows_accept_language_and_the_switch_is_remembered() {
+    let app = TestApp::spawn().await;
+    let order = app.create_order("lang-1", 100).await;
+    let path = format!("/pay/{}", order["id"].as_str().unwrap());
+
+    let (_, _, zh) = page(&app, &path, Some("zh-CN,zh;q=0.9,en;q=0.8")).await;
+    let (_, _, en) = page(&app, &path, Some("en-GB,en;q=0.9")).await;
+    let (_, _, fallback) = page(&app, &path, Some("fr")).await;
+    assert!(zh.contains("<html lang=\"zh-CN\">") && zh.contains("请使用支付宝扫码付款"));
+    assert!(en.contains("<html lang=\"en\">") && en.contains("Scan with Alipay"));
+    assert!(fallback.contains("<html lang=\"zh-CN\">"));
+
+    let switched = app
+        .client
+        .get(app.url(&format!("{path}?lang=en")))
+        .header("accept-language", "zh-CN")
+        .send()
+        .await
+        .unwrap();
+    let cookie = switched.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("kassa_lang=en") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(switched.text().await.unwrap().contains("<html lang=\"en\">"));
+    let remembered = app
+        .client
+        .get(app.url(&path))
+        .header("accept-language", "zh-CN")
+        .header("cookie", "kassa_lang=en")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(remembered.contains("<html lang=\"en\">"));
+}
+
+#[tokio::test]
+async fn times_show_in_the_merchants_zone() {
+    let app = TestApp::spawn_with(&[("KASSA_MERCHANT_TIMEZONE", "Asia/Shanghai")]).await;
+    let order = app.create_order("tz-1", 100).await;
+    let expires = chrono::DateTime::parse_from_rfc3339(order["expires_at"].as_str().unwrap()).unwrap();
+    let local = expires
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m-%d %H:%M CST")
+        .to_string();
+    let (_, _, html) = page(
+        &app,
+        &format!("/pay/{}", order["id"].as_str().unwrap()),
+        Some("en"),
+    )
+    .await;
+    assert!(html.contains(&local), "{local}");
+}
+
+#[tokio::test]
+async fn the_event_stream_delivers_paid_when_the_notification_is_applied() {
+    let app = TestApp::spawn_sandbox(&[("KASSA_SANDBOX_TIME_SCALE", "600")]).await;
+    let order = app.create_order("sse-1", 100).await;
+    let id = order["id"].as_str().unwrap();
+    let mut stream = app
+        .client
+        .get(app.url(&format!("/pay/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let first = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(
+        first.starts_with("event: status\ndata: {\"status\":\"pending\""),
+        "{first}"
+    );
+
+    app.pay_in_wallet(order["qr_code"].as_str().unwrap()).await;
+    let started = std::time::Instant::now();
+    app.drive_sandbox().await;
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    assert!(String::from_utf8(next.to_vec())
+        .unwrap()
+        .contains("\"status\":\"paid\""));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stream.chunk().await.unwrap().is_none(),
+        "the stream ends once settled"
+    );
+}
+
+#[tokio::test]
+async fn static_assets_are_served_from_the_binary_with_types_and_caching() {
+    let app = TestApp::spawn().await;
+    for (name, kind) in [
+        ("kassa.css", "text/css"),
+        ("checkout.js", "text/javascript"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
+        let url = kassa::http::assets::url(name);
+        let r = app.client.get(app.url(&url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        assert!(
+            r.headers()["content-type"].to_str().unwrap().starts_with(kind),
+            "{name}"
+        );
+        assert!(
+            r.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable"),
+            "{name}"
+        );
+        let etag = r.headers()["etag"].clone();
+        let again = app
+            .client
+            .get(app.url(&url))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304);
+    }
+    assert_eq!(
+        app.client
+            .get(app.url("/static/../Cargo.toml"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/static/secret.txt"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
