@@ -43,6 +43,37 @@ pub enum Command {
     Export(ExportCommand),
     /// Show the effective configuration and where each value came from.
     Config,
+    /// Webhooks to the shop: the signing secret, re-sends, a test delivery.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Print the signing secret (whsec_…) to give to the shop.
+    Secret,
+    /// Start signing with a new secret; the old one keeps signing alongside for 24 h.
+    RotateSecret,
+    /// Queue deliveries again, with their original webhook-id.
+    Resend(ResendArgs),
+    /// Send a signed `ping` event now and print the shop's answer.
+    Test {
+        /// Endpoint to test (default: [webhooks] url).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ResendArgs {
+    /// One delivery, by its webhook-id (msg_…).
+    #[arg(long, value_name = "WEBHOOK_ID")]
+    pub id: Option<String>,
+    /// Every delivery that failed since this time (RFC 3339, or a date in the
+    /// merchant's time zone).
+    #[arg(long, value_name = "TIME")]
+    pub failed_since: Option<String>,
 }
 
 #[derive(Debug, Args, Default, Clone)]

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kassa::cli::{ApikeyCommand, Cli, Command, ExportCommand, ServeArgs};
+use kassa::cli::{ApikeyCommand, Cli, Command, ExportCommand, ServeArgs, WebhooksCommand};
 use kassa::commands::{self, CommandError};
 use kassa::config::{ConfigSources, Settings};
 use kassa::startup::{Application, Options};
@@ -81,6 +81,7 @@ fn main() -> ExitCode {
             commands::backup::run(&db_path, &args.file, args.force, &mut stdout.lock())
         }
         Some(Command::Export(ExportCommand::Orders(args))) => export_orders(&settings, &args),
+        Some(Command::Webhooks(command)) => webhooks(&settings, command),
         Some(Command::Config) => {
             let mut out = stdout.lock();
             for (key, value, source) in settings.describe() {
@@ -116,6 +117,24 @@ fn export_orders(settings: &Settings, args: &kassa::cli::ExportOrdersArgs) -> Re
         // `kassa export orders | head` closing the pipe early is not an error.
         Err(e) if e.message.contains("Broken pipe") => Ok(()),
         other => other.map(|_| ()),
+    }
+}
+
+fn webhooks(settings: &Settings, command: WebhooksCommand) -> Result<(), CommandError> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        WebhooksCommand::Secret => commands::webhooks::secret(settings, &mut out),
+        WebhooksCommand::RotateSecret => commands::webhooks::rotate_secret(settings, &mut out),
+        WebhooksCommand::Resend(args) => {
+            let tz = settings.merchant.timezone;
+            let since = args
+                .failed_since
+                .as_deref()
+                .map(|t| commands::export::parse_bound(t, tz, false, "--failed-since"))
+                .transpose()?;
+            commands::webhooks::resend(settings, args.id.as_deref(), since, &mut out)
+        }
+        WebhooksCommand::Test { url } => commands::webhooks::test(settings, url.as_deref(), &mut out),
     }
 }
 

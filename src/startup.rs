@@ -18,6 +18,9 @@ use crate::providers::keys::{SigningKey, VerifyingKey};
 use crate::providers::sandbox::{self, Sandbox, SANDBOX_APP_ID};
 use crate::providers::Providers;
 use crate::state::{AlipayAccount, AppState};
+use crate::webhooks::dispatcher::Dispatcher;
+
+const WEBHOOK_LOOPS: usize = 4;
 
 /// `auto`: on when no real provider is configured.
 pub fn sandbox_enabled(settings: &Settings) -> bool {
@@ -153,6 +156,7 @@ impl Application {
             ProviderSetup::Given(p) => (p, None),
             ProviderSetup::FromSettings => providers_from_settings(&settings, sandbox.as_deref(), local)?,
         };
+        crate::webhooks::ensure_secret_blocking(&db, &settings, options.clock.now())?;
         let state = AppState {
             db,
             settings: Arc::new(settings),
@@ -205,6 +209,14 @@ impl Application {
             let expiry = ExpiryWorker::new(self.state.clone());
             workers.push(tokio::spawn(expiry.run()));
             workers.push(tokio::spawn(crate::jobs::checks::run(self.state.clone())));
+            // Several loops, so one slow shop endpoint does not hold up the others; the
+            // claim's lease keeps them from delivering a row twice.
+            for _ in 0..WEBHOOK_LOOPS {
+                match Dispatcher::new(self.state.clone()) {
+                    Ok(d) => workers.push(tokio::spawn(d.run())),
+                    Err(e) => tracing::error!(error = %e, "cannot start the webhook dispatcher"),
+                }
+            }
             if let Some(sandbox) = self.state.sandbox.clone() {
                 workers.push(tokio::spawn(sandbox::notifier::run(self.state.clone(), sandbox)));
             }

@@ -3,6 +3,7 @@
 pub mod apikey;
 pub mod backup;
 pub mod export;
+pub mod webhooks;
 
 /// A command's failure: a sentence for the operator and an exit code.
 #[derive(Debug, thiserror::Error)]

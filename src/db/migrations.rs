@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_refunds_checks_sandbox",
         include_str!("migrations/0002_refunds_checks_sandbox.sql"),
     ),
+    ("0003_webhooks", include_str!("migrations/0003_webhooks.sql")),
 ];
 
 /// Schema version this binary writes.

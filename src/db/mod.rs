@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod refunds;
 pub mod sandbox;
 pub mod transitions;
+pub mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -56,7 +56,9 @@ async fn on_a_phone_the_page_turns_paid_after_paying_in_another_tab_and_returns_
         "{layout}"
     );
     assert_eq!(layout["lang"], "zh-CN");
-    let panel_before = browser.script("return document.querySelector('.panel').getBoundingClientRect().height;").await;
+    let panel_before = browser
+        .script("return document.querySelector('.panel').getBoundingClientRect().height;")
+        .await;
     let before = browser.screenshot("checkout-phone-pending").await;
     assert_eq!(
         decode_png(&before),
@@ -99,8 +101,13 @@ async fn on_a_phone_the_page_turns_paid_after_paying_in_another_tab_and_returns_
         "paid shown {shown_after:?} after the notification"
     );
     browser.screenshot("checkout-phone-paid").await;
-    let panel_after = browser.script("return document.querySelector('.panel').getBoundingClientRect().height;").await;
-    assert_eq!(panel_before, panel_after, "no layout shift when the status changes");
+    let panel_after = browser
+        .script("return document.querySelector('.panel').getBoundingClientRect().height;")
+        .await;
+    assert_eq!(
+        panel_before, panel_after,
+        "no layout shift when the status changes"
+    );
     assert!(
         browser
             .wait_for("location.search.includes('order_id=')", Duration::from_secs(6))

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 const REQUIREMENTS: &str = include_str!("../python/requirements.txt");
 const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/alipay_oracle.py");
+const WEBHOOK_ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/webhook_oracle.py");
 
 fn venv_python() -> &'static PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
@@ -45,9 +46,30 @@ fn venv_python() -> &'static PathBuf {
 
 /// Runs one oracle command.
 pub fn oracle(command: Value) -> Value {
+    run_script(ORACLE, command)
+}
+
+/// Verifies a delivery with PyPI's standardwebhooks: Ok(event type) or Err(reason).
+pub fn verify_webhook(
+    secret: &str,
+    headers: &serde_json::Map<String, Value>,
+    body: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<String, String> {
+    let command =
+        serde_json::json!({"secret": secret, "headers": headers, "body": body, "now": now.timestamp()});
+    let answer = run_script(WEBHOOK_ORACLE, command);
+    if answer["ok"] == true {
+        Ok(answer["type"].as_str().unwrap_or_default().to_owned())
+    } else {
+        Err(answer["error"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+fn run_script(script: &str, command: Value) -> Value {
     use std::io::Write;
     let mut child = Command::new(venv_python())
-        .arg(ORACLE)
+        .arg(script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -277,7 +277,7 @@ fn migrations_are_recorded_and_not_rerun() {
     let path = dir.path().join("kassa.db");
     assert_eq!(
         db::migrate(&path).unwrap(),
-        vec!["0001_init", "0002_refunds_checks_sandbox"]
+        vec!["0001_init", "0002_refunds_checks_sandbox", "0003_webhooks"]
     );
     assert!(db::migrate(&path).unwrap().is_empty());
     let conn = db::connect(&path).unwrap();

@@ -1,0 +1,279 @@
+//! Delivers outbox rows: claim (a guarded update with a lease), sign, POST, log the
+//! attempt, then mark delivered, schedule the next try, or give up after the ladder.
+
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::signer;
+use crate::db::webhooks::{self as store, After, Attempt, Claimed};
+use crate::db::DbError;
+use crate::state::AppState;
+
+/// Per-attempt timeout; the lease is longer, so a live attempt keeps its row.
+pub const ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(15);
+pub const LEASE: Duration = Duration::seconds(60);
+/// How much of a response is kept in the attempt log.
+pub const RESPONSE_KEPT: usize = 4096;
+/// An endpoint that has only failed this long is disabled.
+pub const DISABLE_AFTER: Duration = Duration::days(5);
+/// Bounds on a receiver's `Retry-After`.
+pub const RETRY_AFTER_MIN: Duration = Duration::seconds(5);
+pub const RETRY_AFTER_MAX: Duration = Duration::hours(24);
+const IDLE_POLL: StdDuration = StdDuration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Retried,
+    Failed,
+    Skipped,
+    Empty,
+}
+
+pub fn user_agent() -> String {
+    format!(
+        "kassa/{} (webhooks; +https://www.standardwebhooks.com/)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+pub fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(ATTEMPT_TIMEOUT)
+        .connect_timeout(StdDuration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `delay` ±20 %, so many failing deliveries do not retry in lockstep.
+fn jittered(delay: Duration) -> Duration {
+    let r = u32::from_le_bytes(crate::domain::ids::random_bytes::<4>());
+    let factor = 0.8 + 0.4 * (f64::from(r) / f64::from(u32::MAX));
+    Duration::milliseconds((delay.num_milliseconds() as f64 * factor) as i64)
+}
+
+/// `Retry-After` as seconds or an HTTP date, clamped.
+fn retry_after(value: Option<&str>, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value?.trim();
+    let wait = match value.parse::<i64>() {
+        Ok(secs) => Duration::seconds(secs),
+        Err(_) => DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc) - now,
+    };
+    Some(wait.clamp(RETRY_AFTER_MIN, RETRY_AFTER_MAX))
+}
+
+/// The result of one HTTP attempt.
+pub struct Response {
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub retry_after: Option<String>,
+    pub body: String,
+    pub latency_ms: i64,
+}
+
+/// POSTs a signed body. Never follows redirects; keeps at most `RESPONSE_KEPT` bytes.
+pub async fn post_signed(
+    http: &reqwest::Client,
+    url: &str,
+    event_id: &str,
+    secrets: &[String],
+    body: &str,
+    now: DateTime<Utc>,
+) -> Response {
+    let keys: Vec<_> = secrets.iter().filter_map(|s| signer::key_of(s).ok()).collect();
+    let timestamp = now.timestamp();
+    let signature = signer::signature_header(&keys, event_id, timestamp, body.as_bytes());
+    let started = Instant::now();
+    let sent = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", event_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await;
+    let mut out = Response {
+        status: None,
+        error: None,
+        retry_after: None,
+        body: String::new(),
+        latency_ms: 0,
+    };
+    match sent {
+        Err(e) => {
+            out.error = Some(if e.is_timeout() {
+                "timeout".to_owned()
+            } else {
+                format!("connection error: {e}")
+            })
+        }
+        Ok(mut r) => {
+            out.status = Some(r.status().as_u16());
+            out.retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let mut kept = Vec::new();
+            while let Ok(Some(chunk)) = r.chunk().await {
+                let room = RESPONSE_KEPT.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if kept.len() >= RESPONSE_KEPT {
+                    break;
+                }
+            }
+            out.body = String::from_utf8_lossy(&kept).into_owned();
+        }
+    }
+    out.latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    out
+}
+
+pub struct Dispatcher {
+    state: AppState,
+    http: reqwest::Client,
+}
+
+impl Dispatcher {
+    pub fn new(state: AppState) -> Result<Self, String> {
+        Ok(Dispatcher {
+            state,
+            http: http_client()?,
+        })
+    }
+
+    fn destination(&self, claim: &Claimed) -> Option<String> {
+        claim
+            .notify_url
+            .clone()
+            .or_else(|| self.state.settings.webhooks.url.clone())
+    }
+
+    /// Delivers at most one due row.
+    pub async fn try_dispatch_one(&self, now: DateTime<Utc>) -> Result<Outcome, DbError> {
+        let Some(claim) = self
+            .state
+            .db
+            .write(move |c| store::claim_due(c, now, LEASE))
+            .await?
+        else {
+            return Ok(Outcome::Empty);
+        };
+        let Some(url) = self.destination(&claim) else {
+            let id = claim.id;
+            self.state.db.write(move |c| store::skip(c, id, now)).await?;
+            tracing::info!(event_id = %claim.event_id, "webhook skipped: no endpoint configured");
+            return Ok(Outcome::Skipped);
+        };
+        let probe = url.clone();
+        let health = self.state.db.read(move |c| store::endpoint(c, &probe)).await?;
+        if let Some(since) = health.and_then(|h| h.disabled_at) {
+            let (id, reason) = (claim.id, format!(
+                "endpoint disabled since {} after failing for 5 days; re-send (kassa webhooks resend) once it is fixed",
+                crate::domain::order::rfc3339(since)
+            ));
+            let target = url.clone();
+            self.state
+                .db
+                .write(move |c| store::fail_unsent(c, id, &target, &reason, now))
+                .await?;
+            return Ok(Outcome::Failed);
+        }
+        let secrets = super::signing_secrets(&self.state.db, &self.state.settings, now).await?;
+        let response = post_signed(&self.http, &url, &claim.event_id, &secrets, &claim.payload, now).await;
+        let ok = response.status.is_some_and(|s| (200..300).contains(&s));
+        let ladder = &self.state.settings.webhooks.retry_schedule;
+        let done = usize::try_from(claim.attempts).unwrap_or(0) + 1;
+        let after = if ok {
+            After::Delivered
+        } else if let Some(delay) = ladder.get(done - 1) {
+            let wait = retry_after(response.retry_after.as_deref(), now).unwrap_or_else(|| jittered(*delay));
+            After::RetryAt(now + wait)
+        } else {
+            After::Failed
+        };
+        let outcome = match after {
+            After::Delivered => Outcome::Delivered,
+            After::RetryAt(_) => Outcome::Retried,
+            After::Failed => Outcome::Failed,
+        };
+        tracing::info!(
+            event_id = %claim.event_id, event = %claim.event_type, attempt = done,
+            status = response.status, error = response.error.as_deref(), latency_ms = response.latency_ms,
+            outcome = ?outcome, "webhook attempt"
+        );
+        let id = claim.id;
+        self.state
+            .db
+            .write(move |c| {
+                let attempt = Attempt {
+                    outbox_id: id,
+                    at: now,
+                    url: &url,
+                    http_status: response.status,
+                    error: response.error.as_deref(),
+                    latency_ms: response.latency_ms,
+                    response: Some(&response.body).filter(|b| !b.is_empty()).map(String::as_str),
+                };
+                store::record_attempt(c, &attempt, &after)?;
+                if ok {
+                    store::endpoint_succeeded(c, &url, now)?;
+                } else if store::endpoint_failed(c, &url, now, DISABLE_AFTER)? {
+                    tracing::warn!(%url, "webhook endpoint disabled after failing for 5 days");
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(outcome)
+    }
+
+    pub async fn run(self) {
+        let mut signals = self.state.signals.subscribe();
+        loop {
+            match self.try_dispatch_one(self.state.clock.now()).await {
+                Ok(Outcome::Empty) => {
+                    // A transition (a new outbox row) wakes the loop early.
+                    let _ = tokio::time::timeout(IDLE_POLL, signals.recv()).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "webhook dispatch failed");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::seconds(100)).num_milliseconds();
+            assert!((80_000..=120_000).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_and_clamped() {
+        let now = Utc::now();
+        assert_eq!(retry_after(Some("120"), now), Some(Duration::seconds(120)));
+        assert_eq!(retry_after(Some("0"), now), Some(RETRY_AFTER_MIN));
+        assert_eq!(retry_after(Some("999999999"), now), Some(RETRY_AFTER_MAX));
+        let date = (now + Duration::seconds(600)).to_rfc2822();
+        let parsed = retry_after(Some(&date), now).unwrap();
+        assert!(
+            (Duration::seconds(598)..=Duration::seconds(600)).contains(&parsed),
+            "{parsed}"
+        );
+        assert_eq!(retry_after(Some("soon"), now), None);
+        assert_eq!(retry_after(None, now), None);
+    }
+}

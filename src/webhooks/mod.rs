@@ -1,0 +1,43 @@
+//! Webhooks to the merchant's shop: a durable outbox (rows written with each
+//! transition), Standard Webhooks signatures, retries on a ladder, an attempt log.
+
+pub mod dispatcher;
+pub mod signer;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::config::Settings;
+use crate::db::Database;
+use crate::db::{webhooks as store, DbError};
+
+/// How long a rotated-out secret keeps signing alongside the new one.
+pub const ROTATION_OVERLAP: Duration = Duration::hours(24);
+
+/// The secrets that sign now, newest first: the configured one, or the generated ones
+/// kept in the database.
+pub async fn signing_secrets(
+    db: &Database,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, DbError> {
+    if !settings.webhooks.secret.is_empty() {
+        return Ok(vec![settings.webhooks.secret.expose().to_owned()]);
+    }
+    db.read(move |c| store::signing_secrets(c, now)).await
+}
+
+/// Makes sure a secret exists (generating one on first start) and returns the newest.
+/// Uses a connection of its own: it runs at start-up, possibly inside an async runtime,
+/// where waiting on the writer would block the runtime's thread.
+pub fn ensure_secret_blocking(
+    db: &Database,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<String, DbError> {
+    if !settings.webhooks.secret.is_empty() {
+        return Ok(settings.webhooks.secret.expose().to_owned());
+    }
+    let generated = signer::generate_secret();
+    let mut conn = crate::db::connect(db.path())?;
+    crate::db::immediate(&mut conn, |c| store::ensure_secret(c, &generated, now))
+}

@@ -1,0 +1,441 @@
+//! Webhooks to the shop: a real receiver verifies every delivery with PyPI's
+//! standardwebhooks; the dispatcher is driven by `try_dispatch_one` with a clock the
+//! test controls, never with sleeps.
+
+use chrono::{Duration, Utc};
+use kassa::db::webhooks as store;
+use kassa::providers::{PaymentFacts, TradeState};
+use kassa::webhooks::dispatcher::{Dispatcher, Outcome, LEASE};
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+use crate::oracle::verify_webhook;
+use crate::receiver::{Answer, Receiver};
+
+async fn secrets(app: &TestApp) -> Vec<String> {
+    kassa::webhooks::signing_secrets(&app.state.db, &app.state.settings, app.now())
+        .await
+        .unwrap()
+}
+
+/// An order with `notify_url`, closed through the API: one `order.closed` event.
+async fn closed_order(app: &TestApp, notify_url: Option<&str>) -> String {
+    let mut body = crate::helpers::order_body(&format!("wh-{}", crate::helpers::unique()), 1234);
+    if let Some(url) = notify_url {
+        body["notify_url"] = json!(url);
+    }
+    let order: Value = app.post_order(&body).await.json().await.unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.post(&format!("/api/v1/orders/{id}/close")).await.status(),
+        200
+    );
+    id
+}
+
+async fn dispatch(app: &TestApp) -> Vec<Outcome> {
+    let d = Dispatcher::new(app.state.clone()).unwrap();
+    let mut outcomes = Vec::new();
+    loop {
+        let o = d.try_dispatch_one(app.now()).await.unwrap();
+        if o == Outcome::Empty {
+            return outcomes;
+        }
+        outcomes.push(o);
+    }
+}
+
+async fn row(app: &TestApp, order_id: &str, index: usize) -> store::OutboxRow {
+    let event_id = app.outbox(order_id).await[index].event_id.clone();
+    app.state
+        .db
+        .read(move |c| store::find_by_event_id(c, &event_id))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn assert_verified(
+    app_secret: &str,
+    received: &crate::receiver::Received,
+    now: chrono::DateTime<Utc>,
+    kind: &str,
+) {
+    assert_eq!(
+        verify_webhook(app_secret, &received.headers, &received.body, now),
+        Ok(kind.to_owned()),
+        "{:?}",
+        received.headers
+    );
+}
+
+#[tokio::test]
+async fn a_delivery_is_signed_as_standard_webhooks_and_verified_by_the_reference_package() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn().await;
+    let id = closed_order(&app, Some(&receiver.url)).await;
+
+    assert_eq!(dispatch(&app).await, vec![Outcome::Delivered]);
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 1);
+    let outbox = app.outbox(&id).await;
+    assert_eq!(got[0].headers["webhook-id"], outbox[0].event_id);
+    assert_eq!(got[0].headers["content-type"], "application/json");
+    assert!(got[0].headers["user-agent"]
+        .as_str()
+        .unwrap()
+        .starts_with("kassa/"));
+    assert_eq!(
+        got[0].body, outbox[0].payload,
+        "the stored payload is sent byte for byte"
+    );
+    let secret = &secrets(&app).await[0];
+    assert!(secret.starts_with("whsec_"));
+    assert_verified(secret, &got[0], app.now(), "order.closed");
+    let payload: Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(payload["data"]["id"], id.as_str());
+    assert_eq!(payload["data"]["status"], "closed");
+    let mut tampered = got[0].clone();
+    tampered.body = tampered.body.replace("closed", "paid");
+    assert!(verify_webhook(secret, &tampered.headers, &tampered.body, app.now()).is_err());
+    let r = row(&app, &id, 0).await;
+    assert_eq!((r.status.as_str(), r.attempts), ("delivered", 1));
+    let event = r.event_id.clone();
+    let attempts = app
+        .state
+        .db
+        .read(move |c| store::list_attempts(c, &event))
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].http_status, Some(200));
+    assert_eq!(attempts[0].response.as_deref(), Some("shop says 200"));
+}
+
+#[tokio::test]
+async fn three_500s_then_200_delivers_on_the_fourth_attempt_on_the_ladder() {
+    let receiver = Receiver::start().await;
+    receiver.script([Answer::status(500), Answer::status(500), Answer::status(500)]);
+    let app = TestApp::spawn().await;
+    let id = closed_order(&app, Some(&receiver.url)).await;
+    let secret = secrets(&app).await[0].clone();
+
+    let mut times = vec![app.now()];
+    assert_eq!(dispatch(&app).await, vec![Outcome::Retried]);
+    for (n, ladder) in [(1, 5), (2, 300), (3, 1800)] {
+        let r = row(&app, &id, 0).await;
+        let wait = (r.next_attempt_at - app.now()).num_milliseconds();
+        let nominal = ladder * 1000;
+        assert!(
+            (nominal * 8 / 10..=nominal * 12 / 10).contains(&wait),
+            "attempt {n}: {wait} ms for {ladder} s ±20 %"
+        );
+        assert_eq!(dispatch(&app).await, vec![], "not before its time");
+        app.clock.set(r.next_attempt_at);
+        times.push(app.now());
+        let expected = if n == 3 {
+            Outcome::Delivered
+        } else {
+            Outcome::Retried
+        };
+        assert_eq!(dispatch(&app).await, vec![expected]);
+    }
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 4);
+    for (received, at) in got.iter().zip(&times) {
+        assert_verified(&secret, received, *at, "order.closed");
+        assert_eq!(
+            received.headers["webhook-id"], got[0].headers["webhook-id"],
+            "one webhook-id across retries"
+        );
+    }
+    let event = row(&app, &id, 0).await.event_id;
+    let attempts = app
+        .state
+        .db
+        .read(move |c| store::list_attempts(c, &event))
+        .await
+        .unwrap();
+    let statuses: Vec<Option<i64>> = attempts.iter().map(|a| a.http_status).collect();
+    assert_eq!(statuses, vec![Some(500), Some(500), Some(500), Some(200)]);
+    assert!(attempts.iter().all(|a| a.latency_ms >= 0));
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let receiver = Receiver::start().await;
+    receiver.script([Answer {
+        status: 503,
+        retry_after: Some("120".into()),
+        delay: std::time::Duration::ZERO,
+    }]);
+    let app = TestApp::spawn().await;
+    let id = closed_order(&app, Some(&receiver.url)).await;
+
+    dispatch(&app).await;
+
+    let due = row(&app, &id, 0).await.next_attempt_at;
+    assert_eq!(
+        due.timestamp_millis(),
+        (app.now() + Duration::seconds(120)).timestamp_millis()
+    );
+}
+
+#[tokio::test]
+async fn after_the_ladder_it_fails_and_a_resend_delivers_with_the_same_id() {
+    let receiver = Receiver::start().await;
+    receiver.script([Answer::status(500), Answer::status(404), Answer::status(302)]);
+    let app = TestApp::spawn_with(&[("KASSA_WEBHOOKS_RETRY_SCHEDULE", "1s,2s")]).await;
+    let id = closed_order(&app, Some(&receiver.url)).await;
+
+    for _ in 0..3 {
+        dispatch(&app).await;
+        app.clock.advance(Duration::seconds(3));
+    }
+
+    let r = row(&app, &id, 0).await;
+    assert_eq!((r.status.as_str(), r.attempts), ("failed", 3));
+    assert_eq!(
+        r.last_error.as_deref(),
+        Some("HTTP 302"),
+        "redirects are not followed"
+    );
+    let event = r.event_id.clone();
+    let requeued = app
+        .state
+        .db
+        .write(move |c| store::requeue(c, &event, Utc::now()))
+        .await
+        .unwrap();
+    assert!(requeued);
+    assert_eq!(dispatch(&app).await, vec![Outcome::Delivered]);
+    let got = receiver.received();
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[3].headers["webhook-id"], r.event_id.as_str());
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_gets_its_delivery_after_kassa_restarts() {
+    let receiver = Receiver::start().await;
+    let port = receiver.port();
+    receiver.stop().await;
+    let app = TestApp::spawn().await;
+    let id = closed_order(&app, Some(&receiver.url)).await;
+    assert_eq!(dispatch(&app).await, vec![Outcome::Retried]);
+    let due = row(&app, &id, 0).await.next_attempt_at;
+
+    let app = app.restart().await;
+    let receiver = Receiver::start_on(port).await;
+    app.clock.set(due);
+
+    assert_eq!(dispatch(&app).await, vec![Outcome::Delivered]);
+    assert_eq!(receiver.received().len(), 1);
+    let secret = secrets(&app).await[0].clone();
+    assert_verified(&secret, &receiver.received()[0], due, "order.closed");
+}
+
+#[tokio::test]
+async fn events_of_one_order_arrive_in_order() {
+    let receiver = Receiver::start().await;
+    receiver.script([Answer::status(500)]);
+    let app = TestApp::spawn().await;
+    let mut body = crate::helpers::order_body("ordered-1", 1000);
+    body["notify_url"] = json!(receiver.url);
+    let order: Value = app.post_order(&body).await.json().await.unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+    *app.provider.query_answer.lock().unwrap() = Ok(TradeState::Paid(PaymentFacts {
+        provider_trade_no: None,
+        paid_at: None,
+        amount: 1000,
+    }));
+    app.post(&format!("/api/v1/orders/{id}/close")).await;
+    let refund = app
+        .client
+        .post(app.url(&format!("/api/v1/orders/{id}/refunds")))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"amount": 100, "reason": "r"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refund.status(), 201);
+
+    assert_eq!(
+        dispatch(&app).await,
+        vec![Outcome::Retried],
+        "the refund waits for the payment"
+    );
+    app.clock.advance(Duration::seconds(10));
+    assert_eq!(dispatch(&app).await, vec![Outcome::Delivered, Outcome::Delivered]);
+
+    let kinds: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["order.paid", "order.paid", "order.partially_refunded"]);
+}
+
+#[tokio::test]
+async fn two_dispatchers_never_deliver_one_row_twice_and_a_lease_expires() {
+    let receiver = Receiver::start().await;
+    receiver.script([Answer {
+        status: 200,
+        retry_after: None,
+        delay: std::time::Duration::from_millis(300),
+    }]);
+    let app = TestApp::spawn().await;
+    closed_order(&app, Some(&receiver.url)).await;
+    let (a, b) = (
+        Dispatcher::new(app.state.clone()).unwrap(),
+        Dispatcher::new(app.state.clone()).unwrap(),
+    );
+
+    let (x, y) = tokio::join!(a.try_dispatch_one(app.now()), b.try_dispatch_one(app.now()));
+
+    let mut outcomes = vec![x.unwrap(), y.unwrap()];
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(outcomes, vec![Outcome::Delivered, Outcome::Empty]);
+    assert_eq!(receiver.received().len(), 1);
+
+    // A dispatcher that died mid-delivery: its claim blocks others until the lease ends.
+    let second = closed_order(&app, Some(&receiver.url)).await;
+    let now = app.now();
+    let claimed = app
+        .state
+        .db
+        .write(move |c| store::claim_due(c, now, LEASE))
+        .await
+        .unwrap();
+    assert!(claimed.is_some());
+    assert_eq!(dispatch(&app).await, vec![]);
+    app.clock.advance(LEASE + Duration::seconds(1));
+    assert_eq!(dispatch(&app).await, vec![Outcome::Delivered]);
+    assert_eq!(row(&app, &second, 0).await.status, "delivered");
+}
+
+#[tokio::test]
+async fn with_no_endpoint_a_delivery_is_skipped_and_the_default_url_is_used_otherwise() {
+    let receiver = Receiver::start().await;
+    let bare = TestApp::spawn().await;
+    let id = closed_order(&bare, None).await;
+    assert_eq!(dispatch(&bare).await, vec![Outcome::Skipped]);
+    let r = row(&bare, &id, 0).await;
+    assert_eq!(r.status, "skipped");
+    assert!(r.last_error.unwrap().contains("no endpoint"));
+
+    let app = TestApp::spawn_with(&[("KASSA_WEBHOOKS_URL", &receiver.url)]).await;
+    closed_order(&app, None).await;
+    assert_eq!(dispatch(&app).await, vec![Outcome::Delivered]);
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_for_five_days_is_disabled_and_a_resend_that_succeeds_re_enables_it() {
+    let receiver = Receiver::start().await;
+    receiver.script((0..4).map(|_| Answer::status(500)));
+    let app = TestApp::spawn_with(&[("KASSA_WEBHOOKS_RETRY_SCHEDULE", "1h")]).await;
+    closed_order(&app, Some(&receiver.url)).await;
+    dispatch(&app).await;
+    app.clock.advance(Duration::days(3));
+    closed_order(&app, Some(&receiver.url)).await;
+    dispatch(&app).await;
+    app.clock.advance(Duration::days(2));
+    let late = closed_order(&app, Some(&receiver.url)).await;
+    dispatch(&app).await;
+    let url = receiver.url.clone();
+    let health = app
+        .state
+        .db
+        .read(move |c| store::endpoint(c, &url))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(health.disabled_at.is_some(), "disabled after 5 days of failures");
+
+    let blocked = closed_order(&app, Some(&receiver.url)).await;
+    let sent_before = receiver.received().len();
+    assert_eq!(dispatch(&app).await, vec![Outcome::Failed]);
+    assert_eq!(
+        receiver.received().len(),
+        sent_before,
+        "a disabled endpoint is not called"
+    );
+    assert!(row(&app, &blocked, 0)
+        .await
+        .last_error
+        .unwrap()
+        .contains("disabled"));
+
+    let event = row(&app, &blocked, 0).await.event_id;
+    app.state
+        .db
+        .write(move |c| store::requeue(c, &event, Utc::now()))
+        .await
+        .unwrap();
+    assert!(dispatch(&app).await.contains(&Outcome::Delivered));
+    let url = receiver.url.clone();
+    let health = app
+        .state
+        .db
+        .read(move |c| store::endpoint(c, &url))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        health.disabled_at.is_none() && health.failing_since.is_none(),
+        "{health:?}"
+    );
+    let _ = late;
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_alongside_the_new_one_for_a_day() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn().await;
+    let old = secrets(&app).await[0].clone();
+    let new = kassa::webhooks::signer::generate_secret();
+    let (stored, now) = (new.clone(), app.now());
+    app.state
+        .db
+        .write(move |c| store::rotate_secret(c, &stored, now, now + Duration::hours(24)))
+        .await
+        .unwrap();
+
+    closed_order(&app, Some(&receiver.url)).await;
+    dispatch(&app).await;
+    app.clock.advance(Duration::hours(25));
+    closed_order(&app, Some(&receiver.url)).await;
+    dispatch(&app).await;
+
+    let got = receiver.received();
+    assert_eq!(
+        got[0].headers["webhook-signature"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .count(),
+        2
+    );
+    assert_verified(&old, &got[0], now, "order.closed");
+    assert_verified(&new, &got[0], now, "order.closed");
+    assert_eq!(
+        got[1].headers["webhook-signature"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .count(),
+        1
+    );
+    assert!(
+        verify_webhook(&old, &got[1].headers, &got[1].body, app.now()).is_err(),
+        "the old secret has retired"
+    );
+    assert_verified(&new, &got[1], app.now(), "order.closed");
+}
