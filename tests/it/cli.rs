@@ -89,6 +89,11 @@ fn every_command_has_help() {
         &["export", "--help"],
         &["export", "orders", "--help"],
         &["config", "--help"],
+        &["webhooks", "--help"],
+        &["webhooks", "secret", "--help"],
+        &["webhooks", "rotate-secret", "--help"],
+        &["webhooks", "resend", "--help"],
+        &["webhooks", "test", "--help"],
     ] {
         let out = run(kassa(dir.path()).args(args));
         assert!(out.status.success(), "{args:?}");
@@ -412,4 +417,49 @@ async fn out_of_the_box_the_binary_takes_orders_through_the_sandbox() {
         0o600,
         "generated private keys are private"
     );
+}
+
+#[tokio::test]
+async fn webhooks_secret_rotate_test_and_resend_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |dir: &Path| text(&run(kassa(dir).args(["webhooks", "secret"])).stdout).trim().to_owned();
+    let first = secret(dir.path());
+    assert!(first.starts_with("whsec_"), "{first}");
+    assert_eq!(secret(dir.path()), first, "generated once, then kept");
+
+    let rotated = run(kassa(dir.path()).args(["webhooks", "rotate-secret"]));
+    assert!(rotated.status.success());
+    let new = text(&rotated.stdout).lines().next().unwrap().to_owned();
+    assert!(new.starts_with("whsec_") && new != first);
+    assert!(text(&rotated.stdout).contains("also with the previous one"));
+    assert_eq!(secret(dir.path()), new);
+
+    let receiver = crate::receiver::Receiver::start().await;
+    let url = receiver.url.clone();
+    let (d, u) = (dir.path().to_owned(), url.clone());
+    let tested = tokio::task::spawn_blocking(move || run(kassa(&d).args(["webhooks", "test", "--url", &u]))).await.unwrap();
+    assert!(tested.status.success(), "{}", text(&tested.stderr));
+    assert!(text(&tested.stdout).contains("answer: HTTP 200"), "{}", text(&tested.stdout));
+    let got = receiver.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].headers["webhook-signature"].as_str().unwrap().split(' ').count(), 2, "both secrets sign during the overlap");
+    for s in [&first, &new] {
+        assert_eq!(crate::oracle::verify_webhook(s, &got[0].headers, &got[0].body, chrono::Utc::now()), Ok("ping".into()));
+    }
+
+    let bad = run(kassa(dir.path()).args(["webhooks", "test", "--url", "ftp://shop.example/"]));
+    assert!(!bad.status.success() && text(&bad.stderr).contains("--url"));
+    let none = run(kassa(dir.path()).args(["webhooks", "test"]));
+    assert!(!none.status.success() && text(&none.stderr).contains("[webhooks] url"));
+    let configured = run(kassa(dir.path()).args(["webhooks", "rotate-secret"]).env("KASSA_WEBHOOKS_SECRET", &first));
+    assert!(!configured.status.success());
+    assert!(text(&configured.stderr).contains("KASSA_WEBHOOKS_SECRET"));
+
+    let resent = run(kassa(dir.path()).args(["webhooks", "resend", "--failed-since", "2026-01-01"]));
+    assert!(resent.status.success());
+    assert!(text(&resent.stdout).contains("queued 0 failed webhook(s)"));
+    let unknown = run(kassa(dir.path()).args(["webhooks", "resend", "--id", "msg_nope"]));
+    assert!(!unknown.status.success());
+    let neither = run(kassa(dir.path()).args(["webhooks", "resend"]));
+    assert!(!neither.status.success());
 }
