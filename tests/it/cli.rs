@@ -422,7 +422,11 @@ async fn out_of_the_box_the_binary_takes_orders_through_the_sandbox() {
 #[tokio::test]
 async fn webhooks_secret_rotate_test_and_resend_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = |dir: &Path| text(&run(kassa(dir).args(["webhooks", "secret"])).stdout).trim().to_owned();
+    let secret = |dir: &Path| {
+        text(&run(kassa(dir).args(["webhooks", "secret"])).stdout)
+            .trim()
+            .to_owned()
+    };
     let first = secret(dir.path());
     assert!(first.starts_with("whsec_"), "{first}");
     assert_eq!(secret(dir.path()), first, "generated once, then kept");
@@ -437,21 +441,40 @@ async fn webhooks_secret_rotate_test_and_resend_from_the_command_line() {
     let receiver = crate::receiver::Receiver::start().await;
     let url = receiver.url.clone();
     let (d, u) = (dir.path().to_owned(), url.clone());
-    let tested = tokio::task::spawn_blocking(move || run(kassa(&d).args(["webhooks", "test", "--url", &u]))).await.unwrap();
+    let tested = tokio::task::spawn_blocking(move || run(kassa(&d).args(["webhooks", "test", "--url", &u])))
+        .await
+        .unwrap();
     assert!(tested.status.success(), "{}", text(&tested.stderr));
-    assert!(text(&tested.stdout).contains("answer: HTTP 200"), "{}", text(&tested.stdout));
+    assert!(
+        text(&tested.stdout).contains("answer: HTTP 200"),
+        "{}",
+        text(&tested.stdout)
+    );
     let got = receiver.received();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].headers["webhook-signature"].as_str().unwrap().split(' ').count(), 2, "both secrets sign during the overlap");
+    assert_eq!(
+        got[0].headers["webhook-signature"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .count(),
+        2,
+        "both secrets sign during the overlap"
+    );
     for s in [&first, &new] {
-        assert_eq!(crate::oracle::verify_webhook(s, &got[0].headers, &got[0].body, chrono::Utc::now()), Ok("ping".into()));
+        assert_eq!(
+            crate::oracle::verify_webhook(s, &got[0].headers, &got[0].body, chrono::Utc::now()),
+            Ok("ping".into())
+        );
     }
 
     let bad = run(kassa(dir.path()).args(["webhooks", "test", "--url", "ftp://shop.example/"]));
     assert!(!bad.status.success() && text(&bad.stderr).contains("--url"));
     let none = run(kassa(dir.path()).args(["webhooks", "test"]));
     assert!(!none.status.success() && text(&none.stderr).contains("[webhooks] url"));
-    let configured = run(kassa(dir.path()).args(["webhooks", "rotate-secret"]).env("KASSA_WEBHOOKS_SECRET", &first));
+    let configured = run(kassa(dir.path())
+        .args(["webhooks", "rotate-secret"])
+        .env("KASSA_WEBHOOKS_SECRET", &first));
     assert!(!configured.status.success());
     assert!(text(&configured.stderr).contains("KASSA_WEBHOOKS_SECRET"));
 
@@ -462,4 +485,56 @@ async fn webhooks_secret_rotate_test_and_resend_from_the_command_line() {
     assert!(!unknown.status.success());
     let neither = run(kassa(dir.path()).args(["webhooks", "resend"]));
     assert!(!neither.status.success());
+}
+
+#[tokio::test]
+async fn the_running_binary_takes_a_sandbox_payment_all_the_way_to_a_signed_webhook() {
+    let receiver = crate::receiver::Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), &[("KASSA_WEBHOOKS_URL", &receiver.url)]).await;
+    let key = text(&run(kassa(dir.path()).args(["apikey", "create", "shop"])).stdout)
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let body =
+        serde_json::json!({"out_trade_no": "e2e-1", "amount": 1234, "subject": "Tea", "provider": "alipay"});
+    let order: Value = client
+        .post(format!("{}/api/v1/orders", server.address))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let qr = order["qr_code"].as_str().unwrap();
+
+    client.get(qr).send().await.unwrap();
+    client.post(format!("{qr}/pay")).send().await.unwrap();
+
+    let mut delivered = Vec::new();
+    for _ in 0..200 {
+        delivered = receiver.received();
+        if !delivered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivered.len(), 1, "the shop heard about the payment");
+    let secret = text(&run(kassa(dir.path()).args(["webhooks", "secret"])).stdout)
+        .trim()
+        .to_owned();
+    assert_eq!(
+        crate::oracle::verify_webhook(
+            &secret,
+            &delivered[0].headers,
+            &delivered[0].body,
+            chrono::Utc::now()
+        ),
+        Ok("order.paid".into())
+    );
+    let payload: Value = serde_json::from_str(&delivered[0].body).unwrap();
+    assert_eq!(payload["data"]["id"], order["id"]);
+    assert_eq!(payload["data"]["status"], "paid");
 }
