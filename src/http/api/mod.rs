@@ -152,3 +152,41 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<B
     }
     Ok(body.freeze())
 }
+
+/// Parses a JSON object body: malformed JSON (or not an object) is 400, a field of the
+/// wrong type, missing or unknown is 422 naming the field. Also returns the canonical
+/// text of the body (object keys sorted), for request fingerprints.
+pub fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<(T, String), ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            ErrorCode::MalformedJson,
+            "request body must be a JSON object",
+        ));
+    }
+    let canonical = value.to_string();
+    let parsed = serde_path_to_error::deserialize(value)
+        .map_err(|e| ApiError::field(field_of(&e), e.inner().to_string()))?;
+    Ok((parsed, canonical))
+}
+
+/// Field name from a serde error, for `{"error": {"field": …}}`.
+fn field_of(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = error.path().to_string();
+    if path != "." {
+        return path;
+    }
+    let message = error.inner().to_string();
+    message.split('`').nth(1).unwrap_or("body").to_owned()
+}
+
+/// `{"data": [...]}`, the shape of every list that is not paginated.
+#[derive(serde::Serialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+}

@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use ring::digest::{digest, SHA256};
 use serde::Serialize;
 
-use super::{method_not_allowed, read_body, ApiCaller};
+use super::{method_not_allowed, parse_object, read_body, ApiCaller, List};
 use crate::db::history::{self, HistoryEntry};
 use crate::db::orders::{self, Cursor, OrderFilter};
 use crate::db::transitions::Cause;
@@ -58,37 +58,11 @@ fn idempotency_key(req: &HttpRequest) -> ApiResult<Option<String>> {
     Ok(Some(text.to_owned()))
 }
 
-/// Field name from a serde error, for `{"error": {"field": …}}`.
-pub(super) fn field_of(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    let path = error.path().to_string();
-    if path != "." {
-        return path;
-    }
-    let message = error.inner().to_string();
-    message.split('`').nth(1).unwrap_or("body").to_owned()
-}
-
 fn parse_create_request(body: &[u8]) -> ApiResult<(CreateOrderRequest, Vec<u8>)> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::MalformedJson,
-            format!("request body is not valid JSON: {e}"),
-        )
-    })?;
-    if !value.is_object() {
-        return Err(ApiError::new(
-            ErrorCode::MalformedJson,
-            "request body must be a JSON object",
-        ));
-    }
-    // Object keys serialize sorted, so two bodies that differ only in key order or
-    // whitespace are the same request for Idempotency-Key purposes.
-    let fingerprint = digest(&SHA256, value.to_string().as_bytes()).as_ref().to_vec();
-    let request: CreateOrderRequest = serde_path_to_error::deserialize(value).map_err(|e| {
-        let field = field_of(&e);
-        ApiError::field(field, e.inner().to_string())
-    })?;
-    Ok((request, fingerprint))
+    let (request, canonical) = parse_object::<CreateOrderRequest>(body)?;
+    // Keys sorted: two bodies that differ only in key order or whitespace are the same
+    // request for Idempotency-Key purposes.
+    Ok((request, digest(&SHA256, canonical.as_bytes()).as_ref().to_vec()))
 }
 
 async fn create_order(
@@ -234,11 +208,6 @@ async fn close_order(
     Ok(HttpResponse::Ok().json(order.view(state.public_url())))
 }
 
-#[derive(Serialize)]
-struct Events {
-    data: Vec<HistoryEntry>,
-}
-
 async fn list_events(
     state: web::Data<AppState>,
     _caller: ApiCaller,
@@ -257,5 +226,5 @@ async fn list_events(
     if !exists {
         return Err(ApiError::new(ErrorCode::OrderNotFound, "no order with that id"));
     }
-    Ok(HttpResponse::Ok().json(Events { data }))
+    Ok(HttpResponse::Ok().json(List::<HistoryEntry> { data }))
 }

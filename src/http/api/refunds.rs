@@ -1,10 +1,10 @@
 //! `/api/v1/orders/{id}/refunds`: create (idempotent by `refund_id`) and list.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::orders::path_id;
-use super::{method_not_allowed, read_body, ApiCaller};
+use super::{method_not_allowed, parse_object, read_body, ApiCaller, List};
 use crate::db::transitions::Cause;
 use crate::db::{orders, refunds as refund_rows};
 use crate::domain::TransitionSource;
@@ -55,20 +55,7 @@ async fn create_refund(
 ) -> ApiResult<HttpResponse> {
     let id = path_id(&path)?;
     let body = read_body(&req, payload).await?;
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::MalformedJson,
-            format!("request body is not valid JSON: {e}"),
-        )
-    })?;
-    if !value.is_object() {
-        return Err(ApiError::new(
-            ErrorCode::MalformedJson,
-            "request body must be a JSON object",
-        ));
-    }
-    let request: CreateRefundRequest = serde_path_to_error::deserialize(value)
-        .map_err(|e| ApiError::field(super::orders::field_of(&e), e.inner().to_string()))?;
+    let (request, _) = parse_object::<CreateRefundRequest>(&body)?;
     let cause = Cause {
         source: TransitionSource::Api,
         actor: caller.name,
@@ -89,11 +76,6 @@ async fn create_refund(
     Ok(HttpResponse::build(status).json(refunds::view(&refund, &order)))
 }
 
-#[derive(Serialize)]
-struct RefundList {
-    data: Vec<RefundView>,
-}
-
 async fn list_refunds(
     state: web::Data<AppState>,
     _caller: ApiCaller,
@@ -105,7 +87,7 @@ async fn list_refunds(
         .read(move |c| Ok((orders::find_by_id(c, &id)?, refund_rows::list_for_order(c, &id)?)))
         .await?;
     let order = order.ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound, "no order with that id"))?;
-    Ok(HttpResponse::Ok().json(RefundList {
+    Ok(HttpResponse::Ok().json(List::<RefundView> {
         data: rows.iter().map(|r| refunds::view(r, &order)).collect(),
     }))
 }

@@ -17,6 +17,27 @@ fn reply(ok: bool) -> HttpResponse {
         .body(if ok { "success" } else { "failure" })
 }
 
+/// The request as received, stored whatever the verdict.
+#[derive(Clone)]
+struct RawRequest {
+    received_at: chrono::DateTime<chrono::Utc>,
+    remote: Option<String>,
+    headers: String,
+    body: actix_web::web::Bytes,
+}
+
+impl RawRequest {
+    fn as_new(&self) -> NewNotification<'_> {
+        NewNotification {
+            provider: ProviderKind::Alipay,
+            received_at: self.received_at,
+            remote_addr: self.remote.as_deref(),
+            headers: &self.headers,
+            body: &self.body,
+        }
+    }
+}
+
 struct Decision {
     verdict: Verdict,
     reason: Option<String>,
@@ -174,24 +195,18 @@ pub async fn receive_alipay_notify(
             ),
         }
     };
-    let headers = headers_json(&req);
-    let remote = remote_addr(&req);
+    let raw = RawRequest {
+        received_at,
+        remote: remote_addr(&req),
+        headers: headers_json(&req),
+        body,
+    };
     let public_url = state.public_url().to_owned();
-    let record_body = body.clone();
-    let (record_headers, record_remote) = (headers.clone(), remote.clone());
+    let stored = raw.clone();
     let outcome = state
         .db
         .write(move |conn| {
-            let id = notifications::insert(
-                conn,
-                &NewNotification {
-                    provider: ProviderKind::Alipay,
-                    received_at,
-                    remote_addr: remote.as_deref(),
-                    headers: &headers,
-                    body: &body,
-                },
-            )?;
+            let id = notifications::insert(conn, &stored.as_new())?;
             let decision = match &verified {
                 Err(reason) => Decision::rejected(reason.clone()),
                 Ok(notice) => decide(conn, id, notice, received_at, &public_url)?,
@@ -230,16 +245,7 @@ pub async fn receive_alipay_notify(
             let _ = state
                 .db
                 .write(move |conn| {
-                    let id = notifications::insert(
-                        conn,
-                        &NewNotification {
-                            provider: ProviderKind::Alipay,
-                            received_at,
-                            remote_addr: record_remote.as_deref(),
-                            headers: &record_headers,
-                            body: &record_body,
-                        },
-                    )?;
+                    let id = notifications::insert(conn, &raw.as_new())?;
                     notifications::set_verdict(conn, id, Verdict::Error, Some(&reason), None, None)
                 })
                 .await;
