@@ -56,6 +56,8 @@ pub enum WebhooksCommand {
     RotateSecret,
     /// Queue deliveries again, with their original webhook-id.
     Resend(ResendArgs),
+    /// Deliveries by status, and each endpoint's health (disabled ones say so).
+    Status,
     /// Send a signed `ping` event now and print the shop's answer.
     Test {
         /// Endpoint to test (default: [webhooks] url).

@@ -134,6 +134,7 @@ fn webhooks(settings: &Settings, command: WebhooksCommand) -> Result<(), Command
                 .transpose()?;
             commands::webhooks::resend(settings, args.id.as_deref(), since, &mut out)
         }
+        WebhooksCommand::Status => commands::webhooks::status(settings, &mut out),
         WebhooksCommand::Test { url } => commands::webhooks::test(settings, url.as_deref(), &mut out),
     }
 }

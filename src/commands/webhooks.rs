@@ -73,6 +73,35 @@ pub fn resend(
     }
 }
 
+pub fn status(settings: &Settings, out: &mut impl Write) -> Result<(), CommandError> {
+    let db = Database::open(&settings.database_path())?;
+    let (counts, endpoints) =
+        db.read_blocking(|c| Ok((store::count_by_status(c)?, store::list_endpoints(c)?)))?;
+    writeln!(out, "deliveries:").map_err(io)?;
+    if counts.is_empty() {
+        writeln!(out, "  none yet").map_err(io)?;
+    }
+    for (status, n) in counts {
+        writeln!(out, "  {status:<10} {n}").map_err(io)?;
+    }
+    writeln!(out, "endpoints:").map_err(io)?;
+    if endpoints.is_empty() {
+        writeln!(out, "  none yet").map_err(io)?;
+    }
+    for e in endpoints {
+        let health = match (e.disabled_at, e.failing_since) {
+            (Some(t), _) => format!(
+                "DISABLED since {} (failing for 5 days); resend to re-enable",
+                rfc3339(t)
+            ),
+            (None, Some(t)) => format!("failing since {}", rfc3339(t)),
+            (None, None) => "ok".to_owned(),
+        };
+        writeln!(out, "  {}  {health}", e.url).map_err(io)?;
+    }
+    Ok(())
+}
+
 pub fn test(settings: &Settings, url: Option<&str>, out: &mut impl Write) -> Result<(), CommandError> {
     let url = url
         .map(str::to_owned)

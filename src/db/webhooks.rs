@@ -310,3 +310,25 @@ pub fn endpoint_failed(
         .execute(params![url, at, at - disable_after.num_milliseconds()])?;
     Ok(n == 1)
 }
+
+/// Every endpoint kassa has delivered to, with its health.
+pub fn list_endpoints(conn: &Connection) -> DbResult<Vec<EndpointHealth>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT url, failing_since, disabled_at FROM webhook_endpoints ORDER BY url")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(EndpointHealth {
+            url: r.get(0)?,
+            failing_since: r.get::<_, Option<i64>>(1)?.map(from_millis).transpose()?,
+            disabled_at: r.get::<_, Option<i64>>(2)?.map(from_millis).transpose()?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Outbox rows per status.
+pub fn count_by_status(conn: &Connection) -> DbResult<Vec<(String, i64)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT status, COUNT(*) FROM webhook_outbox GROUP BY status ORDER BY status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

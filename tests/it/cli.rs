@@ -94,6 +94,7 @@ fn every_command_has_help() {
         &["webhooks", "rotate-secret", "--help"],
         &["webhooks", "resend", "--help"],
         &["webhooks", "test", "--help"],
+        &["webhooks", "status", "--help"],
     ] {
         let out = run(kassa(dir.path()).args(args));
         assert!(out.status.success(), "{args:?}");

@@ -358,6 +358,16 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_a_resend_that_succeed
         .unwrap()
         .unwrap();
     assert!(health.disabled_at.is_some(), "disabled after 5 days of failures");
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .args(["--data-dir", app.data_dir.to_str().unwrap(), "webhooks", "status"])
+        .env_clear()
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains(&receiver.url) && shown.contains("DISABLED since"),
+        "{shown}"
+    );
 
     let blocked = closed_order(&app, Some(&receiver.url)).await;
     let sent_before = receiver.received().len();
