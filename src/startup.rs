@@ -129,15 +129,22 @@ impl Application {
             addr: bind,
             reason: e.to_string(),
         })?;
-        if settings.source_of("server.public_url") == Some(&Source::Default) {
-            settings.server.public_url = format!("http://{address}");
-        }
         // How kassa reaches itself (the sandbox gateway), whatever the public URL is.
         let local = if address.ip().is_unspecified() {
             SocketAddr::from(([127, 0, 0, 1], address.port()))
         } else {
             address
         };
+        if settings.source_of("server.public_url") == Some(&Source::Default) {
+            // 0.0.0.0 is no address to send a customer or a platform to.
+            settings.server.public_url = format!("http://{local}");
+            if address.ip().is_unspecified() {
+                tracing::warn!(
+                    "listening on {address} but server.public_url is not set: checkout links and notify URLs use {}; set public_url to the address customers and payment platforms reach",
+                    settings.server.public_url
+                );
+            }
+        }
         let sandbox = if sandbox_enabled(&settings) {
             let keys = sandbox::keys::ensure(&settings.server.data_dir)
                 .map_err(|e| StartupError::Provider(format!("sandbox keys: {e}")))?;

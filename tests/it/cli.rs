@@ -539,3 +539,26 @@ async fn the_running_binary_takes_a_sandbox_payment_all_the_way_to_a_signed_webh
     assert_eq!(payload["data"]["id"], order["id"]);
     assert_eq!(payload["data"]["status"], "paid");
 }
+
+#[tokio::test]
+async fn listening_on_all_interfaces_without_a_public_url_links_to_loopback_not_0_0_0_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = kassa(dir.path())
+        .args(["--bind", "0.0.0.0:0"])
+        .env("KASSA_SANDBOX_ENABLED", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let public = lines.next().unwrap().unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    let server = Server {
+        child,
+        address: first.strip_prefix("kassa listening on ").unwrap().to_owned(),
+    };
+    let port = server.address.rsplit(':').next().unwrap().to_owned();
+
+    assert_eq!(public, format!("public URL: http://127.0.0.1:{port}"));
+}
