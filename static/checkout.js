@@ -22,7 +22,7 @@
       var el = document.getElementById("state-" + (s === "late_paid" ? "late" : s));
       if (el) { el.hidden = s !== state; }
     });
-    if (state !== "pending") {
+    if (state !== "pending" && state !== "expired") {
       stop();
       if (state === "paid" && returnUrl && !redirectTimer) {
         redirectTimer = setTimeout(function () { window.location.assign(returnUrl); }, 3000);
@@ -59,7 +59,7 @@
     if (!pollTimer) { pollTimer = setInterval(poll, 2000); }
   }
 
-  if (current === "pending") {
+  if (current === "pending" || current === "expired") {
     tick();
     setInterval(tick, 1000);
     if (window.EventSource) {

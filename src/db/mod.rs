@@ -113,7 +113,7 @@ impl Database {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "wal_autocheckpoint", 20_000)?;
         conn.pragma_update(None, "cache_size", -8000)?;
-        let writer = Writer::start(conn);
+        let writer = Writer::start(conn)?;
         checkpointer::start(path, writer.clone())?;
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)

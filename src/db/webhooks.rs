@@ -12,6 +12,8 @@ use crate::domain::order::rfc3339;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
     pub id: i64,
+    /// The lease this claim holds; an attempt is recorded only while it still does.
+    pub lease_until: i64,
     pub event_id: String,
     pub order_id: String,
     pub event_type: String,
@@ -38,7 +40,7 @@ pub fn claim_due(conn: &Connection, now: DateTime<Utc>, lease: Duration) -> DbRe
                  ORDER BY o.next_attempt_at, o.id LIMIT 1) \
              AND (status = 'pending' OR lease_until <= ?1) \
              RETURNING id, event_id, order_id, event_type, payload, attempts, \
-                 (SELECT notify_url FROM orders WHERE orders.id = webhook_outbox.order_id)",
+                 (SELECT notify_url FROM orders WHERE orders.id = webhook_outbox.order_id), lease_until",
         )?
         .query_row(params![at, to_millis(now + lease)], |r| {
             Ok(Claimed {
@@ -49,6 +51,7 @@ pub fn claim_due(conn: &Connection, now: DateTime<Utc>, lease: Duration) -> DbRe
                 payload: r.get(4)?,
                 attempts: r.get(5)?,
                 notify_url: r.get(6)?,
+                lease_until: r.get(7)?,
             })
         })
         .optional()?)
@@ -56,6 +59,7 @@ pub fn claim_due(conn: &Connection, now: DateTime<Utc>, lease: Duration) -> DbRe
 
 pub struct Attempt<'a> {
     pub outbox_id: i64,
+    pub lease_until: i64,
     pub at: DateTime<Utc>,
     pub url: &'a str,
     pub http_status: Option<u16>,
@@ -71,7 +75,9 @@ pub enum After {
     Failed,
 }
 
-/// Logs an attempt and moves the row on, only if this dispatcher still holds the lease.
+/// Logs an attempt and moves the row on, only if this dispatcher still holds the lease
+/// (a dispatcher whose lease ran out and was re-claimed must not overwrite the new
+/// holder's result).
 pub fn record_attempt(conn: &Connection, a: &Attempt<'_>, after: &After) -> DbResult<bool> {
     conn.prepare_cached(
         "INSERT INTO webhook_attempts (outbox_id, at, url, http_status, error, latency_ms, response) \
@@ -100,9 +106,9 @@ pub fn record_attempt(conn: &Connection, a: &Attempt<'_>, after: &After) -> DbRe
         .prepare_cached(
             "UPDATE webhook_outbox SET status = ?2, attempts = attempts + 1, next_attempt_at = COALESCE(?3, next_attempt_at), \
              lease_until = NULL, last_error = ?4, delivered_at = ?5, url = ?6, updated_at = ?7 \
-             WHERE id = ?1 AND status = 'delivering'",
+             WHERE id = ?1 AND status = 'delivering' AND lease_until = ?8",
         )?
-        .execute(params![a.outbox_id, status, next, last_error, delivered, a.url, to_millis(a.at)])?;
+        .execute(params![a.outbox_id, status, next, last_error, delivered, a.url, to_millis(a.at), a.lease_until])?;
     Ok(n == 1)
 }
 
@@ -290,19 +296,24 @@ pub fn endpoint_succeeded(conn: &Connection, url: &str, now: DateTime<Utc>) -> D
 }
 
 /// Starts or continues a failing streak; disables the endpoint once the streak is
-/// `disable_after` long. Returns true when this failure disabled it.
+/// `disable_after` long. A streak is only continuous while failures keep coming: one
+/// that was quiet for longer than `quiet_gap` (longer than any retry gap) starts over.
+/// Returns true when this failure disabled it.
 pub fn endpoint_failed(
     conn: &Connection,
     url: &str,
     now: DateTime<Utc>,
     disable_after: Duration,
+    quiet_gap: Duration,
 ) -> DbResult<bool> {
     let at = to_millis(now);
     conn.prepare_cached(
-        "INSERT INTO webhook_endpoints (url, failing_since) VALUES (?1, ?2) \
-         ON CONFLICT (url) DO UPDATE SET failing_since = COALESCE(failing_since, ?2)",
+        "INSERT INTO webhook_endpoints (url, failing_since, last_failure_at) VALUES (?1, ?2, ?2) \
+         ON CONFLICT (url) DO UPDATE SET \
+             failing_since = CASE WHEN failing_since IS NULL OR last_failure_at < ?3 THEN ?2 ELSE failing_since END, \
+             last_failure_at = ?2",
     )?
-    .execute(params![url, at])?;
+    .execute(params![url, at, at - quiet_gap.num_milliseconds()])?;
     let n = conn
         .prepare_cached(
             "UPDATE webhook_endpoints SET disabled_at = ?2 WHERE url = ?1 AND disabled_at IS NULL AND failing_since <= ?3",

@@ -63,17 +63,16 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(conn: Connection) -> Writer {
+    pub(super) fn start(conn: Connection) -> DbResult<Writer> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("kassa-db-writer".to_owned())
             .spawn(move || run(conn, queue))
-            .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the database writer"));
-        Writer {
+            .map_err(|e| DbError::Task(format!("cannot start the database writer: {e}")))?;
+        Ok(Writer {
             jobs,
             alive: std::sync::Arc::new(()),
-        }
+        })
     }
 
     /// Dies when the last handle to this writer is dropped.

@@ -115,18 +115,15 @@ struct NotFoundPage {
     assets: AssetUrls,
 }
 
-/// `return_url` with `order_id=<id>` added to its query, and nothing else.
+/// `return_url` with `order_id=<id>` added to its query, and nothing else: the
+/// merchant's own query text is kept byte for byte (it may be signed).
 pub fn return_url_for(return_url: &str, order_id: &OrderId) -> Option<String> {
     let mut url = url::Url::parse(return_url).ok()?;
-    let kept: Vec<(String, String)> = url
-        .query_pairs()
-        .into_owned()
-        .filter(|(k, _)| k != "order_id")
-        .collect();
-    url.query_pairs_mut()
-        .clear()
-        .extend_pairs(kept)
-        .append_pair("order_id", order_id.as_str());
+    let query = match url.query().filter(|q| !q.is_empty()) {
+        Some(q) => format!("{q}&order_id={order_id}"),
+        None => format!("order_id={order_id}"),
+    };
+    url.set_query(Some(&query));
     Some(url.into())
 }
 
@@ -204,7 +201,12 @@ async fn show_checkout(
         ProviderKind::Alipay => ("alipay", t.scan_alipay, t.open_alipay, t.qr_label_alipay),
         ProviderKind::Wechat => ("wechat", t.scan_wechat, t.open_wechat, t.qr_label_wechat),
     };
-    let qr_code = order.qr_code.clone().unwrap_or_default();
+    // Only a payable order gets its QR string on the page, even in a hidden link.
+    let qr_code = order
+        .qr_code
+        .clone()
+        .filter(|_| page_state == PageState::Pending)
+        .unwrap_or_default();
     let qr_svg = if page_state == PageState::Pending && !qr_code.is_empty() {
         match qr::svg(&qr_code, qr_label) {
             Ok(svg) => svg,
@@ -318,7 +320,9 @@ async fn next_event(mut s: Stream) -> Option<(Result<Bytes, Infallible>, Stream)
         let body = status_body(&order, now);
         if s.last != Some(body.status) {
             s.last = Some(body.status);
-            s.done = body.status != "pending";
+            // An expired page keeps listening: a payment made just before the
+            // provider's deadline may still be recorded after ours.
+            s.done = !matches!(body.status, "pending" | "expired");
             let data = serde_json::to_string(&body).unwrap_or_default();
             return Some((Ok(Bytes::from(format!("event: status\ndata: {data}\n\n"))), s));
         }

@@ -185,9 +185,13 @@ async fn resolve(state: &AppState, order: &Order, refund: &Refund) -> Settled {
         Ok(RefundState::Failed { code, message }) => Settled::Failed(code, message),
         Ok(RefundState::Processing) | Err(_) => Settled::StillPending,
         Ok(RefundState::NotFound) => {
+            let Ok(amount) = Amount::from_minor(refund.amount, order.amount.currency()) else {
+                tracing::error!(refund_id = %refund.id, "stored refund amount is invalid; not retrying");
+                return Settled::StillPending;
+            };
             let again = RefundRequest {
                 refund_no: refund.id.clone(),
-                amount: Amount::from_minor(refund.amount, order.amount.currency()).unwrap_or(order.amount),
+                amount,
                 reason: refund.reason.clone(),
             };
             match provider.refund(order, &again).await {
@@ -302,6 +306,7 @@ pub async fn create(
         reason: refund.reason.clone(),
     };
     let settled = match provider.refund(&order, &call).await {
+        Ok(RefundOutcome::Processing) => resolve(state, &order, &refund).await,
         Ok(outcome) => outcome.into(),
         Err(ProviderError::Rejected { code, message, .. }) => Settled::Failed(code, message),
         Err(ProviderError::Unknown { reason, .. }) => {

@@ -206,12 +206,16 @@ impl Dispatcher {
             status = response.status, error = response.error.as_deref(), latency_ms = response.latency_ms,
             outcome = ?outcome, "webhook attempt"
         );
-        let id = claim.id;
+        let (id, lease_until) = (claim.id, claim.lease_until);
+        // Longer than any wait between two attempts (jitter and Retry-After included).
+        let longest = ladder.iter().copied().max().unwrap_or(Duration::zero());
+        let quiet_gap = (longest * 2).max(RETRY_AFTER_MAX + Duration::hours(1));
         self.state
             .db
             .write(move |c| {
                 let attempt = Attempt {
                     outbox_id: id,
+                    lease_until,
                     at: now,
                     url: &url,
                     http_status: response.status,
@@ -219,10 +223,16 @@ impl Dispatcher {
                     latency_ms: response.latency_ms,
                     response: Some(&response.body).filter(|b| !b.is_empty()).map(String::as_str),
                 };
-                store::record_attempt(c, &attempt, &after)?;
+                if !store::record_attempt(c, &attempt, &after)? {
+                    tracing::warn!(
+                        outbox_id = id,
+                        "lease lost during the attempt; another dispatcher owns the row"
+                    );
+                    return Ok(());
+                }
                 if ok {
                     store::endpoint_succeeded(c, &url, now)?;
-                } else if store::endpoint_failed(c, &url, now, DISABLE_AFTER)? {
+                } else if store::endpoint_failed(c, &url, now, DISABLE_AFTER, quiet_gap)? {
                     tracing::warn!(%url, "webhook endpoint disabled after failing for 5 days");
                 }
                 Ok(())

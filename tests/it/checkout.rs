@@ -182,7 +182,7 @@ async fn a_paid_order_returns_to_the_shop_with_only_the_order_id_added() {
 
     let (_, _, html) = page(&app, &format!("/pay/{id}"), None).await;
 
-    let expected = format!("https://shop.example/thanks?cart=9&#38;order_id={id}");
+    let expected = format!("https://shop.example/thanks?cart=9&#38;order_id=forged&#38;order_id={id}");
     assert!(
         html.contains(&format!("data-return-url=\"{expected}\"")),
         "{html}"
@@ -190,14 +190,25 @@ async fn a_paid_order_returns_to_the_shop_with_only_the_order_id_added() {
     assert!(html.contains(&format!(
         "<noscript><meta http-equiv=\"refresh\" content=\"3;url={expected}\"></noscript>"
     )));
-    assert_eq!(
-        kassa::http::checkout::return_url_for(
-            "https://s.example/r",
-            &kassa::domain::OrderId::parse("ord_x").unwrap()
-        )
-        .unwrap(),
-        "https://s.example/r?order_id=ord_x"
-    );
+    let ord = kassa::domain::OrderId::parse("ord_x").unwrap();
+    for (given, returned) in [
+        ("https://s.example/r", "https://s.example/r?order_id=ord_x"),
+        ("https://s.example/r?", "https://s.example/r?order_id=ord_x"),
+        (
+            "https://s.example/r?next=/cart&q=a%20b&flag&sig=AbC",
+            "https://s.example/r?next=/cart&q=a%20b&flag&sig=AbC&order_id=ord_x",
+        ),
+        (
+            "https://s.example/r?a=1#done",
+            "https://s.example/r?a=1&order_id=ord_x#done",
+        ),
+    ] {
+        assert_eq!(
+            kassa::http::checkout::return_url_for(given, &ord).unwrap(),
+            returned,
+            "{given}"
+        );
+    }
 }
 
 #[tokio::test]

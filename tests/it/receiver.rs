@@ -121,6 +121,11 @@ impl Receiver {
         self.inner.lock().unwrap().script.extend(answers);
     }
 
+    /// Answers 200 from now on.
+    pub fn heal(&self) {
+        self.inner.lock().unwrap().script.clear();
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.inner.lock().unwrap().received.clone()
     }

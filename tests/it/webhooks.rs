@@ -339,16 +339,25 @@ async fn with_no_endpoint_a_delivery_is_skipped_and_the_default_url_is_used_othe
 #[tokio::test]
 async fn an_endpoint_failing_for_five_days_is_disabled_and_a_resend_that_succeeds_re_enables_it() {
     let receiver = Receiver::start().await;
-    receiver.script((0..4).map(|_| Answer::status(500)));
-    let app = TestApp::spawn_with(&[("KASSA_WEBHOOKS_RETRY_SCHEDULE", "1h")]).await;
-    closed_order(&app, Some(&receiver.url)).await;
+    receiver.script((0..20).map(|_| Answer::status(500)));
+    // One event retried about every 12 h: the endpoint fails without a break for 5 days.
+    let app = TestApp::spawn_with(&[("KASSA_WEBHOOKS_RETRY_SCHEDULE", &["12h"; 12].join(","))]).await;
+    let first = closed_order(&app, Some(&receiver.url)).await;
+    let started = app.now();
     dispatch(&app).await;
-    app.clock.advance(Duration::days(3));
-    closed_order(&app, Some(&receiver.url)).await;
-    dispatch(&app).await;
-    app.clock.advance(Duration::days(2));
-    let late = closed_order(&app, Some(&receiver.url)).await;
-    dispatch(&app).await;
+    while app.now() - started < Duration::days(5) {
+        let url = receiver.url.clone();
+        let health = app
+            .state
+            .db
+            .read(move |c| store::endpoint(c, &url))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(health.disabled_at.is_none(), "not before 5 days");
+        app.clock.set(row(&app, &first, 0).await.next_attempt_at);
+        dispatch(&app).await;
+    }
     let url = receiver.url.clone();
     let health = app
         .state
@@ -383,6 +392,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_a_resend_that_succeed
         .unwrap()
         .contains("disabled"));
 
+    receiver.heal();
     let event = row(&app, &blocked, 0).await.event_id;
     app.state
         .db
@@ -402,7 +412,6 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_a_resend_that_succeed
         health.disabled_at.is_none() && health.failing_since.is_none(),
         "{health:?}"
     );
-    let _ = late;
 }
 
 #[tokio::test]
@@ -448,4 +457,82 @@ async fn a_rotated_secret_signs_alongside_the_new_one_for_a_day() {
         "the old secret has retired"
     );
     assert_verified(&new, &got[1], app.now(), "order.closed");
+}
+
+#[tokio::test]
+async fn a_failing_streak_that_went_quiet_starts_over() {
+    let receiver = Receiver::start().await;
+    receiver.script((0..2).map(|_| Answer::status(500)));
+    let app = TestApp::spawn_with(&[("KASSA_WEBHOOKS_RETRY_SCHEDULE", "1s")]).await;
+    closed_order(&app, Some(&receiver.url)).await;
+    dispatch(&app).await;
+    app.clock.advance(Duration::seconds(2));
+    dispatch(&app).await;
+    // A week later, after the shop was fixed with nothing to send, one failure.
+    app.clock.advance(Duration::days(7));
+    receiver.script([Answer::status(502)]);
+    closed_order(&app, Some(&receiver.url)).await;
+    dispatch(&app).await;
+
+    let url = receiver.url.clone();
+    let health = app
+        .state
+        .db
+        .read(move |c| store::endpoint(c, &url))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(health.disabled_at.is_none(), "{health:?}");
+    assert_eq!(
+        health.failing_since,
+        Some(app.now()).map(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap())
+    );
+}
+
+#[tokio::test]
+async fn a_dispatcher_whose_lease_was_taken_over_does_not_overwrite_the_new_holder() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn().await;
+    let id = closed_order(&app, Some(&receiver.url)).await;
+    let now = app.now();
+    let first = app
+        .state
+        .db
+        .write(move |c| store::claim_due(c, now, LEASE))
+        .await
+        .unwrap()
+        .unwrap();
+    let later = now + LEASE + Duration::seconds(1);
+    let second = app
+        .state
+        .db
+        .write(move |c| store::claim_due(c, later, LEASE))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.id, second.id, "the expired lease was re-claimed");
+
+    let stale = store::Attempt {
+        outbox_id: first.id,
+        lease_until: first.lease_until,
+        at: later,
+        url: "http://x",
+        http_status: Some(500),
+        error: None,
+        latency_ms: 1,
+        response: None,
+    };
+    let recorded = app
+        .state
+        .db
+        .write(move |c| store::record_attempt(c, &stale, &store::After::Failed))
+        .await
+        .unwrap();
+
+    assert!(!recorded);
+    assert_eq!(
+        row(&app, &id, 0).await.status,
+        "delivering",
+        "still the second holder's"
+    );
 }

@@ -26,6 +26,7 @@ CREATE TABLE webhook_secrets (
 CREATE TABLE webhook_endpoints (
     url              TEXT PRIMARY KEY NOT NULL,
     failing_since    INTEGER,
+    last_failure_at  INTEGER,
     last_success_at  INTEGER,
     disabled_at      INTEGER
 ) STRICT;

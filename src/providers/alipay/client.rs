@@ -153,13 +153,20 @@ impl AlipayClient {
             }
             return Err(unknown(format!("{method}: response has no {key}")));
         };
-        let sign = envelope.get("sign").and_then(Value::as_str).unwrap_or_default();
-        if sign.is_empty() || !self.alipay_key.verify_base64(raw.as_bytes(), sign) {
-            return Err(unknown(format!(
-                "{method}: response signature is missing or invalid"
-            )));
-        }
         let answer: Answer = serde_json::from_str(raw).map_err(|e| unknown(format!("{method}: {e}")))?;
+        let sign = envelope.get("sign").and_then(Value::as_str).unwrap_or_default();
+        if sign.is_empty() {
+            // Gateway-level refusals (a wrong app id, a bad request signature) may come
+            // unsigned; a refusal changes nothing, so it is believed. A success never is.
+            let code = answer.get("code").and_then(Value::as_str).unwrap_or_default();
+            if code.starts_with("400") {
+                return Err(rejected(&answer));
+            }
+            return Err(unknown(format!("{method}: response is not signed")));
+        }
+        if !self.alipay_key.verify_base64(raw.as_bytes(), sign) {
+            return Err(unknown(format!("{method}: response signature is invalid")));
+        }
         let code = answer.get("code").and_then(Value::as_str).unwrap_or_default();
         let sub_code = answer.get("sub_code").and_then(Value::as_str).unwrap_or_default();
         match code {
@@ -260,6 +267,10 @@ mod tests {
                 "{unknown}"
             );
         }
+        let unsigned_refusal = r#"{"alipay_trade_query_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-signature"}}"#;
+        assert!(
+            matches!(c.verify_response(method, unsigned_refusal), Err(ProviderError::Rejected { ref code, .. }) if code == "isv.invalid-signature")
+        );
         let gateway_error = r#"{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-app-id"}}"#;
         assert!(
             matches!(c.verify_response(method, gateway_error), Err(ProviderError::Rejected { ref code, .. }) if code == "isv.invalid-app-id")

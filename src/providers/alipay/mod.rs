@@ -124,9 +124,14 @@ impl Provider for AlipayProvider {
                 "refund_reason": refund.reason,
             });
             match self.client.call("alipay.trade.refund", &biz, None).await {
-                Ok(answer) => Ok(RefundOutcome::Succeeded {
-                    provider_refund_id: text(&answer, "trade_no"),
-                }),
+                // Only fund_change=Y says money moved now; N (a repeat, or not yet)
+                // is confirmed by a refund query.
+                Ok(answer) if text(&answer, "fund_change").as_deref() == Some("Y") => {
+                    Ok(RefundOutcome::Succeeded {
+                        provider_refund_id: text(&answer, "trade_no"),
+                    })
+                }
+                Ok(_) => Ok(RefundOutcome::Processing),
                 Err(ProviderError::Rejected { code, message, .. }) => {
                     Ok(RefundOutcome::Failed { code, message })
                 }
