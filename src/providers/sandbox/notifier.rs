@@ -47,8 +47,48 @@ fn scaled(d: Duration, time_scale: u32) -> Duration {
     d / i32::try_from(time_scale.max(1)).unwrap_or(i32::MAX)
 }
 
-/// Queues a notification for `trade` in `trade_status`, with the fault switches that
-/// apply now. `extra` adds fields (refund notices).
+/// A notification ready to be queued: built (with the fault switches that apply now)
+/// outside the writer, stored by `store` inside the same transaction as the trade
+/// change that causes it, so a crash can never keep one without the other.
+#[derive(Clone)]
+pub struct Prepared {
+    out_trade_no: String,
+    url: String,
+    params_json: String,
+    faults_json: String,
+    first_at: DateTime<Utc>,
+    /// The stale TRADE_CLOSED of the out_of_order fault.
+    stale_json: Option<String>,
+}
+
+impl Prepared {
+    pub fn store(&self, c: &crate::db::Connection, now: DateTime<Utc>) -> crate::db::DbResult<()> {
+        store::enqueue_delivery(
+            c,
+            &self.out_trade_no,
+            &self.url,
+            &self.params_json,
+            &self.faults_json,
+            self.first_at,
+            now,
+        )?;
+        if let Some(stale) = &self.stale_json {
+            let calm = serde_json::to_string(&Faults::default()).unwrap_or_else(|_| "{}".into());
+            store::enqueue_delivery(
+                c,
+                &self.out_trade_no,
+                &self.url,
+                stale,
+                &calm,
+                self.first_at + Duration::milliseconds(1),
+                now,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Queues a notification for `trade` in `trade_status` (on its own transaction).
 pub async fn enqueue(
     state: &AppState,
     sandbox: &Sandbox,
@@ -57,8 +97,26 @@ pub async fn enqueue(
     extra: Option<Map<String, Value>>,
     now: DateTime<Utc>,
 ) -> Result<(), DbError> {
-    let Some(url) = trade.notify_url.clone() else {
+    let Some(prepared) = prepare(state, sandbox, trade, trade_status, extra, now).await? else {
         return Ok(());
+    };
+    state.db.write(move |c| prepared.store(c, now)).await?;
+    sandbox.wake.notify_one();
+    Ok(())
+}
+
+/// Builds the notification for `trade` in `trade_status`; `extra` adds fields (refund
+/// notices). `None` when the trade has no notify URL.
+pub async fn prepare(
+    state: &AppState,
+    sandbox: &Sandbox,
+    trade: &SandboxTrade,
+    trade_status: &str,
+    extra: Option<Map<String, Value>>,
+    now: DateTime<Utc>,
+) -> Result<Option<Prepared>, DbError> {
+    let Some(url) = trade.notify_url.clone() else {
+        return Ok(None);
     };
     let global = faults::load(state, faults::GLOBAL.to_owned()).await?;
     let own = faults::load(state, format!("trade:{}", trade.out_trade_no)).await?;
@@ -120,36 +178,22 @@ pub async fn enqueue(
             Duration::seconds(i64::from(faults.delay_seconds)),
             sandbox.time_scale,
         );
-    let stale_close = faults.out_of_order && trade_status == "TRADE_SUCCESS" && !is_refund;
-    let mut stale = params.clone();
-    let out_trade_no = trade.out_trade_no.clone();
-    let params_json = Value::Object(params).to_string();
-    let faults_json = serde_json::to_string(&faults).unwrap_or_else(|_| "{}".into());
-    state
-        .db
-        .write(move |c| {
-            store::enqueue_delivery(c, &out_trade_no, &url, &params_json, &faults_json, first_at, now)?;
-            if stale_close {
-                // A TRADE_CLOSED from before the payment, arriving after it.
-                stale.insert("trade_status".into(), "TRADE_CLOSED".into());
-                stale.insert("notify_id".into(), notify_id().into());
-                stale.remove("gmt_payment");
-                let calm = serde_json::to_string(&Faults::default()).unwrap_or_else(|_| "{}".into());
-                store::enqueue_delivery(
-                    c,
-                    &out_trade_no,
-                    &url,
-                    &Value::Object(stale).to_string(),
-                    &calm,
-                    first_at + Duration::milliseconds(1),
-                    now,
-                )?;
-            }
-            Ok(())
-        })
-        .await?;
-    sandbox.wake.notify_one();
-    Ok(())
+    let stale_json = (faults.out_of_order && trade_status == "TRADE_SUCCESS" && !is_refund).then(|| {
+        // A TRADE_CLOSED from before the payment, arriving after it.
+        let mut stale = params.clone();
+        stale.insert("trade_status".into(), "TRADE_CLOSED".into());
+        stale.insert("notify_id".into(), notify_id().into());
+        stale.remove("gmt_payment");
+        Value::Object(stale).to_string()
+    });
+    Ok(Some(Prepared {
+        out_trade_no: trade.out_trade_no.clone(),
+        url,
+        params_json: Value::Object(params).to_string(),
+        faults_json: serde_json::to_string(&faults).unwrap_or_else(|_| "{}".into()),
+        first_at,
+        stale_json,
+    }))
 }
 
 /// The form body of one attempt, signed now (Alipay re-signs each resend: its

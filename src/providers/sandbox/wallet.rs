@@ -178,8 +178,23 @@ pub async fn pay(state: web::Data<AppState>, path: web::Path<String>) -> HttpRes
     if now > trade.deadline {
         return back_to(&token, "");
     }
-    let no = trade.out_trade_no.clone();
-    let paid = state
+    if !matches!(trade.status.as_str(), "NOT_SCANNED" | "WAIT_BUYER_PAY") {
+        return back_to(&token, "");
+    }
+    // The payment and its notification commit together.
+    let trade_no = trade.trade_no.clone().unwrap_or_else(|| new_trade_no(now));
+    let paid = SandboxTrade {
+        status: "TRADE_SUCCESS".into(),
+        trade_no: Some(trade_no.clone()),
+        paid_at: Some(now),
+        ..trade
+    };
+    let prepared = match notifier::prepare(&state, &sandbox, &paid, "TRADE_SUCCESS", None, now).await {
+        Ok(p) => p,
+        Err(e) => return internal(e),
+    };
+    let no = paid.out_trade_no.clone();
+    let stored = state
         .db
         .write(move |c| {
             let moved = store::move_trade(
@@ -187,20 +202,23 @@ pub async fn pay(state: web::Data<AppState>, path: web::Path<String>) -> HttpRes
                 &no,
                 &["NOT_SCANNED", "WAIT_BUYER_PAY"],
                 "TRADE_SUCCESS",
-                Some(&new_trade_no(now)),
+                Some(&trade_no),
                 now,
             )?;
-            Ok(if moved { store::find_trade(c, &no)? } else { None })
+            if moved {
+                if let Some(p) = &prepared {
+                    p.store(c, now)?;
+                }
+            }
+            Ok(moved)
         })
         .await;
-    match paid {
-        Ok(Some(t)) => {
-            if let Err(e) = notifier::enqueue(&state, &sandbox, &t, "TRADE_SUCCESS", None, now).await {
-                return internal(e);
-            }
+    match stored {
+        Ok(true) => {
+            sandbox.wake.notify_one();
             back_to(&token, "")
         }
-        Ok(None) => back_to(&token, ""),
+        Ok(false) => back_to(&token, ""),
         Err(e) => internal(e),
     }
 }
