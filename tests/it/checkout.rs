@@ -140,21 +140,7 @@ async fn closed_expired_paid_late_and_refunded_orders_say_so_without_a_qr_code()
 async fn a_late_payment_is_explained_to_the_customer() {
     let app = TestApp::spawn_alipay(&[]).await;
     let id = app.insert_order("late-page", 1234).await;
-    let oid = kassa::domain::OrderId::parse(&id).unwrap();
-    app.state
-        .db
-        .write(move |c| {
-            kassa::db::transitions::apply(
-                c,
-                &oid,
-                &kassa::db::transitions::Change::Close,
-                &kassa::db::transitions::Cause::system(kassa::domain::TransitionSource::Expiry),
-                chrono::Utc::now(),
-                "http://k",
-            )
-        })
-        .await
-        .unwrap();
+    app.close_locally(&id).await;
     app.post_alipay_notify(crate::oracle::signed_notification(
         &crate::helpers::trade_success(&id, "12.34"),
     ))

@@ -265,6 +265,19 @@ impl TestApp {
         id
     }
 
+    /// Closes an order as the expiry sweep would, without asking any provider.
+    pub async fn close_locally(&self, id: &str) {
+        use kassa::db::transitions::{apply, Cause, Change};
+        let oid = OrderId::parse(id).unwrap();
+        let cause = Cause::system(kassa::domain::TransitionSource::Expiry);
+        let now = self.now();
+        self.state
+            .db
+            .write(move |c| apply(c, &oid, &Change::Close, &cause, now, "http://k"))
+            .await
+            .unwrap();
+    }
+
     pub async fn post_alipay_notify(&self, body: String) -> (u16, String) {
         let response = self
             .client

@@ -261,21 +261,7 @@ async fn a_hundred_concurrent_copies_apply_once_and_all_hear_success() {
 async fn a_late_payment_for_a_closed_order_is_recorded_and_flagged() {
     let app = TestApp::spawn_alipay(&[]).await;
     let id = app.insert_order("late-1", 1234).await;
-    let oid = kassa::domain::OrderId::parse(&id).unwrap();
-    app.state
-        .db
-        .write(move |c| {
-            kassa::db::transitions::apply(
-                c,
-                &oid,
-                &kassa::db::transitions::Change::Close,
-                &kassa::db::transitions::Cause::system(kassa::domain::TransitionSource::Expiry),
-                chrono::Utc::now(),
-                "http://k",
-            )
-        })
-        .await
-        .unwrap();
+    app.close_locally(&id).await;
 
     let reply = app
         .post_alipay_notify(signed_notification(&trade_success(&id, "12.34")))

@@ -33,6 +33,16 @@ async fn closed_order(app: &TestApp, notify_url: Option<&str>) -> String {
     id
 }
 
+async fn endpoint_health(app: &TestApp, url: &str) -> store::EndpointHealth {
+    let url = url.to_owned();
+    app.state
+        .db
+        .read(move |c| store::endpoint(c, &url))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 async fn dispatch(app: &TestApp) -> Vec<Outcome> {
     let d = Dispatcher::new(app.state.clone()).unwrap();
     let mut outcomes = Vec::new();
@@ -346,26 +356,12 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_a_resend_that_succeed
     let started = app.now();
     dispatch(&app).await;
     while app.now() - started < Duration::days(5) {
-        let url = receiver.url.clone();
-        let health = app
-            .state
-            .db
-            .read(move |c| store::endpoint(c, &url))
-            .await
-            .unwrap()
-            .unwrap();
+        let health = endpoint_health(&app, &receiver.url).await;
         assert!(health.disabled_at.is_none(), "not before 5 days");
         app.clock.set(row(&app, &first, 0).await.next_attempt_at);
         dispatch(&app).await;
     }
-    let url = receiver.url.clone();
-    let health = app
-        .state
-        .db
-        .read(move |c| store::endpoint(c, &url))
-        .await
-        .unwrap()
-        .unwrap();
+    let health = endpoint_health(&app, &receiver.url).await;
     assert!(health.disabled_at.is_some(), "disabled after 5 days of failures");
     let shown = std::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
         .args(["--data-dir", app.data_dir.to_str().unwrap(), "webhooks", "status"])
@@ -400,14 +396,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_a_resend_that_succeed
         .await
         .unwrap();
     assert!(dispatch(&app).await.contains(&Outcome::Delivered));
-    let url = receiver.url.clone();
-    let health = app
-        .state
-        .db
-        .read(move |c| store::endpoint(c, &url))
-        .await
-        .unwrap()
-        .unwrap();
+    let health = endpoint_health(&app, &receiver.url).await;
     assert!(
         health.disabled_at.is_none() && health.failing_since.is_none(),
         "{health:?}"
@@ -474,14 +463,7 @@ async fn a_failing_streak_that_went_quiet_starts_over() {
     closed_order(&app, Some(&receiver.url)).await;
     dispatch(&app).await;
 
-    let url = receiver.url.clone();
-    let health = app
-        .state
-        .db
-        .read(move |c| store::endpoint(c, &url))
-        .await
-        .unwrap()
-        .unwrap();
+    let health = endpoint_health(&app, &receiver.url).await;
     assert!(health.disabled_at.is_none(), "{health:?}");
     assert_eq!(
         health.failing_since,
