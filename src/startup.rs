@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
@@ -12,7 +12,7 @@ use crate::config::{SandboxMode, Settings, Source};
 use crate::db::{Database, DbError};
 use crate::domain::{Clock, SystemClock};
 use crate::jobs::expiry::ExpiryWorker;
-use crate::providers::alipay::client::AlipayClient;
+use crate::providers::alipay::client::{self, AlipayClient};
 use crate::providers::alipay::AlipayProvider;
 use crate::providers::keys::{SigningKey, VerifyingKey};
 use crate::providers::sandbox::{self, Sandbox, SANDBOX_APP_ID};
@@ -39,6 +39,7 @@ fn providers_from_settings(
     settings: &Settings,
     sandbox: Option<&Sandbox>,
     local: SocketAddr,
+    clock: Arc<dyn Clock>,
 ) -> Result<Built, StartupError> {
     let problem = |key: &str, e: &dyn std::fmt::Display| StartupError::Provider(format!("{key}: {e}"));
     let (app_id, gateway, app_key, alipay_key, seller_id) = if settings.alipay.is_configured() {
@@ -69,8 +70,9 @@ fn providers_from_settings(
         seller_id,
         alipay_key: alipay_key.clone(),
     });
-    let client = AlipayClient::new(app_id, gateway, app_key, alipay_key).map_err(StartupError::Provider)?;
-    let providers = Providers::none().with(Arc::new(AlipayProvider { client }));
+    let client = AlipayClient::new(app_id, gateway, app_key, alipay_key, client::TIMEOUT)
+        .map_err(StartupError::Provider)?;
+    let providers = Providers::none().with(Arc::new(AlipayProvider { client, clock }));
     Ok((providers, Some(account)))
 }
 
@@ -118,13 +120,25 @@ pub struct Application {
 }
 
 impl Application {
-    pub fn build(mut settings: Settings, options: Options) -> Result<Application, StartupError> {
-        let db = Database::open(&settings.database_path())?;
+    pub fn build(settings: Settings, options: Options) -> Result<Application, StartupError> {
         let bind = settings.server.bind;
         let listener = TcpListener::bind(bind).map_err(|e| StartupError::Bind {
             addr: bind,
             reason: e.to_string(),
         })?;
+        Application::build_on(settings, options, listener)
+    }
+
+    /// Like `build`, on a listener the caller has bound (instead of `server.bind`): a
+    /// restart in the tests hands the old address over this way, so that no other
+    /// process can take the port between the old server's stop and the new start.
+    pub fn build_on(
+        mut settings: Settings,
+        options: Options,
+        listener: TcpListener,
+    ) -> Result<Application, StartupError> {
+        let db = Database::open(&settings.database_path())?;
+        let bind = settings.server.bind;
         let address = listener.local_addr().map_err(|e| StartupError::Bind {
             addr: bind,
             reason: e.to_string(),
@@ -161,7 +175,9 @@ impl Application {
         };
         let (providers, alipay) = match options.providers {
             ProviderSetup::Given(p) => (p, None),
-            ProviderSetup::FromSettings => providers_from_settings(&settings, sandbox.as_deref(), local)?,
+            ProviderSetup::FromSettings => {
+                providers_from_settings(&settings, sandbox.as_deref(), local, options.clock.clone())?
+            }
         };
         crate::webhooks::ensure_secret_blocking(&db, &settings, options.clock.now())?;
         let state = AppState {
@@ -209,6 +225,13 @@ impl Application {
         &self.state
     }
 
+    /// Stops the server from outside, as SIGTERM does (`stop(true)` finishes requests
+    /// in flight); `run_until_stopped` then returns. A restart in the same process needs
+    /// this: the old server, its workers and its database writer must be gone first.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until the server stops (Ctrl-C / SIGTERM). Workers end with it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let mut workers = Vec::new();
@@ -229,8 +252,13 @@ impl Application {
             }
         }
         let result = self.server.await;
-        for worker in workers {
+        for worker in &workers {
             worker.abort();
+        }
+        // Aborting only asks; awaiting makes sure every worker (and its handle on the
+        // database) is gone when this returns.
+        for worker in workers {
+            let _ = worker.await;
         }
         result
     }

@@ -9,7 +9,8 @@ use super::{connect, DbResult, Writer};
 const EVERY: Duration = Duration::from_millis(200);
 
 /// Runs PASSIVE checkpoints until the writer stops.
-pub(super) fn start(path: &Path, writer: Writer) -> DbResult<()> {
+/// `open` is held by the thread until its connection is closed (see `Database::threads`).
+pub(super) fn start(path: &Path, writer: Writer, open: std::sync::Arc<()>) -> DbResult<()> {
     let conn = connect(path)?;
     let alive = writer.liveness();
     drop(writer);
@@ -24,6 +25,8 @@ pub(super) fn start(path: &Path, writer: Writer) -> DbResult<()> {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
             }
+            drop(conn);
+            drop(open);
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the checkpoint thread; SQLite's automatic checkpoints remain");

@@ -99,6 +99,18 @@ pub struct Database {
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: Writer,
     path: PathBuf,
+    threads: DbThreads,
+}
+
+/// See `Database::threads`. Holds no handle, so watching never keeps the threads alive.
+#[derive(Clone, Debug)]
+pub struct DbThreads(std::sync::Weak<()>);
+
+impl DbThreads {
+    /// True while the writer or the checkpoint thread still runs.
+    pub fn running(&self) -> bool {
+        self.0.strong_count() > 0
+    }
 }
 
 impl Database {
@@ -113,8 +125,10 @@ impl Database {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "wal_autocheckpoint", 20_000)?;
         conn.pragma_update(None, "cache_size", -8000)?;
-        let writer = Writer::start(conn)?;
-        checkpointer::start(path, writer.clone())?;
+        let open = std::sync::Arc::new(());
+        let threads = DbThreads(std::sync::Arc::downgrade(&open));
+        let writer = Writer::start(conn, open.clone())?;
+        checkpointer::start(path, writer.clone(), open)?;
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {
@@ -129,11 +143,19 @@ impl Database {
             readers,
             writer,
             path: path.to_owned(),
+            threads,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Watches this database's writer and checkpoint threads, which end (closing their
+    /// read-write connections) once the last handle is dropped. Whoever opens the file
+    /// again in the same process (a restart) can make sure the old writer is gone first.
+    pub fn threads(&self) -> DbThreads {
+        self.threads.clone()
     }
 
     /// Runs a read on a pooled read-only connection, off the async workers.

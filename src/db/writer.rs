@@ -63,11 +63,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(conn: Connection) -> DbResult<Writer> {
+    /// `open` is held by the thread until its connection is closed (see `Database::threads`).
+    pub(super) fn start(conn: Connection, open: std::sync::Arc<()>) -> DbResult<Writer> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("kassa-db-writer".to_owned())
-            .spawn(move || run(conn, queue))
+            .spawn(move || {
+                // Returns once every handle (every sender) is gone; `run` owns and closes
+                // the connection before `open` is released.
+                run(conn, queue);
+                drop(open);
+            })
             .map_err(|e| DbError::Task(format!("cannot start the database writer: {e}")))?;
         Ok(Writer {
             jobs,

@@ -207,22 +207,64 @@ mod tests {
     }
 
     #[test]
-    fn repeats_are_duplicates_and_everything_else_outside_allowed_from_is_refused() {
-        use OrderStatus::*;
-        let cases = [
-            (Transition::Pay, Paid, true),
-            (Transition::Pay, PartiallyRefunded, true),
-            (Transition::Pay, Refunded, true),
-            (Transition::Close, Closed, true),
-            (Transition::Close, Paid, false),
-            (Transition::Close, Refunded, false),
-            (Transition::Refund, Refunded, false),
-            (Transition::Refund, Pending, false),
+    fn every_transition_on_every_status_is_applied_a_duplicate_or_refused_as_the_spec_says() {
+        // Written out from spec section 3, independently of `allowed_from`,
+        // `already_applied` and `targets`: all 3 x 5 pairs, none left to a default.
+        let expected: [(&str, &str, &str, &[&str]); 15] = [
+            ("pay", "pending", "apply", &["paid"]),
+            ("pay", "paid", "duplicate", &[]),
+            ("pay", "closed", "apply", &["paid"]),
+            ("pay", "partially_refunded", "duplicate", &[]),
+            ("pay", "refunded", "duplicate", &[]),
+            ("close", "pending", "apply", &["closed"]),
+            ("close", "paid", "refuse", &[]),
+            ("close", "closed", "duplicate", &[]),
+            ("close", "partially_refunded", "refuse", &[]),
+            ("close", "refunded", "refuse", &[]),
+            ("refund", "pending", "refuse", &[]),
+            ("refund", "paid", "apply", &["partially_refunded", "refunded"]),
+            ("refund", "closed", "refuse", &[]),
+            (
+                "refund",
+                "partially_refunded",
+                "apply",
+                &["partially_refunded", "refunded"],
+            ),
+            ("refund", "refunded", "refuse", &[]),
         ];
-        for (t, status, dup) in cases {
-            assert_eq!(t.already_applied(status), dup, "{t:?} on {status}");
-            assert!(!t.allowed_from().contains(&status) || !dup);
+        let mut seen = Vec::new();
+        for t in [Transition::Pay, Transition::Close, Transition::Refund] {
+            for status in OrderStatus::ALL {
+                let (_, _, want, to) = expected
+                    .iter()
+                    .find(|(tr, st, _, _)| *tr == t.as_str() && *st == status.as_str())
+                    .unwrap_or_else(|| panic!("{t:?} on {status} missing from the table"));
+                let applies = t.allowed_from().contains(&status);
+                let duplicate = t.already_applied(status);
+                let got = match (applies, duplicate) {
+                    (true, false) => "apply",
+                    (false, true) => "duplicate",
+                    (false, false) => "refuse",
+                    (true, true) => panic!("{t:?} on {status} is both allowed and a duplicate"),
+                };
+                assert_eq!(got, *want, "{t:?} on {status}");
+                let targets: Vec<&str> = if applies {
+                    t.targets().iter().map(|s| s.as_str()).collect()
+                } else {
+                    Vec::new()
+                };
+                assert_eq!(targets, *to, "{t:?} on {status}: targets");
+                for target in t.targets() {
+                    assert_eq!(
+                        is_allowed(status, *target),
+                        to.contains(&target.as_str()),
+                        "{t:?}: {status} -> {target}"
+                    );
+                }
+                seen.push((t, status));
+            }
         }
+        assert_eq!(seen.len(), expected.len(), "every pair checked exactly once");
     }
 
     #[test]

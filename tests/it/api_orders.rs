@@ -8,6 +8,7 @@ use kassa::providers::{PaymentFacts, ProviderError, TradeState};
 use serde_json::{json, Value};
 
 use crate::helpers::{error_code, order_body, TestApp};
+use crate::stored;
 
 #[tokio::test]
 async fn creating_an_order_returns_it_with_the_providers_qr_code_and_stores_it() {
@@ -177,12 +178,12 @@ async fn every_field_rule_is_enforced_with_a_422_naming_the_field() {
         assert_eq!(code, "invalid_field", "{what}");
         assert_eq!(error["error"]["field"], field, "{what}: {error}");
     }
-    let listed: Value = app.get("/api/v1/orders").await.json().await.unwrap();
     assert_eq!(
-        listed["data"].as_array().unwrap().len(),
+        stored::counts(&stored::rows(&app).await).values().sum::<usize>(),
         0,
         "nothing stored by invalid requests"
     );
+    assert_eq!(app.provider.calls(), [0; 5], "the provider was not asked");
 }
 
 #[tokio::test]
@@ -250,8 +251,9 @@ async fn unknown_api_routes_and_methods_answer_json() {
 }
 
 #[tokio::test]
-async fn requests_without_a_valid_key_are_401() {
+async fn requests_without_a_valid_key_are_401_and_change_nothing() {
     let app = TestApp::spawn().await;
+    let before = stored::rows(&app).await;
     let no_key = app.client.get(app.url("/api/v1/orders")).send().await.unwrap();
     assert_eq!(no_key.headers()["www-authenticate"], "Bearer");
     let (status, code, _) = error_code(no_key).await;
@@ -280,7 +282,20 @@ async fn requests_without_a_valid_key_are_401() {
         .send()
         .await
         .unwrap();
-    assert_eq!(no_key_post.status(), 401);
+    let (status, code, _) = error_code(no_key_post).await;
+    assert_eq!((status, code.as_str()), (401, "unauthorized"));
+    let forged_key_post = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .bearer_auth("kassa_sk_wrong")
+        .header("Idempotency-Key", "k-401")
+        .json(&order_body("y", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged_key_post.status(), 401);
+    assert_eq!(stored::rows(&app).await, before, "nothing stored");
+    assert_eq!(app.provider.calls(), [0; 5], "the provider was not asked");
 
     let revoked = TestApp::create_api_key(&app.state, "soon-revoked").await;
     assert_eq!(
@@ -300,12 +315,16 @@ async fn requests_without_a_valid_key_are_401() {
         .unwrap();
     let response = app
         .client
-        .get(app.url("/api/v1/orders"))
+        .post(app.url("/api/v1/orders"))
         .bearer_auth(&revoked)
+        .json(&order_body("z", 1))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 401);
+    let (status, code, _) = error_code(response).await;
+    assert_eq!((status, code.as_str()), (401, "unauthorized"));
+    assert_eq!(stored::rows(&app).await, before, "nothing stored");
+    assert_eq!(app.provider.calls(), [0; 5], "the provider was not asked");
 }
 
 #[tokio::test]
@@ -335,14 +354,25 @@ async fn the_same_idempotency_key_and_body_return_the_same_order() {
 }
 
 #[tokio::test]
-async fn the_same_idempotency_key_with_another_body_is_409() {
+async fn the_same_idempotency_key_with_another_body_is_409_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    app.post_order_with_key(&order_body("idem-2", 500), "key-2").await;
+    let first = app.post_order_with_key(&order_body("idem-2", 500), "key-2").await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let before = stored::rows(&app).await;
+    let calls = app.provider.calls();
 
-    let (status, code, _) =
-        error_code(app.post_order_with_key(&order_body("idem-2", 501), "key-2").await).await;
+    let (status, code, _) = error_code(
+        app.post_order_with_key(&order_body("idem-2b", 501), "key-2")
+            .await,
+    )
+    .await;
 
     assert_eq!((status, code.as_str()), (409, "idempotency_key_conflict"));
+    assert_eq!(stored::rows(&app).await, before);
+    assert_eq!(app.provider.calls(), calls, "the provider was not asked again");
+    assert_eq!(calls, [1, 0, 0, 0, 0]);
+    assert_eq!(app.order(first["id"].as_str().unwrap()).await, first);
 }
 
 #[tokio::test]
@@ -378,13 +408,24 @@ async fn concurrent_requests_with_one_idempotency_key_create_one_order() {
 }
 
 #[tokio::test]
-async fn a_duplicate_out_trade_no_is_409() {
+async fn a_duplicate_out_trade_no_is_409_and_changes_nothing() {
     let app = TestApp::spawn().await;
-    app.create_order("dup-1", 100).await;
+    let first = app.create_order("dup-1", 100).await;
+    let before = stored::rows(&app).await;
 
-    let (status, code, _) = error_code(app.post_order(&order_body("dup-1", 100)).await).await;
+    let (status, code, _) = error_code(app.post_order(&order_body("dup-1", 250)).await).await;
+    let (keyed, keyed_code, _) =
+        error_code(app.post_order_with_key(&order_body("dup-1", 100), "k-dup").await).await;
 
     assert_eq!((status, code.as_str()), (409, "out_trade_no_taken"));
+    assert_eq!((keyed, keyed_code.as_str()), (409, "out_trade_no_taken"));
+    assert_eq!(stored::rows(&app).await, before, "no order, no idempotency key");
+    assert_eq!(
+        app.provider.calls(),
+        [1, 0, 0, 0, 0],
+        "the provider was asked once, for the first"
+    );
+    assert_eq!(app.order(first["id"].as_str().unwrap()).await, first);
 }
 
 #[tokio::test]
@@ -461,41 +502,100 @@ async fn pagination_is_stable_while_orders_are_being_created() {
     assert_eq!(seen, expected);
 }
 
+/// Stores a pending WeChat order directly: the test double serves Alipay only, and a
+/// provider filter needs orders of another provider to leave out.
+async fn insert_wechat_order(app: &TestApp, out_trade_no: &str) -> String {
+    use kassa::domain::{Amount, Currency, NewOrder, OrderId, OutTradeNo};
+    let order = NewOrder {
+        id: OrderId::generate(),
+        out_trade_no: OutTradeNo::parse(out_trade_no).unwrap(),
+        amount: Amount::from_minor(100, Currency::Cny).unwrap(),
+        subject: "WeChat tea".into(),
+        provider: ProviderKind::Wechat,
+        notify_url: None,
+        return_url: None,
+        metadata: Default::default(),
+        created_at: app.now(),
+        expires_at: app.now() + chrono::Duration::minutes(15),
+    };
+    let id = order.id.to_string();
+    app.state
+        .db
+        .write(move |c| kassa::db::orders::insert(c, &order, Some("weixin://wxpay/x")))
+        .await
+        .unwrap();
+    id
+}
+
 #[tokio::test]
-async fn listing_filters_by_status_and_out_trade_no_and_rejects_bad_parameters() {
+async fn listing_returns_exactly_the_orders_each_filter_and_combination_selects() {
     let app = TestApp::spawn().await;
-    let a = app.create_order("f-a", 100).await;
-    app.create_order("f-b", 100).await;
-    let id = a["id"].as_str().unwrap();
+    // A 2 x 2 grid: Alipay and WeChat, pending and closed, one millisecond apart so the
+    // newest-first order is known.
+    let tick = || app.clock.advance(chrono::Duration::milliseconds(1));
+    let ali_closed = app.create_order("f-a", 100).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tick();
+    let ali_pending = app.create_order("f-b", 100).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tick();
+    let wx_pending = insert_wechat_order(&app, "f-c").await;
+    tick();
+    let wx_closed = insert_wechat_order(&app, "f-d").await;
     assert_eq!(
-        app.post(&format!("/api/v1/orders/{id}/close")).await.status(),
+        app.post(&format!("/api/v1/orders/{ali_closed}/close"))
+            .await
+            .status(),
         200
     );
+    app.close_locally(&wx_closed).await;
 
-    let closed: Value = app
-        .get("/api/v1/orders?status=closed")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let closed = closed["data"].as_array().unwrap();
-    assert_eq!(closed.len(), 1);
-    assert_eq!(closed[0]["id"], id);
-    let pending: Value = app
-        .get("/api/v1/orders?status=pending&provider=alipay")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(pending["data"][0]["out_trade_no"], "f-b");
-    let by_no: Value = app
-        .get("/api/v1/orders?out_trade_no=f-a")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(by_no["data"][0]["id"], id);
+    let expectations: Vec<(&str, Vec<&String>)> = vec![
+        ("", vec![&wx_closed, &wx_pending, &ali_pending, &ali_closed]),
+        ("status=closed", vec![&wx_closed, &ali_closed]),
+        ("status=pending", vec![&wx_pending, &ali_pending]),
+        ("status=paid", vec![]),
+        ("provider=alipay", vec![&ali_pending, &ali_closed]),
+        ("provider=wechat", vec![&wx_closed, &wx_pending]),
+        ("status=pending&provider=alipay", vec![&ali_pending]),
+        ("status=closed&provider=wechat", vec![&wx_closed]),
+        ("provider=alipay&status=closed", vec![&ali_closed]),
+        ("out_trade_no=f-a", vec![&ali_closed]),
+        ("out_trade_no=f-c", vec![&wx_pending]),
+        ("out_trade_no=f-a&status=pending", vec![]),
+        (
+            "out_trade_no=f-c&provider=wechat&status=pending",
+            vec![&wx_pending],
+        ),
+        ("out_trade_no=f-c&provider=alipay", vec![]),
+        ("out_trade_no=nobody", vec![]),
+    ];
+    for (query, want) in expectations {
+        let page: Value = app
+            .get(&format!("/api/v1/orders?{query}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let got: Vec<&str> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = want.iter().map(|s| s.as_str()).collect();
+        assert_eq!(got, want, "?{query}");
+        assert_eq!(page["has_more"], false, "?{query}");
+    }
+}
 
+#[tokio::test]
+async fn listing_rejects_bad_parameters_with_a_422_naming_the_parameter() {
+    let app = TestApp::spawn().await;
     for (query, field) in [
         ("status=lost", "status"),
         ("limit=0", "limit"),
@@ -636,33 +736,115 @@ async fn closing_or_listing_events_of_an_unknown_order_is_404() {
 }
 
 #[tokio::test]
-async fn healthz_reports_the_database() {
+async fn healthz_answers_200_status_ok_in_json_without_an_api_key() {
+    // The 503 side (the database not answering) is not provoked here: a reader that
+    // stops answering `SELECT 1` cannot be arranged from outside without breaking the
+    // test's own access.
     let app = TestApp::spawn().await;
     let response = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     assert_eq!(response.json::<Value>().await.unwrap(), json!({"status": "ok"}));
 }
 
+/// Every `$ref` in `node` that does not resolve inside `doc`.
+fn dangling_refs(doc: &Value, node: &Value, out: &mut Vec<String>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::String(target)) = map.get("$ref") {
+                let resolved = target.strip_prefix('#').and_then(|pointer| doc.pointer(pointer));
+                if resolved.is_none() {
+                    out.push(target.clone());
+                }
+            }
+            for v in map.values() {
+                dangling_refs(doc, v, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| dangling_refs(doc, v, out)),
+        _ => {}
+    }
+}
+
 #[tokio::test]
-async fn the_openapi_document_describes_the_api() {
+async fn the_openapi_document_is_openapi_3_1_json_listing_exactly_the_routes_the_api_serves() {
+    // The routes kassa mounts under /api/v1 (src/http/api/orders.rs, refunds.rs).
+    let served: &[(&str, &str)] = &[
+        ("GET", "/orders"),
+        ("POST", "/orders"),
+        ("GET", "/orders/{id}"),
+        ("POST", "/orders/{id}/close"),
+        ("GET", "/orders/{id}/events"),
+        ("GET", "/orders/{id}/refunds"),
+        ("POST", "/orders/{id}/refunds"),
+    ];
     let app = TestApp::spawn().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/api/openapi.json"))
-        .send()
-        .await
+    let response = app.client.get(app.url("/api/openapi.json")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let text = response.text().await.unwrap();
+    let doc: Value = serde_json::from_str(&text).expect("the document is JSON");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1.")),
+        "{}",
+        doc["openapi"]
+    );
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    assert_eq!(doc["servers"][0]["url"], "/api/v1");
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if [
+                "get", "post", "put", "patch", "delete", "head", "options", "trace",
+            ]
+            .contains(&method.as_str())
+            {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> = served
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(documented, expected, "documented routes = served routes");
+    let mut dangling = Vec::new();
+    dangling_refs(&doc, &doc, &mut dangling);
+    assert!(dangling.is_empty(), "unresolved $ref: {dangling:?}");
+
+    // The server agrees: each listed route is routed, and on those paths every other
+    // method is refused as not allowed.
+    let id = app.create_order("doc-1", 100).await["id"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(doc["openapi"], "3.1.0");
-    for path in [
-        "/orders",
-        "/orders/{id}",
-        "/orders/{id}/close",
-        "/orders/{id}/events",
-        "/orders/{id}/refunds",
-    ] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+        .to_owned();
+    for (_, path) in &expected {
+        let url = app.url(&format!("/api/v1{}", path.replace("{id}", &id)));
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            let response = app
+                .client
+                .request(method.parse().unwrap(), &url)
+                .bearer_auth(&app.api_key)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            if expected.contains(&(method.to_owned(), path.clone())) {
+                assert!(![404, 405].contains(&status), "{method} {path}: {status} {body}");
+            } else {
+                assert_eq!(
+                    (status, body["error"]["code"].as_str()),
+                    (405, Some("method_not_allowed")),
+                    "{method} {path}"
+                );
+            }
+        }
     }
 }

@@ -233,79 +233,176 @@ async fn an_api_key_created_by_the_cli_opens_the_api_of_the_running_server() {
     assert!(!bad_name.status.success());
 }
 
-#[tokio::test]
-async fn backup_makes_a_consistent_copy_while_the_server_takes_writes() {
+/// What a backup file holds: its integrity check, its orders, its paid orders, and the
+/// rows that break the rule "a paid order has its history row and its outbox row, and
+/// only a paid order has them" (a half-copied transition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Snapshot {
+    orders: i64,
+    paid: i64,
+    torn: i64,
+}
+
+fn snapshot(copy: &Path) -> Snapshot {
+    assert_eq!(
+        kassa::db::backup::integrity_check(copy).unwrap(),
+        "ok",
+        "{copy:?}"
+    );
+    let conn = kassa::db::Connection::open(copy).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let torn = count(
+        "SELECT COUNT(*) FROM orders o WHERE o.status = 'paid' AND ( \
+             (SELECT COUNT(*) FROM order_events e WHERE e.order_id = o.id \
+                 AND e.transition = 'pay' AND e.outcome = 'applied' AND e.to_status = 'paid') != 1 \
+             OR (SELECT COUNT(*) FROM webhook_outbox w WHERE w.order_id = o.id \
+                 AND w.event_type = 'order.paid') != 1)",
+    ) + count(
+        "SELECT COUNT(*) FROM order_events e JOIN orders o ON o.id = e.order_id \
+             WHERE e.to_status = 'paid' AND e.outcome = 'applied' AND o.status != 'paid'",
+    ) + count(
+        "SELECT COUNT(*) FROM webhook_outbox w JOIN orders o ON o.id = w.order_id \
+             WHERE o.status != 'paid'",
+    );
+    Snapshot {
+        orders: count("SELECT COUNT(*) FROM orders"),
+        paid: count("SELECT COUNT(*) FROM orders WHERE status = 'paid'"),
+        torn,
+    }
+}
+
+async fn backup_to(data_dir: &Path, target: &Path, force: bool) -> Output {
+    let (data_dir, target) = (data_dir.to_owned(), target.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = kassa(Path::new("/"));
+        cmd.arg("--data-dir").arg(&data_dir).arg("backup");
+        if force {
+            cmd.arg("--force");
+        }
+        run(cmd.arg(&target))
+    })
+    .await
+    .unwrap()
+}
+
+const BACKUP_WRITERS: i64 = 3;
+const BACKUP_ORDERS_EACH: i64 = 40;
+
+/// One round: writers create and pay orders over HTTP while `kassa backup` runs again
+/// and again; then a last backup. Returns every snapshot in the order taken.
+async fn backups_during_writes(out_dir: &Path, round: usize) -> (Vec<Snapshot>, Snapshot) {
     let app = TestApp::spawn().await;
-    let writer = {
-        let (client, url, key) = (app.client.clone(), app.url("/api/v1/orders"), app.api_key.clone());
-        tokio::spawn(async move {
-            for i in 0..150 {
-                let body = crate::helpers::order_body(&format!("bk-{i}"), 100 + i);
-                let r = client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 201);
-            }
+    // Closing an order the provider reports paid records it paid: one transition with
+    // its history and outbox rows, as a payment notification writes them.
+    *app.provider.query_answer.lock().unwrap() = Ok(kassa::providers::TradeState::Paid(
+        kassa::providers::PaymentFacts {
+            provider_trade_no: None,
+            paid_at: None,
+            amount: 1000,
+        },
+    ));
+    let writers: Vec<_> = (0..BACKUP_WRITERS)
+        .map(|w| {
+            let (client, base, key) = (app.client.clone(), app.address.clone(), app.api_key.clone());
+            tokio::spawn(async move {
+                for i in 0..BACKUP_ORDERS_EACH {
+                    let body = crate::helpers::order_body(&format!("bk-{w}-{i}"), 1000);
+                    let created = client
+                        .post(format!("{base}/api/v1/orders"))
+                        .bearer_auth(&key)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(created.status(), 201);
+                    let id = created.json::<Value>().await.unwrap()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    client
+                        .post(format!("{base}/api/v1/orders/{id}/close"))
+                        .bearer_auth(&key)
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            })
         })
-    };
-    let data_dir = app.data_dir.display().to_string();
-    let out_dir = tempfile::tempdir().unwrap();
-    let mut copies = Vec::new();
-    for n in 0..3 {
-        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
-        let target = out_dir.path().join(format!("copy-{n}.db"));
-        let out = tokio::task::spawn_blocking({
-            let (data_dir, target) = (data_dir.clone(), target.clone());
-            move || {
-                run(kassa(Path::new("/"))
-                    .args(["--data-dir", &data_dir, "backup"])
-                    .arg(&target))
-            }
-        })
-        .await
-        .unwrap();
+        .collect();
+    let mut taken = Vec::new();
+    let mut n = 0;
+    while !writers.iter().all(|w| w.is_finished()) {
+        let target = out_dir.join(format!("round-{round}-copy-{n}.db"));
+        n += 1;
+        let out = backup_to(&app.data_dir, &target, false).await;
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains("integrity_check: ok"));
-        copies.push(target);
+        taken.push(snapshot(&target));
     }
-    writer.await.unwrap();
-
-    let mut counts = Vec::new();
-    for copy in &copies {
-        assert!(
-            !copy.with_extension("db-wal").exists()
-                || std::fs::metadata(copy.with_extension("db-wal")).unwrap().len() == 0
-        );
-        let db = Database::open(copy).unwrap();
-        let check: String = db
-            .read_blocking(|c| Ok(c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?))
-            .unwrap();
-        assert_eq!(check, "ok");
-        counts.push(db.read_blocking(orders::count).unwrap());
+    for writer in writers {
+        writer.await.unwrap();
     }
-    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    let last = out_dir.join(format!("round-{round}-last.db"));
+    let out = backup_to(&app.data_dir, &last, false).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let final_snapshot = snapshot(&last);
 
-    let again = run(kassa(Path::new("/"))
-        .args(["--data-dir", &data_dir, "backup"])
-        .arg(&copies[0]));
+    // An existing file is kept unless --force.
+    let before = std::fs::read(&last).unwrap();
+    let again = backup_to(&app.data_dir, &last, false).await;
     assert!(
         !again.status.success(),
-        "existing file not overwritten without --force"
+        "existing file overwritten without --force"
     );
     assert!(text(&again.stderr).contains("--force"));
-    let forced = run(kassa(Path::new("/"))
-        .args(["--data-dir", &data_dir, "backup", "--force"])
-        .arg(&copies[0]));
-    assert!(forced.status.success());
-    let final_count = Database::open(&copies[0])
-        .unwrap()
-        .read_blocking(orders::count)
-        .unwrap();
-    assert_eq!(final_count, 150);
+    assert_eq!(
+        std::fs::read(&last).unwrap(),
+        before,
+        "the refused backup left the file as it was"
+    );
+    let first = out_dir.join(format!("round-{round}-copy-0.db"));
+    if first.exists() {
+        let forced = backup_to(&app.data_dir, &first, true).await;
+        assert!(forced.status.success(), "{}", text(&forced.stderr));
+        assert_eq!(snapshot(&first), final_snapshot, "--force replaced the old copy");
+    }
+    (taken, final_snapshot)
+}
+
+#[tokio::test]
+async fn a_backup_taken_while_orders_are_being_paid_is_a_consistent_snapshot_in_which_every_paid_order_has_its_history_and_outbox_rows(
+) {
+    let total = BACKUP_WRITERS * BACKUP_ORDERS_EACH;
+    let out_dir = tempfile::tempdir().unwrap();
+    // A round whose writes all finished before the first backup proves nothing about
+    // backing up under writes; such a round is run again.
+    for round in 0..3 {
+        let (taken, last) = backups_during_writes(out_dir.path(), round).await;
+
+        assert_eq!(
+            last,
+            Snapshot {
+                orders: total,
+                paid: total,
+                torn: 0
+            }
+        );
+        for s in &taken {
+            assert_eq!(s.torn, 0, "a transition copied in part: {taken:?}");
+            assert!(s.paid <= s.orders && s.orders <= total, "{taken:?}");
+        }
+        assert!(
+            taken
+                .windows(2)
+                .all(|w| w[0].orders <= w[1].orders && w[0].paid <= w[1].paid),
+            "backups taken later hold no less: {taken:?}"
+        );
+        if taken.iter().any(|s| 0 < s.orders && s.orders < total) {
+            return;
+        }
+        eprintln!("round {round}: no backup landed while writes went on ({taken:?}); again");
+    }
+    panic!("in three rounds, no backup was taken while the writes went on");
 }
 
 #[test]
@@ -561,4 +658,163 @@ async fn listening_on_all_interfaces_without_a_public_url_links_to_loopback_not_
     let port = server.address.rsplit(':').next().unwrap().to_owned();
 
     assert_eq!(public, format!("public URL: http://127.0.0.1:{port}"));
+}
+
+/// The outbox row of `order_id`'s only event, read from the database file.
+fn outbox_row(db: &Path, order_id: &str) -> kassa::db::webhooks::OutboxRow {
+    let conn = kassa::db::connect(db).unwrap();
+    let id = OrderId::parse(order_id).unwrap();
+    let events = kassa::db::outbox::list_for_order(&conn, &id).unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    kassa::db::webhooks::find_by_event_id(&conn, &events[0].event_id)
+        .unwrap()
+        .unwrap()
+}
+
+/// Polls (the server works on its own clock) until `done`, failing after `limit`.
+async fn eventually<T>(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(t) = done() {
+            return t;
+        }
+        assert!(std::time::Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_pending_when_the_server_is_killed_is_delivered_by_the_next_server_with_its_id_and_nothing_acknowledged_is_lost(
+) {
+    use std::os::unix::process::ExitStatusExt;
+
+    let down = crate::receiver::Receiver::down();
+    let url = down.url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/kassa.db");
+    // Many short steps: the delivery stays pending, tried every second, while the shop is down.
+    let schedule = ["1s"; 100].join(",");
+    let env = [
+        ("KASSA_WEBHOOKS_URL", url.as_str()),
+        ("KASSA_WEBHOOKS_RETRY_SCHEDULE", schedule.as_str()),
+    ];
+    let mut killed = start_server(dir.path(), &env).await;
+    let key = text(&run(kassa(dir.path()).args(["apikey", "create", "shop"])).stdout)
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for out_trade_no in ["killed-closed", "killed-pending"] {
+        let body = serde_json::json!({"out_trade_no": out_trade_no, "amount": 100, "subject": "Tea", "provider": "alipay"});
+        let created = client
+            .post(format!("{}/api/v1/orders", killed.address))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        ids.push(
+            created.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let (closed, pending) = (ids[0].clone(), ids[1].clone());
+    let close = client
+        .post(format!("{}/api/v1/orders/{closed}/close", killed.address))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(close.status(), 200, "the close is acknowledged");
+    // The killed server's dispatcher has tried the shop at least once.
+    eventually(std::time::Duration::from_secs(30), "a first attempt", || {
+        Some(()).filter(|()| outbox_row(&db, &closed).attempts >= 1)
+    })
+    .await;
+
+    let pid = killed.child.id().to_string();
+    let signalled = Command::new("kill").args(["-9", &pid]).status().unwrap();
+    assert!(signalled.success());
+    let exit = killed.child.wait().unwrap();
+    assert_eq!(
+        exit.signal(),
+        Some(9),
+        "the old process is gone, killed: {exit:?}"
+    );
+    drop(killed);
+
+    let at_kill = outbox_row(&db, &closed);
+    assert!(
+        at_kill.status == "pending" || at_kill.status == "delivering",
+        "{at_kill:?}"
+    );
+    assert!(
+        at_kill
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("connection error")),
+        "{at_kill:?}"
+    );
+    let receiver = down.start().await;
+    let next = start_server(dir.path(), &env).await;
+
+    // A row the killed server held in `delivering` waits for its lease (60 s) to run out.
+    let got = eventually(std::time::Duration::from_secs(120), "the delivery", || {
+        Some(receiver.received()).filter(|r| !r.is_empty())
+    })
+    .await;
+    assert_eq!(got.len(), 1, "refused connections never reached the shop");
+    assert_eq!(got[0].headers["webhook-id"], at_kill.event_id.as_str());
+    let secret = text(&run(kassa(dir.path()).args(["webhooks", "secret"])).stdout)
+        .trim()
+        .to_owned();
+    assert_eq!(
+        crate::oracle::verify_webhook(&secret, &got[0].headers, &got[0].body, chrono::Utc::now()),
+        Ok("order.closed".into())
+    );
+    let payload: Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(payload["data"]["id"], closed.as_str());
+    let delivered = eventually(
+        std::time::Duration::from_secs(30),
+        "the delivery recorded",
+        || Some(outbox_row(&db, &closed)).filter(|r| r.status == "delivered"),
+    )
+    .await;
+    assert_eq!(
+        delivered.attempts,
+        at_kill.attempts + 1,
+        "one more attempt, and it arrived"
+    );
+
+    for (id, status) in [(&closed, "closed"), (&pending, "pending")] {
+        let order: Value = client
+            .get(format!("{}/api/v1/orders/{id}", next.address))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(order["status"], status, "{order}");
+    }
+    let events: Value = client
+        .get(format!("{}/api/v1/orders/{closed}/events", next.address))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let transitions: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["transition"].as_str().unwrap())
+        .collect();
+    assert_eq!(transitions, ["close"]);
 }

@@ -1,4 +1,5 @@
-//! The expiry worker, driven by a clock the test controls.
+//! The expiry worker and the late-notification checks, driven by a clock the test
+//! controls.
 
 use std::sync::atomic::Ordering;
 
@@ -104,4 +105,51 @@ async fn a_provider_that_cannot_answer_leaves_the_order_pending_and_is_retried_l
     let later = worker.try_run_once(app.now()).await.unwrap();
     assert_eq!(later.closed, 1);
     assert_eq!(status(&app, id).await["status"], "closed");
+}
+
+#[tokio::test]
+async fn a_pending_order_is_queried_at_1_5_15_and_60_minutes_and_at_no_other_time() {
+    let app = TestApp::spawn().await;
+    let created = chrono::DateTime::parse_from_rfc3339("2027-01-15T03:30:00.000Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    app.clock.set(created);
+    let mut body = crate::helpers::order_body("late-checks", 100);
+    // Open for two hours, so the +1 h check still finds it pending.
+    body["expires_in"] = serde_json::json!(7200);
+    assert_eq!(app.post_order(&body).await.status(), 201);
+    let ms = Duration::milliseconds;
+    // (time after creation, queries made by then)
+    let steps = [
+        (ms(0), 0),
+        (ms(59_999), 0),
+        (Duration::minutes(1), 1),
+        (Duration::minutes(1), 1),
+        (Duration::minutes(5) - ms(1), 1),
+        (Duration::minutes(5), 2),
+        (Duration::minutes(10), 2),
+        (Duration::minutes(15) - ms(1), 2),
+        (Duration::minutes(15), 3),
+        (Duration::minutes(30), 3),
+        (Duration::minutes(60) - ms(1), 3),
+        (Duration::minutes(60), 4),
+        (Duration::minutes(61), 4),
+        (Duration::minutes(119), 4),
+    ];
+    let mut before = 0;
+    for (after, queries) in steps {
+        app.clock.set(created + after);
+        let report = kassa::jobs::checks::try_run_once(&app.state, app.now())
+            .await
+            .unwrap();
+        assert_eq!(
+            app.provider.queries.load(Ordering::SeqCst),
+            queries,
+            "queries by +{after}"
+        );
+        assert_eq!(report.orders_checked, queries - before, "checked at +{after}");
+        assert_eq!(report.orders_paid, 0);
+        before = queries;
+    }
+    assert_eq!(app.provider.calls(), [1, 4, 0, 0, 0], "only queries, no close");
 }

@@ -2,7 +2,7 @@
 //! real providers (and the sandbox) only.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kassa::domain::Currency;
 use kassa::domain::{Order, ProviderKind};
@@ -21,8 +21,15 @@ pub struct FakeProvider {
     pub refund_answers: Mutex<Vec<Result<RefundOutcome, ProviderError>>>,
     pub refund_query_answer: Mutex<Result<RefundState, ProviderError>>,
     pub refund_numbers: Mutex<Vec<String>>,
+    /// Calls to `create_payment`, answered or not.
+    pub creates: AtomicUsize,
     pub closes: AtomicUsize,
     pub queries: AtomicUsize,
+    pub refunds: AtomicUsize,
+    pub refund_queries: AtomicUsize,
+    /// When set, every call goes to this provider instead (still counted): a real
+    /// Alipay client against a gateway stand-in, with a timeout the test picks.
+    pub delegate: Mutex<Option<Arc<dyn Provider>>>,
 }
 
 impl FakeProvider {
@@ -36,9 +43,28 @@ impl FakeProvider {
             refund_answers: Mutex::new(Vec::new()),
             refund_query_answer: Mutex::new(Ok(RefundState::NotFound)),
             refund_numbers: Mutex::new(Vec::new()),
+            creates: AtomicUsize::new(0),
             closes: AtomicUsize::new(0),
             queries: AtomicUsize::new(0),
+            refunds: AtomicUsize::new(0),
+            refund_queries: AtomicUsize::new(0),
+            delegate: Mutex::new(None),
         }
+    }
+
+    fn delegate(&self) -> Option<Arc<dyn Provider>> {
+        self.delegate.lock().unwrap().clone()
+    }
+
+    /// Every provider call so far: creations, queries, closes, refunds, refund queries.
+    pub fn calls(&self) -> [usize; 5] {
+        [
+            self.creates.load(Ordering::SeqCst),
+            self.queries.load(Ordering::SeqCst),
+            self.closes.load(Ordering::SeqCst),
+            self.refunds.load(Ordering::SeqCst),
+            self.refund_queries.load(Ordering::SeqCst),
+        ]
     }
 
     pub fn qr_for(order_id: &str) -> String {
@@ -60,8 +86,14 @@ impl Provider for FakeProvider {
 
     fn create_payment<'a>(&'a self, request: &'a PaymentRequest) -> ProviderFuture<'a, CreatedPayment> {
         Box::pin(async move {
+            self.creates.fetch_add(1, Ordering::SeqCst);
             if let Some(e) = self.create_error.lock().unwrap().clone() {
                 return Err(e);
+            }
+            if let Some(real) = self.delegate() {
+                let created = real.create_payment(request).await?;
+                self.created.lock().unwrap().push(request.clone());
+                return Ok(created);
             }
             self.created.lock().unwrap().push(request.clone());
             Ok(CreatedPayment {
@@ -70,16 +102,22 @@ impl Provider for FakeProvider {
         })
     }
 
-    fn query<'a>(&'a self, _order: &'a Order) -> ProviderFuture<'a, TradeState> {
+    fn query<'a>(&'a self, order: &'a Order) -> ProviderFuture<'a, TradeState> {
         Box::pin(async move {
             self.queries.fetch_add(1, Ordering::SeqCst);
+            if let Some(real) = self.delegate() {
+                return real.query(order).await;
+            }
             self.query_answer.lock().unwrap().clone()
         })
     }
 
-    fn close<'a>(&'a self, _order: &'a Order) -> ProviderFuture<'a, ()> {
+    fn close<'a>(&'a self, order: &'a Order) -> ProviderFuture<'a, ()> {
         Box::pin(async move {
             self.closes.fetch_add(1, Ordering::SeqCst);
+            if let Some(real) = self.delegate() {
+                return real.close(order).await;
+            }
             match self.close_error.lock().unwrap().clone() {
                 Some(e) => Err(e),
                 None => Ok(()),
@@ -89,11 +127,15 @@ impl Provider for FakeProvider {
 
     fn refund<'a>(
         &'a self,
-        _order: &'a Order,
+        order: &'a Order,
         refund: &'a RefundRequest,
     ) -> ProviderFuture<'a, RefundOutcome> {
         Box::pin(async move {
+            self.refunds.fetch_add(1, Ordering::SeqCst);
             self.refund_numbers.lock().unwrap().push(refund.refund_no.clone());
+            if let Some(real) = self.delegate() {
+                return real.refund(order, refund).await;
+            }
             let mut answers = self.refund_answers.lock().unwrap();
             if answers.is_empty() {
                 Ok(RefundOutcome::Succeeded {
@@ -105,11 +147,20 @@ impl Provider for FakeProvider {
         })
     }
 
-    fn query_refund<'a>(&'a self, _order: &'a Order, _refund_no: &'a str) -> ProviderFuture<'a, RefundState> {
-        Box::pin(async move { self.refund_query_answer.lock().unwrap().clone() })
+    fn query_refund<'a>(&'a self, order: &'a Order, refund_no: &'a str) -> ProviderFuture<'a, RefundState> {
+        Box::pin(async move {
+            self.refund_queries.fetch_add(1, Ordering::SeqCst);
+            if let Some(real) = self.delegate() {
+                return real.query_refund(order, refund_no).await;
+            }
+            self.refund_query_answer.lock().unwrap().clone()
+        })
     }
 
     fn currencies(&self) -> &'static [Currency] {
-        &Currency::ALL
+        match self.delegate() {
+            Some(real) => real.currencies(),
+            None => &Currency::ALL,
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `TestApp`: the real application on a random port with a temp-dir database.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,9 +15,12 @@ use kassa::state::AppState;
 use serde_json::{json, Value};
 
 use crate::fake_provider::FakeProvider;
+use crate::gateway_standin::GatewayStandin;
 
 pub struct TestApp {
     pub address: String,
+    /// The listening address (the same across a restart).
+    pub socket: SocketAddr,
     pub state: AppState,
     pub clock: Arc<FixedClock>,
     pub provider: Arc<FakeProvider>,
@@ -24,6 +28,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
+    server: actix_web::dev::ServerHandle,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -33,6 +39,22 @@ pub const ALIPAY_SELLER_ID: &str = "2088102177000000";
 enum Mode {
     Fake,
     Settings,
+}
+
+/// A socket that shares its port with other SO_REUSEPORT sockets of this user: a
+/// restart binds the old address before the old server lets it go.
+fn reuse_port_socket() -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.set_reuseport(true).unwrap();
+    socket
+}
+
+/// kassa's listener on a free loopback port, open to a later restart's reservation.
+fn listener() -> std::net::TcpListener {
+    let socket = reuse_port_socket();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    socket.listen(1024).unwrap().into_std().unwrap()
 }
 
 pub fn unique() -> u64 {
@@ -78,7 +100,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(env: &[(&str, &str)]) -> TestApp {
-        TestApp::launch(tempfile::tempdir().unwrap(), Mode::Fake, env).await
+        TestApp::launch(tempfile::tempdir().unwrap(), Mode::Fake, env, listener()).await
     }
 
     /// kassa with its built-in sandbox, as out of the box. The sandbox gets the test
@@ -86,12 +108,18 @@ impl TestApp {
     pub async fn spawn_sandbox(env: &[(&str, &str)]) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         install_sandbox_keys(dir.path());
-        TestApp::launch(dir, Mode::Settings, env).await
+        TestApp::launch(dir, Mode::Settings, env, listener()).await
     }
 
     /// kassa configured for a real Alipay account (the test vectors' keys), sandbox off.
-    /// Its gateway is unreachable: such tests insert orders directly.
+    /// Its gateway is a stand-in that answers HTTP 503 to every call.
     pub async fn spawn_alipay(env: &[(&str, &str)]) -> TestApp {
+        let gateway = GatewayStandin::start().await;
+        TestApp::spawn_alipay_via(&gateway, env).await
+    }
+
+    /// As `spawn_alipay`, with `gateway` standing in for Alipay's gateway.
+    pub async fn spawn_alipay_via(gateway: &GatewayStandin, env: &[(&str, &str)]) -> TestApp {
         let keys = format!("{}/tests/vectors/keys", env!("CARGO_MANIFEST_DIR"));
         let app_key = format!("{keys}/alipay_app_private_pkcs1.pem");
         let ali_key = format!("{keys}/alipay_platform_public.pem");
@@ -99,32 +127,79 @@ impl TestApp {
             ("KASSA_ALIPAY_APP_ID", ALIPAY_APP_ID),
             ("KASSA_ALIPAY_APP_PRIVATE_KEY_FILE", &app_key),
             ("KASSA_ALIPAY_ALIPAY_PUBLIC_KEY_FILE", &ali_key),
-            ("KASSA_ALIPAY_GATEWAY", "http://127.0.0.1:9/gateway.do"),
+            ("KASSA_ALIPAY_GATEWAY", &gateway.url),
             ("KASSA_ALIPAY_SELLER_ID", ALIPAY_SELLER_ID),
         ];
         all.extend_from_slice(env);
-        TestApp::launch(tempfile::tempdir().unwrap(), Mode::Settings, &all).await
+        TestApp::launch(tempfile::tempdir().unwrap(), Mode::Settings, &all, listener()).await
     }
 
     /// kassa with providers from the given settings only.
     pub async fn spawn_with_settings(env: &[(&str, &str)]) -> TestApp {
-        TestApp::launch(tempfile::tempdir().unwrap(), Mode::Settings, env).await
+        TestApp::launch(tempfile::tempdir().unwrap(), Mode::Settings, env, listener()).await
     }
 
-    /// Starts kassa again on the same data directory (a restart).
+    /// A restart: stops this kassa (its HTTP server gracefully, as SIGTERM does, then
+    /// its database writer), asserts that it is gone, and starts kassa again on the same
+    /// data directory and the same address. Anything a test still holds of the old app
+    /// (a clone of its state) keeps the old writer alive and fails the restart.
     pub async fn restart(self) -> TestApp {
         let mode = if self.state.sandbox.is_some() || self.state.alipay.is_some() {
             Mode::Settings
         } else {
             Mode::Fake
         };
-        let env = self.env.clone();
-        let dir = self._dir;
+        let TestApp {
+            state,
+            client,
+            socket,
+            env,
+            server,
+            serving,
+            _dir: dir,
+            ..
+        } = self;
+        // Holds the port (bound, not listening) while no kassa runs: connections are
+        // refused, and nothing else can take the address the new kassa needs.
+        let reserved = reuse_port_socket();
+        reserved.bind(socket).expect("reserve the address");
+        let database = state.db.threads();
+        drop((state, client));
+
+        server.stop(true).await;
+        serving
+            .await
+            .expect("the old server task ended")
+            .expect("the old server ran");
+        // Polls only so the answer does not depend on thread scheduling; gives up loudly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while database.running() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the old database writer still runs: something holds the old app's state"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let refused = tokio::net::TcpStream::connect(socket).await;
+        assert!(
+            matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+            "the old address still accepts connections: {refused:?}"
+        );
+
+        let listener = reserved
+            .listen(1024)
+            .and_then(|l| l.into_std())
+            .expect("listen on the old address");
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        TestApp::launch(dir, mode, &env).await
+        TestApp::launch(dir, mode, &env, listener).await
     }
 
-    async fn launch(dir: tempfile::TempDir, mode: Mode, env: &[(&str, &str)]) -> TestApp {
+    async fn launch(
+        dir: tempfile::TempDir,
+        mode: Mode,
+        env: &[(&str, &str)],
+        listener: std::net::TcpListener,
+    ) -> TestApp {
         let data_dir = dir.path().to_owned();
         let settings = settings_for(&data_dir, env);
         let clock = Arc::new(FixedClock::new(Utc::now()));
@@ -133,18 +208,21 @@ impl TestApp {
             Mode::Fake => ProviderSetup::Given(Providers::none().with(provider.clone())),
             Mode::Settings => ProviderSetup::FromSettings,
         };
-        let app = Application::build(
+        let app = Application::build_on(
             settings,
             Options {
                 providers,
                 clock: clock.clone(),
                 run_jobs: false,
             },
+            listener,
         )
         .expect("application builds");
-        let address = format!("http://{}", app.address());
+        let socket = app.address();
+        let address = format!("http://{socket}");
         let state = app.state().clone();
-        tokio::spawn(app.run_until_stopped());
+        let server = app.handle();
+        let serving = tokio::spawn(app.run_until_stopped());
         // After a restart the first name is taken: the new key gets another.
         let api_key = match TestApp::try_create_api_key(&state, "test-shop").await {
             Some(key) => key,
@@ -152,6 +230,7 @@ impl TestApp {
         };
         TestApp {
             address,
+            socket,
             state,
             clock,
             provider,
@@ -162,6 +241,8 @@ impl TestApp {
                 .unwrap(),
             data_dir,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            server,
+            serving,
             _dir: dir,
         }
     }

@@ -1,12 +1,14 @@
 //! One integration-test crate (one link step). Every test starts the real application
 //! on 127.0.0.1:0 with its own SQLite file in a temp dir and talks HTTP to it.
 
+mod alipay_gateway;
 mod api_orders;
 mod browser;
 mod checkout;
 mod cli;
 mod expiry;
 mod fake_provider;
+mod gateway_standin;
 mod helpers;
 mod notify_alipay;
 mod oracle;
@@ -14,6 +16,7 @@ mod qr_decode;
 mod receiver;
 mod refunds;
 mod sandbox_alipay;
+mod stored;
 mod transitions;
 mod webdriver;
 mod webhooks;

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{trade_success, TestApp, ALIPAY_APP_ID};
-use crate::oracle::{key, oracle, signed_notification};
+use crate::oracle::{key, sign_notification, signed_notification, verify_request};
 
 fn with(params: &Value, changes: &[(&str, &str)]) -> Value {
     let mut p = params.clone();
@@ -280,54 +280,211 @@ async fn a_late_payment_for_a_closed_order_is_recorded_and_flagged() {
     );
 }
 
+/// The stored notifications in arrival order: (order id, verdict, reason).
+async fn verdicts(app: &TestApp) -> Vec<(Option<String>, String, String)> {
+    let mut all: Vec<_> = app
+        .notifications()
+        .await
+        .into_iter()
+        .map(|n| (n.order_id, n.verdict, n.reason.unwrap_or_default()))
+        .collect();
+    all.reverse();
+    all
+}
+
 #[tokio::test]
 async fn trade_closed_closes_a_pending_order_but_never_a_paid_one() {
     let app = TestApp::spawn_alipay(&[]).await;
     let pending = app.insert_order("tc-1", 1234).await;
     let paid = app.insert_order("tc-2", 1234).await;
-    app.post_alipay_notify(signed_notification(&trade_success(&paid, "12.34")))
-        .await;
-
+    assert_eq!(
+        app.post_alipay_notify(signed_notification(&trade_success(&paid, "12.34")))
+            .await,
+        (200, "success".into())
+    );
+    // A TRADE_CLOSED has no payment time; here it is sent empty (and, as the rule
+    // says, left out of the signature).
     let closing = |id: &str| {
         with(
             &trade_success(id, "12.34"),
             &[("trade_status", "TRADE_CLOSED"), ("gmt_payment", "")],
         )
     };
-    assert_eq!(
-        app.post_alipay_notify(signed_notification(&closing(&pending)))
-            .await
-            .1,
-        "success"
-    );
-    assert_eq!(
-        app.post_alipay_notify(signed_notification(&closing(&paid)))
-            .await
-            .1,
-        "success"
-    );
     let refund_notice = with(
         &trade_success(&paid, "12.34"),
         &[("refund_fee", "1.00"), ("out_biz_no", "rf_1")],
     );
-    assert_eq!(
-        app.post_alipay_notify(signed_notification(&refund_notice))
-            .await
-            .1,
-        "success"
-    );
+
+    for (what, params) in [
+        ("TRADE_CLOSED, pending order", closing(&pending)),
+        ("TRADE_CLOSED, paid order", closing(&paid)),
+        ("refund notice", refund_notice),
+    ] {
+        let reply = app.post_alipay_notify(signed_notification(&params)).await;
+        assert_eq!(reply, (200, "success".into()), "{what}");
+    }
+
+    let stored = verdicts(&app).await;
+    let (p, q) = (Some(paid.clone()), Some(pending.clone()));
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert_eq!((&stored[0].0, stored[0].1.as_str()), (&p, "applied"));
+    assert_eq!((&stored[1].0, stored[1].1.as_str()), (&q, "applied"));
+    assert_eq!((&stored[2].0, stored[2].1.as_str()), (&p, "duplicate"));
+    assert!(stored[2].2.contains("not a close"), "{stored:?}");
+    assert_eq!((&stored[3].0, stored[3].1.as_str()), (&p, "duplicate"));
+    assert!(stored[3].2.contains("refund notice"), "{stored:?}");
 
     assert_eq!(app.order(&pending).await["status"], "closed");
+    let closed = app.events(&pending).await;
+    assert_eq!(closed.len(), 1);
+    assert_eq!(
+        (
+            closed[0]["transition"].as_str(),
+            closed[0]["outcome"].as_str(),
+            closed[0]["from"].as_str(),
+            closed[0]["to"].as_str(),
+            closed[0]["source"].as_str()
+        ),
+        (
+            Some("close"),
+            Some("applied"),
+            Some("pending"),
+            Some("closed"),
+            Some("notification")
+        )
+    );
+    let kinds = |entries: Vec<kassa::db::outbox::OutboxEntry>| -> Vec<String> {
+        entries.into_iter().map(|e| e.event_type).collect()
+    };
+    assert_eq!(kinds(app.outbox(&pending).await), ["order.closed"]);
+
     let still = app.order(&paid).await;
     assert_eq!(
         (still["status"].as_str(), still["refunded_amount"].as_i64()),
         (Some("paid"), Some(0))
     );
-    assert_eq!(app.events(&paid).await.len(), 1, "only the payment");
+    let history = app.events(&paid).await;
+    assert_eq!(history.len(), 1, "only the payment: {history:?}");
+    assert_eq!(history[0]["transition"], "pay");
+    assert_eq!(kinds(app.outbox(&paid).await), ["order.paid"]);
 }
 
 #[tokio::test]
-async fn a_database_failure_answers_failure_so_alipay_resends() {
+async fn trade_finished_pays_a_pending_order() {
+    let app = TestApp::spawn_alipay(&[]).await;
+    let id = app.insert_order("tf-1", 1234).await;
+    let params = with(
+        &trade_success(&id, "12.34"),
+        &[("trade_status", "TRADE_FINISHED")],
+    );
+
+    let reply = app.post_alipay_notify(signed_notification(&params)).await;
+
+    assert_eq!(reply, (200, "success".into()));
+    let order = app.order(&id).await;
+    assert_eq!(
+        (order["status"].as_str(), order["provider_trade_no"].as_str()),
+        (Some("paid"), Some("2026112422001446880501234567"))
+    );
+    let events = app.events(&id).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0]["transition"].as_str(), events[0]["outcome"].as_str()),
+        (Some("pay"), Some("applied"))
+    );
+    assert!(events[0]["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("trade_status=TRADE_FINISHED")));
+    assert_eq!(
+        verdicts(&app).await,
+        [(Some(id.clone()), "applied".to_owned(), String::new())]
+    );
+    assert_eq!(app.outbox(&id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_empty_parameter_is_sent_and_left_out_of_the_signature() {
+    let app = TestApp::spawn_alipay(&[]).await;
+    let id = app.insert_order("empty-1", 1234).await;
+    let params = with(&trade_success(&id, "12.34"), &[("passback_params", "")]);
+
+    let signed = sign_notification(&params);
+    let body = signed["body"].as_str().unwrap().to_owned();
+    let reply = app.post_alipay_notify(body.clone()).await;
+
+    assert!(
+        body.contains("&passback_params=&") || body.ends_with("&passback_params="),
+        "{body}"
+    );
+    assert_eq!(
+        signed["verifies_as_sent"], false,
+        "python-alipay-sdk's verify() counts the empty value, so it is really on the wire"
+    );
+    assert_eq!(signed["verifies_without_empty"], true);
+    assert_eq!(reply, (200, "success".into()));
+    assert_eq!(app.order(&id).await["status"], "paid");
+}
+
+#[tokio::test]
+async fn a_database_failure_answers_failure_stores_an_error_verdict_and_a_resend_applies() {
+    let app = TestApp::spawn_alipay(&[]).await;
+    let id = app.insert_order("dberr-1", 1234).await;
+    let other = app.insert_order("dberr-2", 1234).await;
+    // A separate connection makes writing this one order's history fail.
+    let breaker = kassa::db::connect(&app.data_dir.join("kassa.db")).unwrap();
+    breaker
+        .execute_batch(&format!(
+            "CREATE TRIGGER break_history BEFORE INSERT ON order_events WHEN NEW.order_id = '{id}' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+        ))
+        .unwrap();
+    let body = signed_notification(&trade_success(&id, "12.34"));
+    let order_before = app.order(&id).await;
+
+    let (status, reply) = app.post_alipay_notify(body.clone()).await;
+
+    assert_eq!((status, reply.as_str()), (200, "failure"));
+    let stored = app.notifications().await;
+    assert_eq!(stored.len(), 1, "the request is kept");
+    assert_eq!(stored[0].verdict, "error");
+    assert!(
+        stored[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("injected failure")),
+        "{:?}",
+        stored[0].reason
+    );
+    assert_eq!(stored[0].body, body, "stored raw");
+    assert_eq!(app.order(&id).await, order_before, "nothing half-applied");
+    assert!(app.events(&id).await.is_empty());
+    assert!(app.outbox(&id).await.is_empty());
+    // Other orders are not affected.
+    let (_, reply) = app
+        .post_alipay_notify(signed_notification(&trade_success(&other, "12.34")))
+        .await;
+    assert_eq!(reply, "success");
+
+    breaker.execute_batch("DROP TRIGGER break_history").unwrap();
+    assert_eq!(
+        app.post_alipay_notify(body).await,
+        (200, "success".into()),
+        "Alipay's resend applies"
+    );
+    assert_eq!(app.order(&id).await["status"], "paid");
+    assert_eq!(app.events(&id).await.len(), 1);
+    assert_eq!(
+        verdicts(&app)
+            .await
+            .into_iter()
+            .map(|(_, v, _)| v)
+            .collect::<Vec<_>>(),
+        ["error", "applied", "applied"]
+    );
+}
+
+#[tokio::test]
+async fn a_notification_that_cannot_be_stored_at_all_answers_failure_and_changes_nothing() {
     let app = TestApp::spawn_alipay(&[]).await;
     let id = app.insert_order("dbfail-1", 1234).await;
     let path = app.data_dir.join("kassa.db");
@@ -344,6 +501,9 @@ async fn a_database_failure_answers_failure_so_alipay_resends() {
         .execute_batch("ALTER TABLE notifications_away RENAME TO notifications")
         .unwrap();
     assert_eq!(app.order(&id).await["status"], "pending", "nothing half-applied");
+    assert!(app.events(&id).await.is_empty());
+    assert!(app.outbox(&id).await.is_empty());
+    assert!(app.notifications().await.is_empty(), "nowhere to keep it");
     assert_eq!(
         app.post_alipay_notify(body).await.1,
         "success",
@@ -354,14 +514,16 @@ async fn a_database_failure_answers_failure_so_alipay_resends() {
 
 #[tokio::test]
 async fn kassa_request_signatures_verify_with_python_alipay_sdk() {
-    use kassa::providers::alipay::client::AlipayClient;
+    use kassa::providers::alipay::client::{AlipayClient, TIMEOUT};
     use kassa::providers::keys::{SigningKey, VerifyingKey};
     for private in ["alipay_app_private_pkcs1.pem", "alipay_app_private_pkcs8.pem"] {
         let client = AlipayClient::new(
             ALIPAY_APP_ID.into(),
-            "http://127.0.0.1:9/gateway.do".into(),
+            // Never called: only the signed parameters are used.
+            "http://alipay.invalid/gateway.do".into(),
             SigningKey::from_pem(&key(private)).unwrap(),
             VerifyingKey::from_pem(&key("alipay_platform_public.pem")).unwrap(),
+            TIMEOUT,
         )
         .unwrap();
         let biz = json!({"out_trade_no": "ord_1", "total_amount": "12.34", "subject": "2 杯咖啡 & 1 cake/茶", "timeout_express": "14m"});
@@ -369,21 +531,17 @@ async fn kassa_request_signatures_verify_with_python_alipay_sdk() {
             "alipay.trade.precreate",
             &biz,
             Some("http://127.0.0.1:8080/notify/alipay"),
+            chrono::Utc::now(),
         );
-        let check = |params: &std::collections::BTreeMap<String, String>| {
-            oracle(
-                json!({"op": "verify_request", "public_key": key("alipay_app_public.pem"),
-                "any_private_key": key("alipay_app_private_pkcs8.pem"), "params": params}),
-            )["valid"]
-                .as_bool()
-                .unwrap()
-        };
-        assert!(check(&params), "{private}");
+        assert!(verify_request(&params), "{private}");
         let mut forged = params.clone();
         forged.insert(
             "biz_content".into(),
             params["biz_content"].replace("12.34", "0.01"),
         );
-        assert!(!check(&forged), "{private}: a changed parameter must fail");
+        assert!(
+            !verify_request(&forged),
+            "{private}: a changed parameter must fail"
+        );
     }
 }

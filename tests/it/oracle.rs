@@ -13,35 +13,77 @@ const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/alipay_o
 const WEBHOOK_ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/webhook_oracle.py");
 
 fn venv_python() -> &'static PathBuf {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyenv");
-        let python = dir.join("bin/python");
-        let stamp = dir.join("requirements.installed");
-        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(REQUIREMENTS) && python.exists() {
-            return python;
+    // A failed set-up is kept too: every later test fails at once with the same message
+    // instead of running pip again.
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match PYTHON.get_or_init(prepare_venv) {
+        Ok(python) => python,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// Builds the virtualenv with exactly tests/python/requirements.txt, once per change of
+/// that file. Test runs started at the same time share the target directory: a file
+/// lock keeps them from building it at once.
+fn prepare_venv() -> Result<PathBuf, String> {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.join("pyenv");
+    let python = dir.join("bin/python");
+    let stamp = dir.join("requirements.installed");
+    let failed = |what: String| {
+        format!(
+            "the Python test environment ({}) could not be set up: {what}\n\
+             Every test that needs python-alipay-sdk or standardwebhooks fails with this message. \
+             It needs python3 with the venv module and access to PyPI for the packages pinned in \
+             tests/python/requirements.txt.",
+            dir.display()
+        )
+    };
+    std::fs::create_dir_all(&tmp).map_err(|e| failed(format!("creating {}: {e}", tmp.display())))?;
+    let lock =
+        std::fs::File::create(tmp.join("pyenv.lock")).map_err(|e| failed(format!("lock file: {e}")))?;
+    lock.lock().map_err(|e| failed(format!("locking: {e}")))?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(REQUIREMENTS) && python.exists() {
+        return Ok(python);
+    }
+    let run = |program: &std::path::Path, args: &[&str]| -> Result<(), String> {
+        let shown = format!("{} {}", program.display(), args.join(" "));
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .map_err(|e| failed(format!("`{shown}` could not start: {e}")))?;
+        if out.status.success() {
+            return Ok(());
         }
-        let status = Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&dir)
-            .status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "python3 -m venv failed: install Python 3 with venv"
-        );
-        let req = dir.join("requirements.txt");
-        std::fs::write(&req, REQUIREMENTS).unwrap();
-        let status = Command::new(dir.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(&req)
-            .status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "pip install of tests/python/requirements.txt failed"
-        );
-        std::fs::write(&stamp, REQUIREMENTS).unwrap();
-        python
-    })
+        Err(failed(format!(
+            "`{shown}` failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    };
+    let dir_text = dir.display().to_string();
+    run("python3".as_ref(), &["-m", "venv", "--clear", &dir_text])?;
+    let req = dir.join("requirements.txt");
+    std::fs::write(&req, REQUIREMENTS).map_err(|e| failed(format!("writing {}: {e}", req.display())))?;
+    let req_text = req.display().to_string();
+    run(
+        &python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "-r",
+            &req_text,
+        ],
+    )?;
+    // The pins were installed without their dependencies: a missing one shows here.
+    run(&python, &["-m", "pip", "check", "--disable-pip-version-check"])?;
+    std::fs::write(&stamp, REQUIREMENTS).map_err(|e| failed(format!("writing {}: {e}", stamp.display())))?;
+    Ok(python)
 }
 
 /// Runs one oracle command.
@@ -98,13 +140,44 @@ pub fn key(name: &str) -> String {
     .unwrap()
 }
 
-/// A notification body signed by python-alipay-sdk with the test platform key.
-pub fn signed_notification(params: &Value) -> String {
-    let answer = oracle(serde_json::json!({
+/// A notification signed by python-alipay-sdk with the test platform key, as the
+/// oracle answers it: `body`, `verifies_as_sent`, `verifies_without_empty`.
+pub fn sign_notification(params: &Value) -> Value {
+    oracle(serde_json::json!({
         "op": "sign_notification",
         "private_key": key("alipay_platform_private_pkcs8.pem"),
         "public_key": key("alipay_platform_public.pem"),
         "params": params,
+    }))
+}
+
+/// A notification body signed by python-alipay-sdk with the test platform key. Empty
+/// values in `params` are sent but not signed.
+pub fn signed_notification(params: &Value) -> String {
+    sign_notification(params)["body"].as_str().unwrap().to_owned()
+}
+
+/// python-alipay-sdk's `verify()` over a notification body exactly as received, with
+/// `public_key` (a key file name): whether it verifies, and the parameters it read.
+pub fn verify_notification(body: &str, public_key: &str) -> (bool, serde_json::Map<String, Value>) {
+    let answer = oracle(serde_json::json!({
+        "op": "verify_notification", "body": body,
+        "public_key": key(public_key), "any_private_key": key("alipay_app_private_pkcs8.pem"),
     }));
-    answer["body"].as_str().unwrap().to_owned()
+    (
+        answer["valid"].as_bool().unwrap(),
+        answer["params"].as_object().unwrap().clone(),
+    )
+}
+
+/// Whether python-alipay-sdk signs `params` (all but `sign`) with the test app key to
+/// exactly their `sign`: the gateway's check of a request signed with that key.
+pub fn verify_request(params: &std::collections::BTreeMap<String, String>) -> bool {
+    oracle(serde_json::json!({
+        "op": "verify_request", "params": params,
+        "app_private_key": key("alipay_app_private_pkcs8.pem"),
+        "app_public_key": key("alipay_app_public.pem"),
+    }))["valid"]
+        .as_bool()
+        .unwrap()
 }

@@ -1,5 +1,5 @@
 //! A shop's webhook endpoint for tests: records every request and answers from a
-//! script (status, headers, optional delay), then 200.
+//! script (status, headers, body, optional delay), then 200.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +18,8 @@ pub struct Answer {
     pub status: u16,
     pub retry_after: Option<String>,
     pub delay: Duration,
+    /// The body, instead of `shop says <status>`.
+    pub body: Option<String>,
 }
 
 impl Answer {
@@ -26,6 +28,26 @@ impl Answer {
             status,
             retry_after: None,
             delay: Duration::ZERO,
+            body: None,
+        }
+    }
+
+    /// Answers only after `delay`.
+    pub fn after(self, delay: Duration) -> Answer {
+        Answer { delay, ..self }
+    }
+
+    pub fn with_body(self, body: String) -> Answer {
+        Answer {
+            body: Some(body),
+            ..self
+        }
+    }
+
+    pub fn with_retry_after(self, value: &str) -> Answer {
+        Answer {
+            retry_after: Some(value.to_owned()),
+            ..self
         }
     }
 }
@@ -40,7 +62,6 @@ struct Inner {
 pub struct Receiver {
     pub url: String,
     inner: Arc<Mutex<Inner>>,
-    handle: actix_web::dev::ServerHandle,
 }
 
 async fn receive(req: HttpRequest, body: web::Bytes, inner: web::Data<Arc<Mutex<Inner>>>) -> HttpResponse {
@@ -73,12 +94,45 @@ async fn receive(req: HttpRequest, body: web::Bytes, inner: web::Data<Arc<Mutex<
     if let Some(r) = answer.retry_after {
         response.insert_header(("retry-after", r));
     }
-    response.body(format!("shop says {}", answer.status))
+    let status = answer.status;
+    response.body(answer.body.unwrap_or_else(|| format!("shop says {status}")))
+}
+
+/// A shop that is down: its port is bound but nobody listens, so every connection is
+/// refused, and no other test can take the port before `start` brings the shop up.
+pub struct Down {
+    pub url: String,
+    socket: tokio::net::TcpSocket,
+}
+
+impl Down {
+    pub async fn start(self) -> Receiver {
+        let listener = self.socket.listen(1024).unwrap().into_std().unwrap();
+        Receiver::serve(listener, self.url)
+    }
+}
+
+fn url_of(addr: std::net::SocketAddr) -> String {
+    format!("http://{addr}/hooks/kassa")
 }
 
 impl Receiver {
-    /// Listens on `port` (0: any free port).
-    pub async fn start_on(port: u16) -> Receiver {
+    pub async fn start() -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = url_of(listener.local_addr().unwrap());
+        Receiver::serve(listener, url)
+    }
+
+    pub fn down() -> Down {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        Down {
+            url: url_of(socket.local_addr().unwrap()),
+            socket,
+        }
+    }
+
+    fn serve(listener: std::net::TcpListener, url: String) -> Receiver {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let data = web::Data::new(inner.clone());
         let server = HttpServer::new(move || {
@@ -88,33 +142,11 @@ impl Receiver {
         })
         .workers(1)
         .disable_signals()
-        .bind(("127.0.0.1", port))
-        .unwrap();
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
+        .listen(listener)
+        .unwrap()
+        .run();
         tokio::spawn(server);
-        Receiver {
-            url: format!("http://127.0.0.1:{port}/hooks/kassa"),
-            inner,
-            handle,
-        }
-    }
-
-    pub async fn start() -> Receiver {
-        Receiver::start_on(0).await
-    }
-
-    pub fn port(&self) -> u16 {
-        self.url
-            .split(':')
-            .nth(2)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+        Receiver { url, inner }
     }
 
     pub fn script(&self, answers: impl IntoIterator<Item = Answer>) {
@@ -128,9 +160,5 @@ impl Receiver {
 
     pub fn received(&self) -> Vec<Received> {
         self.inner.lock().unwrap().received.clone()
-    }
-
-    pub async fn stop(&self) {
-        self.handle.stop(false).await;
     }
 }

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{error_code, TestApp};
+use crate::stored;
 
 async fn paid_order(app: &TestApp, out_trade_no: &str, amount: i64) -> String {
     let order = app.create_order(out_trade_no, amount).await;
@@ -116,6 +117,14 @@ async fn repeating_a_refund_id_returns_the_same_refund_and_refunds_once() {
     assert_eq!(first["id"], second["id"]);
     assert_eq!(second["refund_id"], "shop-rf-9");
     assert_eq!(app.order(&id).await["refunded_amount"], 400);
+    let refunds: Value = app
+        .get(&format!("/api/v1/orders/{id}/refunds"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refunds["data"].as_array().unwrap().len(), 1);
+    let before = stored::rows(&app).await;
     let (status, code, _) = error_code(
         refund(
             &app,
@@ -126,13 +135,21 @@ async fn repeating_a_refund_id_returns_the_same_refund_and_refunds_once() {
     )
     .await;
     assert_eq!((status, code.as_str()), (409, "refund_id_conflict"));
+    assert_eq!(
+        stored::rows(&app).await,
+        before,
+        "no refund row, no history, no outbox row, nothing at the sandbox"
+    );
 }
 
 #[tokio::test]
-async fn refund_input_is_validated_and_unpaid_orders_cannot_be_refunded() {
-    let app = TestApp::spawn_sandbox(&[("KASSA_SANDBOX_TIME_SCALE", "600")]).await;
+async fn refund_input_is_validated_and_unpaid_orders_cannot_be_refunded_and_nothing_changes() {
+    let app = TestApp::spawn().await;
     let pending = app.create_order("rf-3", 1000).await;
     let pending_id = pending["id"].as_str().unwrap();
+    let before = stored::rows(&app).await;
+    let calls = app.provider.calls();
+
     let (status, code, _) =
         error_code(refund(&app, pending_id, json!({"amount": 1, "reason": "x"})).await).await;
     assert_eq!((status, code.as_str()), (409, "illegal_transition"));
@@ -157,7 +174,11 @@ async fn refund_input_is_validated_and_unpaid_orders_cannot_be_refunded() {
     let (status, code, _) =
         error_code(refund(&app, "ord_nothere", json!({"amount": 1, "reason": "x"})).await).await;
     assert_eq!((status, code.as_str()), (404, "order_not_found"));
-    assert!(app.outbox(pending_id).await.is_empty());
+
+    assert_eq!(app.order(pending_id).await, pending);
+    assert_eq!(stored::rows(&app).await, before);
+    assert_eq!(app.provider.calls(), calls, "the provider was not asked");
+    assert!(app.provider.refund_numbers.lock().unwrap().is_empty());
 }
 
 mod unknown_outcomes {
@@ -303,5 +324,47 @@ mod unknown_outcomes {
             (Some("paid"), Some(0))
         );
         assert_eq!(app.outbox(&id).await.len(), 1, "only order.paid");
+    }
+
+    #[tokio::test]
+    async fn a_refund_id_reused_with_another_amount_is_409_and_nothing_changes() {
+        let app = TestApp::spawn().await;
+        let id = paid(&app, 1000).await;
+        let first = refund(
+            &app,
+            &id,
+            json!({"amount": 400, "reason": "r", "refund_id": "shop-rf-1"}),
+        )
+        .await;
+        assert_eq!(first.status(), 201);
+        let order = app.order(&id).await;
+        let before = crate::stored::rows(&app).await;
+        let calls = app.provider.calls();
+
+        let (status, code, _) = crate::helpers::error_code(
+            refund(
+                &app,
+                &id,
+                json!({"amount": 401, "reason": "r", "refund_id": "shop-rf-1"}),
+            )
+            .await,
+        )
+        .await;
+        let (over, over_code, _) = crate::helpers::error_code(
+            refund(
+                &app,
+                &id,
+                json!({"amount": 601, "reason": "r", "refund_id": "shop-rf-2"}),
+            )
+            .await,
+        )
+        .await;
+
+        assert_eq!((status, code.as_str()), (409, "refund_id_conflict"));
+        assert_eq!((over, over_code.as_str()), (409, "refund_exceeds_balance"));
+        assert_eq!(app.order(&id).await, order);
+        assert_eq!(crate::stored::rows(&app).await, before);
+        assert_eq!(app.provider.calls(), calls, "the provider was not asked");
+        assert_eq!(calls[3], 1, "one refund call, for the first request");
     }
 }

@@ -4,11 +4,13 @@
 
 use chrono::Duration;
 use kassa::db::sandbox as store;
+use kassa::jobs::expiry::ExpiryReport;
 use kassa::providers::sandbox::SANDBOX_APP_ID;
 use serde_json::{json, Value};
 
 use crate::helpers::{trade_success, TestApp};
-use crate::oracle::{key, oracle, signed_notification};
+use crate::oracle::{key, oracle, signed_notification, verify_notification};
+use crate::receiver::Receiver;
 
 const SCALE: &[(&str, &str)] = &[("KASSA_SANDBOX_TIME_SCALE", "600")];
 
@@ -292,9 +294,10 @@ async fn a_notification_racing_expiry_ends_as_exactly_one_payment() {
         let body = signed_notification(&params);
         let worker = app.expiry();
 
-        let (reply, _) = tokio::join!(app.post_alipay_notify(body), worker.try_run_once(app.now()));
+        let (reply, swept) = tokio::join!(app.post_alipay_notify(body), worker.try_run_once(app.now()));
 
         assert_eq!(reply, (200, "success".into()));
+        let swept = swept.unwrap();
         let now = app.order(id).await;
         assert_eq!(now["status"], "paid", "round {round}");
         let events = app.events(id).await;
@@ -308,12 +311,43 @@ async fn a_notification_racing_expiry_ends_as_exactly_one_payment() {
             .iter()
             .any(|e| e["transition"] == "close" && e["outcome"] == "applied");
         assert_eq!(now["late_payment"].as_bool().unwrap(), closed_first);
+        // The sweep closed the order exactly when the close won; it never found the
+        // payment at the sandbox (nobody scanned) and never had to defer.
+        assert_eq!(
+            swept,
+            ExpiryReport {
+                closed: usize::from(closed_first),
+                paid: 0,
+                deferred: 0
+            },
+            "round {round}"
+        );
     }
 }
 
+/// What the receiver got, as python-alipay-sdk's `verify()` reads it: every body must
+/// verify with the sandbox's platform key.
+fn verified_by_the_sdk(received: &[crate::receiver::Received]) -> Vec<serde_json::Map<String, Value>> {
+    received
+        .iter()
+        .map(|r| {
+            let (valid, params) = verify_notification(&r.body, "alipay_platform_public.pem");
+            assert!(valid, "python-alipay-sdk rejects {}", r.body);
+            assert!(
+                params.values().all(|v| v.as_str().is_some_and(|v| !v.is_empty())),
+                "no empty parameter: {params:?}"
+            );
+            params
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn python_alipay_sdk_as_a_client_accepts_the_sandbox_gateway() {
+async fn python_alipay_sdk_as_a_client_precreates_pays_refunds_and_closes_at_the_sandbox() {
     let app = TestApp::spawn_sandbox(SCALE).await;
+    // The SDK's trades notify this receiver, so their notifications reach a party
+    // other than kassa.
+    let shop = Receiver::start().await;
     let call = |method: &str, kwargs: Value, private: &str| {
         oracle(json!({
             "op": "call_gateway", "gateway": app.url("/sandbox/alipay/gateway.do"), "app_id": SANDBOX_APP_ID,
@@ -321,14 +355,15 @@ async fn python_alipay_sdk_as_a_client_accepts_the_sandbox_gateway() {
             "method": method, "kwargs": kwargs,
         }))
     };
+    let pkcs8 = "alipay_app_private_pkcs8.pem";
 
     let created = call(
         "api_alipay_trade_precreate",
         json!({"subject": "测试 tea", "out_trade_no": "py_1", "total_amount": "12.34", "timeout_express": "15m",
-               "notify_url": app.url("/notify/alipay")}),
-        "alipay_app_private_pkcs8.pem",
+               "notify_url": shop.url}),
+        pkcs8,
     );
-    let queried = call(
+    let unscanned = call(
         "api_alipay_trade_query",
         json!({"out_trade_no": "py_1"}),
         "alipay_app_private_pkcs1.pem",
@@ -340,15 +375,269 @@ async fn python_alipay_sdk_as_a_client_accepts_the_sandbox_gateway() {
     );
 
     assert_eq!(created["result"]["code"], "10000", "{created}");
-    assert!(created["result"]["qr_code"]
-        .as_str()
-        .unwrap()
-        .contains("/sandbox/wallet/"));
+    let qr = created["result"]["qr_code"].as_str().unwrap().to_owned();
+    assert!(qr.starts_with(&app.url("/sandbox/wallet/")), "{qr}");
     assert_eq!(
-        queried["result"]["sub_code"], "ACQ.TRADE_NOT_EXIST",
-        "not scanned yet: {queried}"
+        unscanned["result"]["sub_code"], "ACQ.TRADE_NOT_EXIST",
+        "not scanned yet: {unscanned}"
     );
     assert_eq!(forged["result"]["sub_code"], "isv.invalid-signature", "{forged}");
+
+    app.pay_in_wallet(&qr).await;
+    let queried = call("api_alipay_trade_query", json!({"out_trade_no": "py_1"}), pkcs8);
+    assert_eq!(
+        (
+            queried["result"]["trade_status"].as_str(),
+            queried["result"]["total_amount"].as_str()
+        ),
+        (Some("TRADE_SUCCESS"), Some("12.34")),
+        "{queried}"
+    );
+    app.drive_sandbox().await;
+    let paid = verified_by_the_sdk(&shop.received());
+    assert_eq!(paid.len(), 1);
+    assert_eq!(
+        (
+            paid[0]["out_trade_no"].as_str(),
+            paid[0]["trade_status"].as_str(),
+            paid[0]["total_amount"].as_str(),
+            paid[0]["app_id"].as_str()
+        ),
+        (
+            Some("py_1"),
+            Some("TRADE_SUCCESS"),
+            Some("12.34"),
+            Some(SANDBOX_APP_ID)
+        )
+    );
+    assert_eq!(paid[0]["trade_no"], queried["result"]["trade_no"]);
+
+    let refunded = call(
+        "api_alipay_trade_refund",
+        json!({"refund_amount": "2.00", "out_trade_no": "py_1", "out_request_no": "r1"}),
+        pkcs8,
+    );
+    assert_eq!(
+        (
+            refunded["result"]["code"].as_str(),
+            refunded["result"]["fund_change"].as_str()
+        ),
+        (Some("10000"), Some("Y")),
+        "{refunded}"
+    );
+    let found = call(
+        "api_alipay_trade_fastpay_refund_query",
+        json!({"out_request_no": "r1", "out_trade_no": "py_1"}),
+        pkcs8,
+    );
+    assert_eq!(found["result"]["refund_amount"], "2.00", "{found}");
+    app.drive_sandbox().await;
+    let notices = verified_by_the_sdk(&shop.received());
+    let refund_notice = notices
+        .iter()
+        .find(|p| p.contains_key("refund_fee"))
+        .expect("a refund notice");
+    assert_eq!(
+        (
+            refund_notice["refund_fee"].as_str(),
+            refund_notice["out_biz_no"].as_str()
+        ),
+        (Some("2.00"), Some("r1"))
+    );
+
+    let second = call(
+        "api_alipay_trade_precreate",
+        json!({"subject": "second", "out_trade_no": "py_2", "total_amount": "1.00", "notify_url": shop.url}),
+        pkcs8,
+    );
+    app.client
+        .get(second["result"]["qr_code"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let closed = call("api_alipay_trade_close", json!({"out_trade_no": "py_2"}), pkcs8);
+    assert_eq!(closed["result"]["code"], "10000", "{closed}");
+    let after = call("api_alipay_trade_query", json!({"out_trade_no": "py_2"}), pkcs8);
+    assert_eq!(after["result"]["trade_status"], "TRADE_CLOSED", "{after}");
+    app.drive_sandbox().await;
+    let all = verified_by_the_sdk(&shop.received());
+    assert!(
+        all.iter()
+            .any(|p| p["out_trade_no"] == "py_2" && p["trade_status"] == "TRADE_CLOSED"),
+        "{all:?}"
+    );
+}
+
+#[tokio::test]
+async fn python_alipay_sdk_verifies_the_notifications_the_sandbox_sent_to_kassa() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    let sold = app.create_order("sdk-1", 1000).await;
+    let sold_id = sold["id"].as_str().unwrap();
+    let expiring = app.create_order("sdk-2", 100).await;
+    let forged = app.create_order("sdk-3", 100).await;
+    set_faults(
+        &app,
+        &format!("/sandbox/alipay/faults/{}", forged["id"].as_str().unwrap()),
+        json!({"bad_signature": true}),
+    )
+    .await;
+    app.pay_in_wallet(sold["qr_code"].as_str().unwrap()).await;
+    app.pay_in_wallet(forged["qr_code"].as_str().unwrap()).await;
+    app.client
+        .get(expiring["qr_code"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    app.drive_sandbox().await;
+    for amount in [300, 700] {
+        let response = app
+            .client
+            .post(app.url(&format!("/api/v1/orders/{sold_id}/refunds")))
+            .bearer_auth(&app.api_key)
+            .json(&json!({"amount": amount, "reason": "r"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    app.clock.advance(Duration::minutes(16));
+    app.expiry().try_run_once(app.now()).await.unwrap();
+    app.drive_sandbox().await;
+
+    // kassa stores each notification's body as received: what the sandbox sent.
+    let notes = app.notifications().await;
+    let mut kinds = Vec::new();
+    for note in &notes {
+        let (valid, params) = verify_notification(&note.body, "alipay_platform_public.pem");
+        let forged_one = params["out_trade_no"] == forged["id"];
+        assert_eq!(valid, !forged_one, "{}", note.body);
+        assert_eq!(
+            note.verdict == "rejected",
+            forged_one,
+            "kassa agrees: {}",
+            note.body
+        );
+        if valid {
+            kinds.push((
+                params["trade_status"].as_str().unwrap().to_owned(),
+                params.contains_key("refund_fee"),
+            ));
+        }
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("TRADE_CLOSED".to_owned(), false),
+            ("TRADE_CLOSED".to_owned(), true),
+            ("TRADE_SUCCESS".to_owned(), false),
+            ("TRADE_SUCCESS".to_owned(), true),
+        ],
+        "a payment, a partial refund, the full refund and an expiry"
+    );
+}
+
+#[tokio::test]
+async fn per_order_fault_switches_replace_the_global_ones_entirely() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    set_faults(&app, "/sandbox/alipay/faults", json!({"tamper_amount": true})).await;
+    let own = app.create_order("own-faults", 500).await;
+    let global = app.create_order("global-faults", 500).await;
+    let (own_id, global_id) = (own["id"].as_str().unwrap(), global["id"].as_str().unwrap());
+    set_faults(
+        &app,
+        &format!("/sandbox/alipay/faults/{own_id}"),
+        json!({"drop_first": 1}),
+    )
+    .await;
+
+    app.pay_in_wallet(own["qr_code"].as_str().unwrap()).await;
+    app.pay_in_wallet(global["qr_code"].as_str().unwrap()).await;
+    app.drive_sandbox().await;
+    assert_eq!(
+        app.order(own_id).await["status"],
+        "pending",
+        "its first delivery dropped"
+    );
+    // Alipay's first resend comes 4 minutes later: 0.4 s at 600x.
+    app.clock.advance(Duration::milliseconds(400));
+    app.drive_sandbox().await;
+
+    // The order's own switches replaced the global ones: dropped once, amount untouched.
+    assert_eq!(app.order(own_id).await["status"], "paid");
+    let own_delivery = &deliveries(&app, own_id).await[0];
+    assert_eq!(
+        (own_delivery.attempts, own_delivery.status.as_str()),
+        (2, "delivered")
+    );
+    // The order without switches of its own got the global ones: a wrong amount.
+    assert_eq!(app.order(global_id).await["status"], "pending");
+    let notes = app.notifications().await;
+    let verdicts = |id: &str| -> Vec<(String, String)> {
+        notes
+            .iter()
+            .filter(|n| n.order_id.as_deref() == Some(id))
+            .map(|n| (n.verdict.clone(), n.reason.clone().unwrap_or_default()))
+            .collect()
+    };
+    assert_eq!(verdicts(own_id), [("applied".to_owned(), String::new())]);
+    let global_verdicts = verdicts(global_id);
+    assert_eq!(global_verdicts.len(), 2, "{global_verdicts:?}");
+    assert!(
+        global_verdicts
+            .iter()
+            .all(|(v, why)| v == "rejected" && why.contains("amount mismatch")),
+        "{global_verdicts:?}"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_in_the_wallet_keeps_the_trade_payable_sends_nothing_and_leaves_the_order_pending() {
+    let app = TestApp::spawn_sandbox(SCALE).await;
+    let order = app.create_order("cancel-1", 100).await;
+    let (id, qr) = (order["id"].as_str().unwrap(), order["qr_code"].as_str().unwrap());
+    assert_eq!(app.client.get(qr).send().await.unwrap().status(), 200, "scanned");
+    let before = crate::stored::rows(&app).await;
+
+    let cancelled = app.client.post(format!("{qr}/cancel")).send().await.unwrap();
+
+    assert_eq!(cancelled.status(), 303);
+    let location = cancelled.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.ends_with("?cancelled=1"), "{location}");
+    assert_eq!(
+        crate::stored::rows(&app).await,
+        before,
+        "no notification queued, the trade unchanged"
+    );
+    let page = app
+        .client
+        .get(app.url(&location))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Payment cancelled"), "{page}");
+    assert!(page.contains("/pay\""), "still payable: {page}");
+    let no = id.to_owned();
+    let trade = app
+        .state
+        .db
+        .read(move |c| store::find_trade(c, &no))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(trade.status, "WAIT_BUYER_PAY");
+    assert_eq!(app.drive_sandbox().await, 0, "nothing to deliver");
+    assert!(app.notifications().await.is_empty());
+    assert_eq!(app.order(id).await["status"], "pending");
+    assert!(app.events(id).await.is_empty());
+
+    // Changing one's mind after a cancel still pays.
+    app.pay_in_wallet(qr).await;
+    assert_eq!(app.drive_sandbox().await, 1);
+    assert_eq!(app.order(id).await["status"], "paid");
 }
 
 #[tokio::test]
@@ -382,18 +671,6 @@ async fn a_gateway_refusal_is_a_502_with_the_platform_code_and_stores_nothing() 
         "{body}"
     );
     let listed: Value = b.get("/api/v1/orders").await.json().await.unwrap();
-    assert_eq!(listed["data"], json!([]));
-}
-
-#[tokio::test]
-async fn an_unreachable_gateway_is_a_503_and_stores_nothing() {
-    let app = TestApp::spawn_alipay(&[]).await;
-
-    let (status, code, _) =
-        crate::helpers::error_code(app.post_order(&crate::helpers::order_body("gw-2", 100)).await).await;
-
-    assert_eq!((status, code.as_str()), (503, "provider_unavailable"));
-    let listed: Value = app.get("/api/v1/orders").await.json().await.unwrap();
     assert_eq!(listed["data"], json!([]));
 }
 

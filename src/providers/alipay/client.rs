@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::sign::{beijing, raw_object, request_content};
@@ -13,7 +13,8 @@ use crate::domain::ProviderKind;
 use crate::providers::keys::{SigningKey, VerifyingKey};
 use crate::providers::ProviderError;
 
-const TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one gateway call may take before its outcome counts as unknown.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The parameters the official SDKs send in the query string; everything else
@@ -43,15 +44,18 @@ pub struct AlipayClient {
 pub type Answer = Map<String, Value>;
 
 impl AlipayClient {
+    /// `timeout` bounds a whole call: `TIMEOUT` in production; tests pass less so a
+    /// gateway that never answers costs them a second, not fifteen.
     pub fn new(
         app_id: String,
         gateway: String,
         app_key: SigningKey,
         alipay_key: VerifyingKey,
+        timeout: Duration,
     ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .user_agent(concat!("kassa/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
@@ -68,12 +72,13 @@ impl AlipayClient {
         &self.alipay_key
     }
 
-    /// The signed parameters of one call, as sent.
+    /// The signed parameters of one call at `now` (the application clock), as sent.
     pub fn signed_params(
         &self,
         method: &str,
         biz_content: &Value,
         notify_url: Option<&str>,
+        now: DateTime<Utc>,
     ) -> BTreeMap<String, String> {
         let mut params = BTreeMap::new();
         params.insert("app_id".to_owned(), self.app_id.clone());
@@ -81,7 +86,7 @@ impl AlipayClient {
         params.insert("format".to_owned(), "JSON".to_owned());
         params.insert("charset".to_owned(), "utf-8".to_owned());
         params.insert("sign_type".to_owned(), "RSA2".to_owned());
-        params.insert("timestamp".to_owned(), beijing(Utc::now()));
+        params.insert("timestamp".to_owned(), beijing(now));
         params.insert("version".to_owned(), "1.0".to_owned());
         if let Some(url) = notify_url {
             params.insert("notify_url".to_owned(), url.to_owned());
@@ -99,8 +104,9 @@ impl AlipayClient {
         method: &str,
         biz_content: &Value,
         notify_url: Option<&str>,
+        now: DateTime<Utc>,
     ) -> Result<Answer, ProviderError> {
-        let params = self.signed_params(method, biz_content, notify_url);
+        let params = self.signed_params(method, biz_content, notify_url, now);
         let query: Vec<(&str, &str)> = params
             .iter()
             .filter(|(k, _)| COMMON.contains(&k.as_str()))
@@ -216,9 +222,11 @@ mod tests {
     fn client() -> AlipayClient {
         AlipayClient::new(
             "2021000000000001".into(),
-            "http://127.0.0.1:9/gateway.do".into(),
+            // Never called: these tests check signing and answers only.
+            "http://alipay.invalid/gateway.do".into(),
             SigningKey::from_pem(&key("alipay_app_private_pkcs8.pem")).unwrap(),
             VerifyingKey::from_pem(&key("alipay_platform_public.pem")).unwrap(),
+            TIMEOUT,
         )
         .unwrap()
     }
@@ -279,10 +287,18 @@ mod tests {
 
     #[test]
     fn requests_sign_every_parameter_and_keep_sign_type() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T03:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let params = client().signed_params(
             "alipay.trade.query",
             &serde_json::json!({"out_trade_no": "o1"}),
             None,
+            now,
+        );
+        assert_eq!(
+            params["timestamp"], "2026-11-24 11:30:00",
+            "the given clock, in Beijing time"
         );
         let public = VerifyingKey::from_pem(&key("alipay_app_public.pem")).unwrap();
         assert!(public.verify_base64(request_content(&params).as_bytes(), &params["sign"]));

@@ -4,6 +4,8 @@ pub mod client;
 pub mod notify;
 pub mod sign;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
@@ -12,10 +14,12 @@ use super::{
     CreatedPayment, PaymentFacts, PaymentRequest, Provider, ProviderError, ProviderFuture, RefundOutcome,
     RefundRequest, RefundState, TradeState,
 };
-use crate::domain::{Amount, Currency, Order, ProviderKind};
+use crate::domain::{Amount, Clock, Currency, Order, ProviderKind};
 
 pub struct AlipayProvider {
     pub client: AlipayClient,
+    /// The application clock: request timestamps and the payment deadline follow it.
+    pub clock: Arc<dyn Clock>,
 }
 
 fn text(answer: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
@@ -47,18 +51,19 @@ impl Provider for AlipayProvider {
 
     fn create_payment<'a>(&'a self, request: &'a PaymentRequest) -> ProviderFuture<'a, CreatedPayment> {
         Box::pin(async move {
+            let now = self.clock.now();
             // Both deadlines end no later than the order's expiry: closing a trade nobody
             // scanned does not void its QR code, the deadline does.
             let biz = json!({
                 "out_trade_no": request.order_id.as_str(),
                 "total_amount": request.amount.to_decimal_string(),
                 "subject": request.subject,
-                "timeout_express": timeout_express(Utc::now(), request.expires_at),
+                "timeout_express": timeout_express(now, request.expires_at),
                 "time_expire": sign::beijing(request.expires_at),
             });
             let answer = self
                 .client
-                .call("alipay.trade.precreate", &biz, Some(&request.notify_url))
+                .call("alipay.trade.precreate", &biz, Some(&request.notify_url), now)
                 .await?;
             let qr_code = text(&answer, "qr_code").ok_or_else(|| ProviderError::Unknown {
                 provider: ProviderKind::Alipay,
@@ -71,7 +76,11 @@ impl Provider for AlipayProvider {
     fn query<'a>(&'a self, order: &'a Order) -> ProviderFuture<'a, TradeState> {
         Box::pin(async move {
             let biz = json!({"out_trade_no": order.id.as_str()});
-            let answer = match self.client.call("alipay.trade.query", &biz, None).await {
+            let answer = match self
+                .client
+                .call("alipay.trade.query", &biz, None, self.clock.now())
+                .await
+            {
                 Ok(a) => a,
                 // The trade exists only once scanned.
                 Err(e) if is_code(&e, &["ACQ.TRADE_NOT_EXIST"]) => return Ok(TradeState::NotPaid),
@@ -101,7 +110,11 @@ impl Provider for AlipayProvider {
     fn close<'a>(&'a self, order: &'a Order) -> ProviderFuture<'a, ()> {
         Box::pin(async move {
             let biz = json!({"out_trade_no": order.id.as_str()});
-            match self.client.call("alipay.trade.close", &biz, None).await {
+            match self
+                .client
+                .call("alipay.trade.close", &biz, None, self.clock.now())
+                .await
+            {
                 Ok(_) => Ok(()),
                 // Never scanned: there is nothing to close, and the QR code's own
                 // deadline bounds a late scan.
@@ -123,7 +136,11 @@ impl Provider for AlipayProvider {
                 "out_request_no": refund.refund_no,
                 "refund_reason": refund.reason,
             });
-            match self.client.call("alipay.trade.refund", &biz, None).await {
+            match self
+                .client
+                .call("alipay.trade.refund", &biz, None, self.clock.now())
+                .await
+            {
                 // Only fund_change=Y says money moved now; N (a repeat, or not yet)
                 // is confirmed by a refund query.
                 Ok(answer) if text(&answer, "fund_change").as_deref() == Some("Y") => {
@@ -149,7 +166,7 @@ impl Provider for AlipayProvider {
             });
             match self
                 .client
-                .call("alipay.trade.fastpay.refund.query", &biz, None)
+                .call("alipay.trade.fastpay.refund.query", &biz, None, self.clock.now())
                 .await
             {
                 // Alipay answers 10000 for unknown refunds too, without refund_amount.
