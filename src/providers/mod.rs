@@ -13,6 +13,7 @@ use crate::domain::{Amount, Currency, Order, OrderId, ProviderKind};
 pub mod alipay;
 pub mod keys;
 pub mod sandbox;
+pub mod wechat;
 
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
 
