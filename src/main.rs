@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kassa::cli::{ApikeyCommand, Cli, Command, ExportCommand, ServeArgs, WebhooksCommand};
 use kassa::commands::{self, CommandError};
-use kassa::config::{ConfigSources, Settings};
+use kassa::config::{keys, ConfigSources, Settings};
 use kassa::startup::{Application, Options};
 
 fn sources(cli: &Cli, serve: Option<&ServeArgs>) -> ConfigSources {
@@ -18,14 +18,14 @@ fn sources(cli: &Cli, serve: Option<&ServeArgs>) -> ConfigSources {
     });
     let mut flags = Vec::new();
     if let Some(dir) = &cli.data_dir {
-        flags.push(("server.data_dir", dir.clone(), "--data-dir"));
+        flags.push((keys::SERVER_DATA_DIR.name, dir.clone(), "--data-dir"));
     }
     if let Some(serve) = serve {
         if let Some(bind) = &serve.bind {
-            flags.push(("server.bind", bind.clone(), "--bind"));
+            flags.push((keys::SERVER_BIND.name, bind.clone(), "--bind"));
         }
         if let Some(url) = &serve.public_url {
-            flags.push(("server.public_url", url.clone(), "--public-url"));
+            flags.push((keys::SERVER_PUBLIC_URL.name, url.clone(), "--public-url"));
         }
     }
     ConfigSources { file, env, flags }
@@ -82,13 +82,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Export(ExportCommand::Orders(args))) => export_orders(&settings, &args),
         Some(Command::Webhooks(command)) => webhooks(&settings, command),
-        Some(Command::Config) => {
-            let mut out = stdout.lock();
-            for (key, value, source) in settings.describe() {
-                let _ = writeln!(out, "{key} = {value:?}    # {source}");
-            }
-            Ok(())
-        }
+        Some(Command::Config) => commands::config::show(&settings, &mut stdout.lock()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,13 +137,13 @@ fn serve(settings: Settings) -> Result<(), CommandError> {
     actix_web::rt::System::new().block_on(async move {
         let app =
             Application::build(settings, Options::default()).map_err(|e| CommandError::new(e.to_string()))?;
-        let state = app.state();
+        let core = app.core();
         // Write errors are ignored: a closed stdout must not stop the server.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "kassa listening on http://{}", app.address());
-        let _ = writeln!(out, "public URL: {}", state.public_url());
-        let _ = writeln!(out, "database: {}", state.db.path().display());
-        let enabled: Vec<&str> = state.providers.enabled().iter().map(|p| p.as_str()).collect();
+        let _ = writeln!(out, "public URL: {}", core.public_url());
+        let _ = writeln!(out, "database: {}", core.db.path().display());
+        let enabled: Vec<&str> = core.providers.enabled().iter().map(|p| p.as_str()).collect();
         if enabled.is_empty() {
             let _ = writeln!(
                 out,
@@ -158,11 +152,11 @@ fn serve(settings: Settings) -> Result<(), CommandError> {
         } else {
             let _ = writeln!(out, "payment providers: {}", enabled.join(", "));
         }
-        if let Some(sandbox) = &state.sandbox {
+        if let Some(sandbox) = app.sandbox() {
             let _ = writeln!(
                 out,
                 "sandbox: on (simulated Alipay at {}/sandbox/, keys in {}); no real money moves",
-                state.public_url(),
+                core.public_url(),
                 sandbox.keys.dir.display()
             );
             if !app.address().ip().is_loopback() {

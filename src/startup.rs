@@ -1,5 +1,6 @@
 //! Builds the application: opens the database, binds the listener (port 0 works and
-//! the real port is reported), mounts every surface and starts the workers.
+//! the real port is reported), mounts every surface and runs the background jobs under
+//! one supervisor.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -9,15 +10,18 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
 use crate::config::{SandboxMode, Settings, Source};
+use crate::core::{Core, PostCommit};
 use crate::db::{Database, DbError};
 use crate::domain::{Clock, SystemClock};
+use crate::http::state::AppState;
 use crate::jobs::expiry::ExpiryWorker;
+use crate::jobs::supervisor::{Job, Supervisor};
+use crate::jobs::{late_checks, refund_settlement};
 use crate::providers::alipay::client::{self, AlipayClient};
 use crate::providers::alipay::AlipayProvider;
 use crate::providers::keys::{SigningKey, VerifyingKey};
-use crate::providers::sandbox::{self, Sandbox, SANDBOX_APP_ID};
 use crate::providers::Providers;
-use crate::state::{AlipayAccount, AppState};
+use crate::sandbox::{self, Sandbox, SANDBOX_APP_ID};
 use crate::webhooks::dispatcher::Dispatcher;
 
 const WEBHOOK_LOOPS: usize = 4;
@@ -31,16 +35,14 @@ pub fn sandbox_enabled(settings: &Settings) -> bool {
     }
 }
 
-type Built = (Providers, Option<Arc<AlipayAccount>>);
-
 /// The configured Alipay account, or kassa's client of the sandbox when Alipay is not
 /// configured and the sandbox is on. The sandbox is reached over real HTTP.
 fn providers_from_settings(
     settings: &Settings,
-    sandbox: Option<&Sandbox>,
+    sandbox_keys: Option<&sandbox::keys::SandboxKeys>,
     local: SocketAddr,
     clock: Arc<dyn Clock>,
-) -> Result<Built, StartupError> {
+) -> Result<Providers, StartupError> {
     let problem = |key: &str, e: &dyn std::fmt::Display| StartupError::Provider(format!("{key}: {e}"));
     let (app_id, gateway, app_key, alipay_key, seller_id) = if settings.alipay.is_configured() {
         let app_path = settings.alipay.app_private_key_file.clone().unwrap_or_default();
@@ -52,28 +54,22 @@ fn providers_from_settings(
             VerifyingKey::from_file(&ali_path).map_err(|e| problem("alipay.alipay_public_key_file", &e))?,
             settings.alipay.seller_id.clone(),
         )
-    } else if let Some(sandbox) = sandbox {
+    } else if let Some(keys) = sandbox_keys {
         (
             SANDBOX_APP_ID.to_owned(),
             format!("http://{local}/sandbox/alipay/gateway.do"),
-            SigningKey::from_file(&sandbox.keys.app_private_path())
-                .map_err(|e| problem("sandbox app key", &e))?,
-            VerifyingKey::from_file(&sandbox.keys.platform_public_path())
+            SigningKey::from_file(&keys.app_private_path()).map_err(|e| problem("sandbox app key", &e))?,
+            VerifyingKey::from_file(&keys.platform_public_path())
                 .map_err(|e| problem("sandbox platform key", &e))?,
             None,
         )
     } else {
-        return Ok((Providers::none(), None));
+        return Ok(Providers::none());
     };
-    let account = Arc::new(AlipayAccount {
-        app_id: app_id.clone(),
-        seller_id,
-        alipay_key: alipay_key.clone(),
-    });
     let client = AlipayClient::new(app_id, gateway, app_key, alipay_key, client::TIMEOUT)
-        .map_err(StartupError::Provider)?;
-    let providers = Providers::none().with(Arc::new(AlipayProvider { client, clock }));
-    Ok((providers, Some(account)))
+        .map_err(StartupError::Provider)?
+        .with_seller_id(seller_id);
+    Ok(Providers::none().with_alipay(Arc::new(AlipayProvider { client, clock })))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +96,8 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// Tests turn the background loops off and drive `try_run_once` themselves.
     pub run_jobs: bool,
+    /// More background jobs to supervise beside kassa's own (when `run_jobs`).
+    pub extra_jobs: Vec<Job>,
 }
 
 impl Default for Options {
@@ -108,6 +106,7 @@ impl Default for Options {
             providers: ProviderSetup::FromSettings,
             clock: Arc::new(SystemClock),
             run_jobs: true,
+            extra_jobs: Vec::new(),
         }
     }
 }
@@ -116,7 +115,9 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     state: AppState,
-    run_jobs: bool,
+    sandbox: Option<Arc<Sandbox>>,
+    /// `None` when the jobs do not run.
+    jobs: Option<Supervisor>,
 }
 
 impl Application {
@@ -149,7 +150,7 @@ impl Application {
         } else {
             address
         };
-        if settings.source_of("server.public_url") == Some(&Source::Default) {
+        if settings.source_of(crate::config::keys::SERVER_PUBLIC_URL.name) == Some(&Source::Default) {
             // 0.0.0.0 is no address to send a customer or a platform to.
             settings.server.public_url = format!("http://{local}");
             if address.ip().is_unspecified() {
@@ -159,44 +160,51 @@ impl Application {
                 );
             }
         }
-        let sandbox = if sandbox_enabled(&settings) {
+        let sandbox_keys = if sandbox_enabled(&settings) {
             let keys = sandbox::keys::ensure(&settings.server.data_dir)
                 .map_err(|e| StartupError::Provider(format!("sandbox keys: {e}")))?;
-            let sandbox = Sandbox::new(
-                keys,
-                settings.server.public_url.clone(),
-                settings.merchant.name.clone(),
-                settings.sandbox.time_scale,
-            )
-            .map_err(StartupError::Provider)?;
-            Some(Arc::new(sandbox))
+            Some(keys)
         } else {
             None
         };
-        let (providers, alipay) = match options.providers {
-            ProviderSetup::Given(p) => (p, None),
+        let providers = match options.providers {
+            ProviderSetup::Given(p) => p,
             ProviderSetup::FromSettings => {
-                providers_from_settings(&settings, sandbox.as_deref(), local, options.clock.clone())?
+                providers_from_settings(&settings, sandbox_keys.as_ref(), local, options.clock.clone())?
             }
         };
         crate::webhooks::ensure_secret_blocking(&db, &settings, options.clock.now())?;
-        let state = AppState {
+        let sandbox_payments = sandbox_keys.is_some() && !settings.alipay.is_configured();
+        let core = Core {
             db,
-            settings: Arc::new(settings),
             providers,
             clock: options.clock,
-            alipay,
-            sandbox,
-            signals: Default::default(),
+            settings: Arc::new(settings),
+            hooks: PostCommit::default(),
+        };
+        let sandbox = match sandbox_keys {
+            Some(keys) => Some(Arc::new(
+                Sandbox::new(core.clone(), keys).map_err(StartupError::Provider)?,
+            )),
+            None => None,
+        };
+        let state = AppState {
+            core,
+            sandbox_payments,
         };
         let data = web::Data::new(state.clone());
+        let sandbox_data = sandbox.clone().map(web::Data::from);
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .app_data(data.clone())
                 .wrap(crate::http::default_headers())
-                .wrap(from_fn(crate::telemetry::log_request))
-                .configure(crate::http::configure)
-                .default_service(web::to(crate::http::not_found))
+                .wrap(from_fn(crate::http::telemetry::log_request))
+                .configure(crate::http::configure);
+            let app = match &sandbox_data {
+                Some(s) => app.app_data(s.clone()).configure(sandbox::configure),
+                None => app,
+            };
+            app.default_service(web::to(crate::http::not_found))
         })
         .workers(2)
         .listen(listener)
@@ -205,11 +213,15 @@ impl Application {
             reason: e.to_string(),
         })?
         .run();
+        let jobs = options
+            .run_jobs
+            .then(|| supervisor(&state.core, sandbox.as_ref(), options.extra_jobs));
         Ok(Application {
             address,
             server,
             state,
-            run_jobs: options.run_jobs,
+            sandbox,
+            jobs,
         })
     }
 
@@ -217,49 +229,98 @@ impl Application {
         self.address
     }
 
-    pub fn port(&self) -> u16 {
-        self.address.port()
+    pub fn core(&self) -> &Core {
+        &self.state.core
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
+    /// The built-in sandbox, when it is on.
+    pub fn sandbox(&self) -> Option<&Arc<Sandbox>> {
+        self.sandbox.as_ref()
     }
 
     /// Stops the server from outside, as SIGTERM does (`stop(true)` finishes requests
     /// in flight); `run_until_stopped` then returns. A restart in the same process needs
-    /// this: the old server, its workers and its database writer must be gone first.
+    /// this: the old server, its jobs and its database writer must be gone first.
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
 
-    /// Serves until the server stops (Ctrl-C / SIGTERM). Workers end with it.
+    /// Serves until the server stops (Ctrl-C / SIGTERM), or until the database writer
+    /// dies, which is an error. The jobs stop with the server, and are gone when this
+    /// returns.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let mut workers = Vec::new();
-        if self.run_jobs {
-            let expiry = ExpiryWorker::new(self.state.clone());
-            workers.push(tokio::spawn(expiry.run()));
-            workers.push(tokio::spawn(crate::jobs::checks::run(self.state.clone())));
-            // Several loops, so one slow shop endpoint does not hold up the others; the
-            // claim's lease keeps them from delivering a row twice.
-            for _ in 0..WEBHOOK_LOOPS {
-                match Dispatcher::new(self.state.clone()) {
-                    Ok(d) => workers.push(tokio::spawn(d.run())),
-                    Err(e) => tracing::error!(error = %e, "cannot start the webhook dispatcher"),
-                }
-            }
-            if let Some(sandbox) = self.state.sandbox.clone() {
-                workers.push(tokio::spawn(sandbox::notifier::run(self.state.clone(), sandbox)));
-            }
+        let Application {
+            server,
+            state,
+            sandbox,
+            jobs,
+            ..
+        } = self;
+        let handle = server.handle();
+        let writer_stopped = state.core.db.writer_stopped();
+        // Without its writer kassa can store nothing: better stopped than answering
+        // every payment platform with a failure.
+        let watch = tokio::spawn(async move {
+            writer_stopped.await;
+            tracing::error!("the database writer stopped; stopping the server");
+            handle.stop(false).await;
+        });
+        let (stop_jobs, jobs_stop) = tokio::sync::oneshot::channel::<()>();
+        let jobs = jobs.map(|jobs| {
+            tokio::spawn(jobs.run(async {
+                let _ = jobs_stop.await;
+            }))
+        });
+        let result = server.await;
+        // Still holding `state` (a database handle): the writer cannot have ended of
+        // itself before this point, only by failing.
+        watch.abort();
+        let writer_died = watch.await.is_ok();
+        let _ = stop_jobs.send(());
+        if let Some(jobs) = jobs {
+            let _ = jobs.await;
         }
-        let result = self.server.await;
-        for worker in &workers {
-            worker.abort();
-        }
-        // Aborting only asks; awaiting makes sure every worker (and its handle on the
-        // database) is gone when this returns.
-        for worker in workers {
-            let _ = worker.await;
+        drop((state, sandbox));
+        if writer_died {
+            return Err(std::io::Error::other("the database writer stopped"));
         }
         result
     }
+}
+
+/// kassa's background loops, by name.
+fn supervisor(core: &Core, sandbox: Option<&Arc<Sandbox>>, extra: Vec<Job>) -> Supervisor {
+    let mut jobs = Supervisor::new();
+    let c = core.clone();
+    jobs.add(Job::new("expiry", move || ExpiryWorker::new(c.clone()).run()));
+    let c = core.clone();
+    jobs.add(Job::new("late-checks", move || late_checks::run(c.clone())));
+    let c = core.clone();
+    jobs.add(Job::new("refund-settlement", move || {
+        refund_settlement::run(c.clone())
+    }));
+    // Several loops, so one slow shop endpoint does not hold up the others; the claim's
+    // lease keeps them from delivering a row twice.
+    for n in 1..=WEBHOOK_LOOPS {
+        let c = core.clone();
+        jobs.add(Job::new(format!("webhooks-{n}"), move || {
+            let dispatcher = Dispatcher::new(c.clone());
+            async move {
+                match dispatcher {
+                    Ok(d) => d.run().await,
+                    Err(e) => tracing::error!(error = %e, "cannot start the webhook dispatcher"),
+                }
+            }
+        }));
+    }
+    if let Some(sandbox) = sandbox {
+        let s = sandbox.clone();
+        jobs.add(Job::new("sandbox-notifier", move || {
+            sandbox::alipay::notifier::run(s.clone())
+        }));
+    }
+    for job in extra {
+        jobs.add(job);
+    }
+    jobs
 }

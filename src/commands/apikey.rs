@@ -6,17 +6,22 @@ use std::path::Path;
 use chrono::Utc;
 
 use super::CommandError;
-use crate::db::{api_keys, connect, immediate, migrations};
+use crate::db::{api_keys, Offline};
 use crate::domain::api_key;
+
+/// The database, migrated: the command may run before the server ever started.
+fn open(db_path: &Path) -> Result<Offline, CommandError> {
+    let mut db = Offline::open(db_path)?;
+    db.migrate()?;
+    Ok(db)
+}
 
 pub fn create(db_path: &Path, name: &str, out: &mut impl Write) -> Result<(), CommandError> {
     api_key::check_name(name).map_err(CommandError::new)?;
-    let mut conn = connect(db_path)?;
-    migrations::run(&mut conn)?;
+    let mut db = open(db_path)?;
     let key = api_key::generate();
-    let inserted = immediate(&mut conn, |c| {
-        api_keys::insert(c, name, &key.display_prefix, &key.hash, Utc::now())
-    })?;
+    let inserted =
+        db.immediate(|tx| api_keys::insert(tx, name, &key.display_prefix, &key.hash, Utc::now()))?;
     if inserted.is_none() {
         return Err(CommandError::new(format!(
             "an active API key named {name:?} already exists; revoke it first or pick another name"
@@ -27,9 +32,7 @@ pub fn create(db_path: &Path, name: &str, out: &mut impl Write) -> Result<(), Co
 }
 
 pub fn list(db_path: &Path, out: &mut impl Write) -> Result<(), CommandError> {
-    let mut conn = connect(db_path)?;
-    migrations::run(&mut conn)?;
-    let keys = api_keys::list(&conn)?;
+    let keys = open(db_path)?.read(api_keys::list)?;
     let io = |e: std::io::Error| CommandError::new(e.to_string());
     writeln!(
         out,
@@ -60,9 +63,7 @@ pub fn list(db_path: &Path, out: &mut impl Write) -> Result<(), CommandError> {
 }
 
 pub fn revoke(db_path: &Path, name: &str, out: &mut impl Write) -> Result<(), CommandError> {
-    let mut conn = connect(db_path)?;
-    migrations::run(&mut conn)?;
-    if !immediate(&mut conn, |c| api_keys::revoke(c, name, Utc::now()))? {
+    if !open(db_path)?.immediate(|tx| api_keys::revoke(tx, name, Utc::now()))? {
         return Err(CommandError::new(format!("no active API key named {name:?}")));
     }
     writeln!(out, "revoked API key {name:?}").map_err(|e| CommandError::new(e.to_string()))?;

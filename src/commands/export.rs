@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::CommandError;
-use crate::db::{connect, orders};
+use crate::db::{orders, Offline};
 use crate::domain::Order;
 
 const HEADER: [&str; 18] = [
@@ -123,14 +123,16 @@ pub fn orders(
     if !db_path.exists() {
         return Err(CommandError::new(format!("no database at {}", db_path.display())));
     }
-    let conn = connect(db_path)?;
+    let db = Offline::open(db_path)?;
     let mut writer = csv::Writer::from_writer(out);
     let csv_error = |e: csv::Error| CommandError::new(format!("cannot write CSV: {e}"));
     writer.write_record(HEADER).map_err(csv_error)?;
     let mut rows = 0u64;
-    orders::for_each_created_between(&conn, from, before, |order| {
-        rows += 1;
-        writer.write_record(record(order, tz))
+    db.read(|tx| {
+        orders::for_each_created_between(tx, from, before, |order| {
+            rows += 1;
+            writer.write_record(record(order, tz))
+        })
     })?
     .map_err(csv_error)?;
     writer

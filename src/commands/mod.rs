@@ -2,6 +2,7 @@
 
 pub mod apikey;
 pub mod backup;
+pub mod config;
 pub mod export;
 pub mod webhooks;
 

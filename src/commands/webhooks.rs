@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::CommandError;
 use crate::config::Settings;
-use crate::db::{webhooks as store, Database};
+use crate::db::{outbox, webhook_endpoints, webhook_secrets, Database};
 use crate::domain::ids::new_event_id;
 use crate::domain::order::{check_http_url, rfc3339};
 use crate::webhooks::dispatcher::{http_client, post_signed};
@@ -37,7 +37,7 @@ pub fn rotate_secret(settings: &Settings, out: &mut impl Write) -> Result<(), Co
     let now = Utc::now();
     let new = signer::generate_secret();
     let stored = new.clone();
-    db.write_blocking(move |c| store::rotate_secret(c, &stored, now, now + ROTATION_OVERLAP))?;
+    db.write_blocking(move |c| webhook_secrets::rotate(c, &stored, now, now + ROTATION_OVERLAP))?;
     writeln!(out, "{new}").map_err(io)?;
     writeln!(
         out,
@@ -58,7 +58,7 @@ pub fn resend(
     match (id, since) {
         (Some(id), _) => {
             let event = id.to_owned();
-            if !db.write_blocking(move |c| store::requeue(c, &event, now))? {
+            if !db.write_blocking(move |c| outbox::requeue(c, &event, now))? {
                 return Err(CommandError::new(format!(
                     "no delivered, failed or skipped webhook with id {id:?} (pending ones are still being tried)"
                 )));
@@ -66,7 +66,7 @@ pub fn resend(
             writeln!(out, "queued {id} again; the running server delivers it").map_err(io)
         }
         (None, Some(since)) => {
-            let n = db.write_blocking(move |c| store::requeue_failed_since(c, since, now))?;
+            let n = db.write_blocking(move |c| outbox::requeue_failed_since(c, since, now))?;
             writeln!(out, "queued {n} failed webhook(s) since {} again", rfc3339(since)).map_err(io)
         }
         (None, None) => Err(CommandError::new("give --id or --failed-since")),
@@ -76,13 +76,13 @@ pub fn resend(
 pub fn status(settings: &Settings, out: &mut impl Write) -> Result<(), CommandError> {
     let db = Database::open(&settings.database_path())?;
     let (counts, endpoints) =
-        db.read_blocking(|c| Ok((store::count_by_status(c)?, store::list_endpoints(c)?)))?;
+        db.read_blocking(|c| Ok((outbox::count_by_status(c)?, webhook_endpoints::list(c)?)))?;
     writeln!(out, "deliveries:").map_err(io)?;
     if counts.is_empty() {
         writeln!(out, "  none yet").map_err(io)?;
     }
     for (status, n) in counts {
-        writeln!(out, "  {status:<10} {n}").map_err(io)?;
+        writeln!(out, "  {:<10} {n}", status.as_str()).map_err(io)?;
     }
     writeln!(out, "endpoints:").map_err(io)?;
     if endpoints.is_empty() {
@@ -141,7 +141,7 @@ pub fn test(settings: &Settings, url: Option<&str>, out: &mut impl Write) -> Res
     }
     if response.status.is_some_and(|s| (200..300).contains(&s)) {
         let target = url.clone();
-        db.write_blocking(move |c| store::endpoint_succeeded(c, &target, now))?;
+        db.write_blocking(move |c| webhook_endpoints::succeeded(c, &target, now))?;
         Ok(())
     } else {
         Err(CommandError::new("the endpoint did not answer 2xx"))

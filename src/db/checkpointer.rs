@@ -1,23 +1,20 @@
 //! Copies the write-ahead log into the database file in the background, so the single
 //! writer (and the requests waiting on its commits) never pays for a checkpoint.
 
-use std::path::Path;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::{connect, DbResult, Writer};
+use rusqlite::Connection;
 
 const EVERY: Duration = Duration::from_millis(200);
 
-/// Runs PASSIVE checkpoints until the writer stops.
+/// Runs PASSIVE checkpoints on `conn` while `writer` lives.
 /// `open` is held by the thread until its connection is closed (see `Database::threads`).
-pub(super) fn start(path: &Path, writer: Writer, open: std::sync::Arc<()>) -> DbResult<()> {
-    let conn = connect(path)?;
-    let alive = writer.liveness();
-    drop(writer);
+pub(super) fn start(conn: Connection, writer: Weak<()>, open: Arc<()>) {
     let spawned = std::thread::Builder::new()
         .name("kassa-db-checkpoint".to_owned())
         .spawn(move || {
-            while alive.strong_count() > 0 {
+            while writer.strong_count() > 0 {
                 std::thread::sleep(EVERY);
                 // PASSIVE never blocks the writer or readers; whatever it cannot copy now
                 // it copies on a later round.
@@ -31,5 +28,4 @@ pub(super) fn start(path: &Path, writer: Writer, open: std::sync::Arc<()>) -> Db
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the checkpoint thread; SQLite's automatic checkpoints remain");
     }
-    Ok(())
 }

@@ -21,7 +21,7 @@ pub fn latest_version() -> i64 {
 
 /// Applies every pending migration in one exclusive transaction. Returns the names of
 /// the ones applied. A database written by a newer kassa is refused, not touched.
-pub fn run(conn: &mut Connection) -> DbResult<Vec<&'static str>> {
+pub(super) fn run(conn: &mut Connection) -> DbResult<Vec<&'static str>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > latest_version() {
@@ -41,6 +41,6 @@ pub fn run(conn: &mut Connection) -> DbResult<Vec<&'static str>> {
     Ok(applied)
 }
 
-pub fn current_version(conn: &Connection) -> DbResult<i64> {
+pub(super) fn current_version(conn: &Connection) -> DbResult<i64> {
     Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
 }

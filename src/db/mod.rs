@@ -1,8 +1,13 @@
-//! The only module that knows SQL. Reads go through a pool of read-only connections;
-//! every write goes to one writer thread that commits whatever is queued as one
-//! transaction (group commit), each job in its own savepoint, and answers each job only
-//! after its batch is durable. With `synchronous=FULL` that makes a reply survive power
-//! loss at little cost, because one fsync serves many requests.
+//! The only module that knows SQL, and the only one that names rusqlite. Callers get
+//! whole operations (`orders::insert`, `transitions::apply`, `outbox::claim_due`) run on
+//! a `Tx`, a handle this module owns, so a second backend can implement the same
+//! operations without anything above `db` changing.
+//!
+//! Reads go through a pool of read-only connections; every write goes to one writer
+//! thread that commits whatever is queued as one transaction (group commit), each job in
+//! its own savepoint, and answers each job only after its batch is durable. With
+//! `synchronous=FULL` that makes a reply survive power loss at little cost, because one
+//! fsync serves many requests.
 
 pub mod api_keys;
 pub mod backup;
@@ -16,18 +21,19 @@ pub mod outbox;
 pub mod refunds;
 pub mod sandbox;
 pub mod transitions;
-pub mod webhooks;
+mod types;
+pub mod webhook_endpoints;
+pub mod webhook_secrets;
 mod writer;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use r2d2_sqlite::SqliteConnectionManager;
-pub use rusqlite::Connection;
-use rusqlite::{OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-pub use writer::Writer;
+use writer::Writer;
 
 pub type DbResult<T> = Result<T, DbError>;
 
@@ -47,10 +53,40 @@ pub enum DbError {
     WriterGone,
     #[error("a stored value is invalid: {0}")]
     Corrupt(String),
+    /// A job refused to commit what it wrote (for a reason of its own, not the database's).
+    #[error("the write was abandoned: {0}")]
+    Abandoned(String),
     #[error("database task failed: {0}")]
     Task(String),
     #[error("cannot create data directory {path}: {reason}")]
     DataDir { path: PathBuf, reason: String },
+}
+
+/// One connection, inside a transaction for writes. Every operation of this module
+/// takes one; nothing outside `db` can reach the connection inside it.
+pub struct Tx<'a> {
+    conn: &'a Connection,
+}
+
+impl Tx<'_> {
+    /// Runs `f` in a savepoint: when it fails, what it wrote is undone and the rest of
+    /// the transaction stays (the writer runs every job this way).
+    pub fn savepoint<R>(&self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
+        self.savepoint_step(f)?
+    }
+
+    /// As `savepoint`, keeping apart the job's own failure (inner) from a failure of the
+    /// savepoint itself (outer), after which the transaction cannot go on.
+    fn savepoint_step<R>(&self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<DbResult<R>> {
+        self.conn.execute_batch("SAVEPOINT job")?;
+        let result = f(self);
+        if result.is_ok() {
+            self.conn.execute_batch("RELEASE job")?;
+        } else {
+            self.conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+        }
+        Ok(result)
+    }
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,8 +101,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Opens one read-write connection with kassa's pragmas (WAL, busy timeout, foreign
-/// keys, synchronous=FULL). Used by the writer and by CLI commands.
-pub fn connect(path: &Path) -> DbResult<Connection> {
+/// keys, synchronous=FULL), creating the file and its directory if needed.
+fn connect(path: &Path) -> DbResult<Connection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DbError::DataDir {
             path: dir.to_owned(),
@@ -79,18 +115,70 @@ pub fn connect(path: &Path) -> DbResult<Connection> {
     Ok(conn)
 }
 
-/// Runs `f` in one IMMEDIATE transaction on `conn`, committing only when it succeeds.
-pub fn immediate<R>(conn: &mut Connection, f: impl FnOnce(&Connection) -> DbResult<R>) -> DbResult<R> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let r = f(&tx)?;
-    tx.commit()?;
-    Ok(r)
-}
-
 /// Opens the database, applies pending migrations and returns the schema names applied.
 pub fn migrate(path: &Path) -> DbResult<Vec<&'static str>> {
-    let mut conn = connect(path)?;
-    migrations::run(&mut conn)
+    Offline::open(path)?.migrate()
+}
+
+/// A read-write connection of its own, outside the writer: for the command-line tools,
+/// and for start-up, where waiting on the writer from inside the runtime is not possible.
+/// Writes still take SQLite's lock, so it is safe beside a running server.
+pub struct Offline {
+    conn: Connection,
+}
+
+impl Offline {
+    /// Opens (creating if needed) the database at `path`, without migrating it.
+    pub fn open(path: &Path) -> DbResult<Offline> {
+        Ok(Offline { conn: connect(path)? })
+    }
+
+    /// Applies pending migrations; returns the names applied.
+    pub fn migrate(&mut self) -> DbResult<Vec<&'static str>> {
+        migrations::run(&mut self.conn)
+    }
+
+    /// The schema version the file is at.
+    pub fn schema_version(&self) -> DbResult<i64> {
+        migrations::current_version(&self.conn)
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction, committing only when it succeeds.
+    pub fn immediate<R>(&mut self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let r = f(&Tx { conn: &tx })?;
+        tx.commit()?;
+        Ok(r)
+    }
+
+    /// Runs reads outside any explicit transaction.
+    pub fn read<R>(&self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
+        f(&Tx { conn: &self.conn })
+    }
+
+    /// A pragma's current value on this connection, as text (for diagnostics).
+    pub fn pragma(&self, name: &str) -> DbResult<String> {
+        if !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(DbError::Task(format!("{name:?} is not a pragma name")));
+        }
+        let value: rusqlite::types::Value =
+            self.conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?;
+        Ok(match value {
+            rusqlite::types::Value::Null => String::new(),
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Real(f) => f.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+        })
+    }
+
+    /// `synchronous=NORMAL` on this connection: a commit may be lost on power loss (the
+    /// file stays sound). Only for measuring what `FULL` costs; kassa never runs so.
+    pub fn relax_durability(&self) -> DbResult<()> {
+        Ok(self.conn.pragma_update(None, "synchronous", "NORMAL")?)
+    }
 }
 
 /// The database: a pool of readers plus the single writer.
@@ -128,7 +216,7 @@ impl Database {
         let open = std::sync::Arc::new(());
         let threads = DbThreads(std::sync::Arc::downgrade(&open));
         let writer = Writer::start(conn, open.clone())?;
-        checkpointer::start(path, writer.clone(), open)?;
+        checkpointer::start(connect(path)?, writer.liveness(), open);
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {
@@ -158,33 +246,39 @@ impl Database {
         self.threads.clone()
     }
 
+    /// Resolves when the writer thread has ended while this handle still exists: no
+    /// write can succeed any more, so the server stops rather than answer with errors.
+    pub fn writer_stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.writer.stopped()
+    }
+
     /// Runs a read on a pooled read-only connection, off the async workers.
     pub async fn read<R, F>(&self, f: F) -> DbResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> DbResult<R> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> DbResult<R> + Send + 'static,
     {
         let pool = self.readers.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let conn = pool.get()?;
-            f(&conn)
+            f(&Tx { conn: &conn })
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
     }
 
-    pub fn read_blocking<R>(&self, f: impl FnOnce(&Connection) -> DbResult<R>) -> DbResult<R> {
+    pub fn read_blocking<R>(&self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
         let conn = self.readers.get()?;
-        f(&conn)
+        f(&Tx { conn: &conn })
     }
 
     /// Queues `f` for the writer; resolves once its batch has committed.
     pub async fn write<R, F>(&self, f: F) -> DbResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> DbResult<R> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> DbResult<R> + Send + 'static,
     {
         self.writer.write(f).await
     }
@@ -192,29 +286,14 @@ impl Database {
     pub fn write_blocking<R, F>(&self, f: F) -> DbResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> DbResult<R> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> DbResult<R> + Send + 'static,
     {
         self.writer.write_blocking(f)
     }
 
     /// `SELECT 1` on a reader: what `/healthz` checks.
     pub async fn ping(&self) -> DbResult<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        self.read(|tx| Ok(tx.conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
-}
-
-pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-pub(crate) fn from_millis(ms: i64) -> rusqlite::Result<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt(format!("time {ms} out of range")))
-}
-
-pub(crate) fn corrupt(message: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        Box::new(DbError::Corrupt(message)),
-    )
 }

@@ -5,38 +5,31 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
-use rusqlite::{named_params, params, Connection, OptionalExtension, Row};
+use rusqlite::{named_params, params, OptionalExtension, Row};
 
-use super::{corrupt, from_millis, to_millis, DbResult};
+use super::types::{corrupt, from_millis, opt_from_millis, to_millis};
+use super::{DbResult, Tx};
 use crate::domain::{Amount, Currency, NewOrder, Order, OrderId, OrderStatus, ProviderKind};
 
-pub(crate) const COLUMNS: &str = "id, out_trade_no, amount, currency, subject, provider, status, qr_code, \
+const COLUMNS: &str = "id, out_trade_no, amount, currency, subject, provider, status, qr_code, \
      notify_url, return_url, metadata, provider_trade_no, refunded_amount, late_payment, \
      created_at, expires_at, paid_at, closed_at, updated_at";
 
-pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
-    let text = |i: usize| -> rusqlite::Result<String> { row.get(i) };
-    let currency: Currency = text(3)?
-        .parse()
-        .map_err(|e: crate::domain::money::UnknownCurrency| corrupt(e.to_string()))?;
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
+    let currency: Currency = row.get(3)?;
     let amount = Amount::from_minor(row.get(2)?, currency).map_err(|e| corrupt(e.to_string()))?;
     let metadata: String = row.get(10)?;
     let metadata = match serde_json::from_str(&metadata) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => return Err(corrupt(format!("metadata is not a JSON object: {metadata}"))),
     };
-    let opt_time = |i: usize| -> rusqlite::Result<Option<DateTime<Utc>>> {
-        row.get::<_, Option<i64>>(i)?.map(from_millis).transpose()
-    };
     Ok(Order {
-        id: OrderId::parse(&text(0)?).map_err(|e| corrupt(e.to_string()))?,
-        out_trade_no: text(1)?,
+        id: row.get(0)?,
+        out_trade_no: row.get(1)?,
         amount,
-        subject: text(4)?,
-        provider: text(5)?.parse::<ProviderKind>().map_err(corrupt)?,
-        status: text(6)?
-            .parse::<OrderStatus>()
-            .map_err(|e| corrupt(e.to_string()))?,
+        subject: row.get(4)?,
+        provider: row.get(5)?,
+        status: row.get(6)?,
         qr_code: row.get(7)?,
         notify_url: row.get(8)?,
         return_url: row.get(9)?,
@@ -46,8 +39,8 @@ pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
         late_payment: row.get(13)?,
         created_at: from_millis(row.get(14)?)?,
         expires_at: from_millis(row.get(15)?)?,
-        paid_at: opt_time(16)?,
-        closed_at: opt_time(17)?,
+        paid_at: opt_from_millis(row.get(16)?)?,
+        closed_at: opt_from_millis(row.get(17)?)?,
         updated_at: from_millis(row.get(18)?)?,
     })
 }
@@ -59,10 +52,11 @@ pub enum Inserted {
     OutTradeNoTaken,
 }
 
-pub fn insert(conn: &Connection, order: &NewOrder, qr_code: Option<&str>) -> DbResult<Inserted> {
+pub fn insert(tx: &Tx<'_>, order: &NewOrder, qr_code: Option<&str>) -> DbResult<Inserted> {
     let metadata = serde_json::Value::Object(order.metadata.clone()).to_string();
     let created = to_millis(order.created_at);
-    let rows = conn
+    let rows = tx
+        .conn
         .prepare_cached(
             "INSERT INTO orders (id, out_trade_no, amount, currency, subject, provider, status, qr_code, \
              notify_url, return_url, metadata, created_at, expires_at, updated_at, next_check_at) \
@@ -70,12 +64,12 @@ pub fn insert(conn: &Connection, order: &NewOrder, qr_code: Option<&str>) -> DbR
              ON CONFLICT (out_trade_no) DO NOTHING",
         )?
         .execute(params![
-            order.id.as_str(),
+            order.id,
             order.out_trade_no.as_str(),
             order.amount.minor(),
-            order.amount.currency().code(),
+            order.amount.currency(),
             order.subject,
-            order.provider.as_str(),
+            order.provider,
             qr_code,
             order.notify_url,
             order.return_url,
@@ -91,17 +85,19 @@ pub fn insert(conn: &Connection, order: &NewOrder, qr_code: Option<&str>) -> DbR
     })
 }
 
-pub fn find_by_id(conn: &Connection, id: &OrderId) -> DbResult<Option<Order>> {
+pub fn find_by_id(tx: &Tx<'_>, id: &OrderId) -> DbResult<Option<Order>> {
     let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = ?1");
-    Ok(conn
+    Ok(tx
+        .conn
         .prepare_cached(&sql)?
-        .query_row([id.as_str()], from_row)
+        .query_row([id], from_row)
         .optional()?)
 }
 
-pub fn find_by_out_trade_no(conn: &Connection, out_trade_no: &str) -> DbResult<Option<Order>> {
+pub fn find_by_out_trade_no(tx: &Tx<'_>, out_trade_no: &str) -> DbResult<Option<Order>> {
     let sql = format!("SELECT {COLUMNS} FROM orders WHERE out_trade_no = ?1");
-    Ok(conn
+    Ok(tx
+        .conn
         .prepare_cached(&sql)?
         .query_row([out_trade_no], from_row)
         .optional()?)
@@ -181,12 +177,7 @@ impl OrderFilter {
 
 /// Newest first. Stable under concurrent inserts: the cursor names a position
 /// `(created_at, id)`, and new orders sort before it.
-pub fn list(
-    conn: &Connection,
-    filter: &OrderFilter,
-    after: Option<&Cursor>,
-    limit: u32,
-) -> DbResult<Vec<Order>> {
+pub fn list(tx: &Tx<'_>, filter: &OrderFilter, after: Option<&Cursor>, limit: u32) -> DbResult<Vec<Order>> {
     let mut args = Vec::new();
     let mut clause = filter.where_clause(&mut args);
     if let Some(c) = after {
@@ -200,18 +191,18 @@ pub fn list(
         "SELECT {COLUMNS} FROM orders WHERE {clause} ORDER BY created_at DESC, id DESC LIMIT ?{}",
         args.len()
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = tx.conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Pending orders whose time is up, oldest deadline first.
-pub fn list_due_for_expiry(conn: &Connection, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Order>> {
+pub fn list_due_for_expiry(tx: &Tx<'_>, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Order>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM orders WHERE status = 'pending' AND expires_at <= :now \
          ORDER BY expires_at LIMIT :limit"
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = tx.conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(named_params! {":now": to_millis(now), ":limit": limit}, from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -219,7 +210,7 @@ pub fn list_due_for_expiry(conn: &Connection, now: DateTime<Utc>, limit: u32) ->
 /// Calls `each` for every order created in `[from, before)`, oldest first, one row at a
 /// time so an export of any size runs in constant memory.
 pub fn for_each_created_between<E>(
-    conn: &Connection,
+    tx: &Tx<'_>,
     from: Option<DateTime<Utc>>,
     before: Option<DateTime<Utc>>,
     mut each: impl FnMut(&Order) -> Result<(), E>,
@@ -227,7 +218,7 @@ pub fn for_each_created_between<E>(
     let sql = format!(
         "SELECT {COLUMNS} FROM orders WHERE created_at >= ?1 AND created_at < ?2 ORDER BY created_at, id"
     );
-    let mut stmt = conn.prepare(&sql)?;
+    let mut stmt = tx.conn.prepare(&sql)?;
     let from = from.map(to_millis).unwrap_or(i64::MIN);
     let before = before.map(to_millis).unwrap_or(i64::MAX);
     let mut rows = stmt.query(params![from, before])?;
@@ -246,31 +237,27 @@ pub const LATE_CHECKS_MS: [i64; 4] = [60_000, 300_000, 900_000, 3_600_000];
 
 /// Pending orders due for a late-notification check, that have not expired yet (the
 /// expiry sweep handles those).
-pub fn list_due_for_check(conn: &Connection, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Order>> {
+pub fn list_due_for_check(tx: &Tx<'_>, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Order>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM orders WHERE status = 'pending' AND next_check_at <= :now \
          AND expires_at > :now ORDER BY next_check_at LIMIT :limit"
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = tx.conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(named_params! {":now": to_millis(now), ":limit": limit}, from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Moves an order's next check to the following step of `LATE_CHECKS_MS` (or none).
-pub fn record_check(conn: &Connection, id: &OrderId) -> DbResult<()> {
-    conn.prepare_cached(
+pub fn record_check(tx: &Tx<'_>, id: &OrderId) -> DbResult<()> {
+    tx.conn.prepare_cached(
         "UPDATE orders SET checks_done = checks_done + 1, next_check_at = created_at + CASE checks_done + 1 \
          WHEN 1 THEN ?2 WHEN 2 THEN ?3 WHEN 3 THEN ?4 ELSE NULL END WHERE id = ?1",
     )?
     .execute(params![
-        id.as_str(),
+        id,
         LATE_CHECKS_MS[1],
         LATE_CHECKS_MS[2],
         LATE_CHECKS_MS[3]
     ])?;
     Ok(())
-}
-
-pub fn count(conn: &Connection) -> DbResult<i64> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))?)
 }

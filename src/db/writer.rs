@@ -1,19 +1,21 @@
 //! The single writer thread and its group commit.
 
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 
 use rusqlite::Connection;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-use super::{DbError, DbResult};
+use super::{DbError, DbResult, Tx};
 
 /// Largest number of jobs committed together; bounds the latency one batch adds.
 const MAX_BATCH: usize = 256;
 
 trait Job: Send {
-    /// Runs inside the batch's savepoint; false rolls the savepoint back.
-    fn run(&mut self, conn: &Connection) -> bool;
+    /// Runs inside the batch's savepoint; false means the job failed (and its
+    /// savepoint is rolled back).
+    fn run(&mut self, tx: &Tx<'_>) -> bool;
     /// Delivers the result once the batch's fate is known.
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
@@ -27,13 +29,13 @@ struct WriteJob<R, F> {
 impl<R, F> Job for WriteJob<R, F>
 where
     R: Send,
-    F: FnOnce(&Connection) -> DbResult<R> + Send,
+    F: FnOnce(&Tx<'_>) -> DbResult<R> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, tx: &Tx<'_>) -> bool {
         let Some(work) = self.work.take() else {
             return false;
         };
-        let result = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+        let result = match catch_unwind(AssertUnwindSafe(|| work(tx))) {
             Ok(r) => r,
             Err(_) => Err(DbError::Task("a database job panicked".to_owned())),
         };
@@ -56,19 +58,24 @@ where
 }
 
 #[derive(Clone)]
-pub struct Writer {
+pub(super) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
     /// Held by every handle; background helpers watch it to know when to stop.
     alive: std::sync::Arc<()>,
+    /// Closed (its sender dropped) when the thread ends, whichever way it ends.
+    running: watch::Receiver<()>,
 }
 
 impl Writer {
     /// `open` is held by the thread until its connection is closed (see `Database::threads`).
     pub(super) fn start(conn: Connection, open: std::sync::Arc<()>) -> DbResult<Writer> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let (ended, running) = watch::channel(());
         std::thread::Builder::new()
             .name("kassa-db-writer".to_owned())
             .spawn(move || {
+                // Dropped last, even when the thread unwinds: watchers learn it ended.
+                let _ended = ended;
                 // Returns once every handle (every sender) is gone; `run` owns and closes
                 // the connection before `open` is released.
                 run(conn, queue);
@@ -78,6 +85,7 @@ impl Writer {
         Ok(Writer {
             jobs,
             alive: std::sync::Arc::new(()),
+            running,
         })
     }
 
@@ -86,10 +94,16 @@ impl Writer {
         std::sync::Arc::downgrade(&self.alive)
     }
 
+    /// Resolves when the writer thread has ended.
+    pub(super) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut running = self.running.clone();
+        async move { while running.changed().await.is_ok() {} }
+    }
+
     fn submit<R, F>(&self, work: F) -> DbResult<oneshot::Receiver<DbResult<R>>>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> DbResult<R> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> DbResult<R> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = WriteJob {
@@ -101,18 +115,18 @@ impl Writer {
         Ok(answer)
     }
 
-    pub async fn write<R, F>(&self, work: F) -> DbResult<R>
+    pub(super) async fn write<R, F>(&self, work: F) -> DbResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> DbResult<R> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> DbResult<R> + Send + 'static,
     {
         self.submit(work)?.await.map_err(|_| DbError::WriterGone)?
     }
 
-    pub fn write_blocking<R, F>(&self, work: F) -> DbResult<R>
+    pub(super) fn write_blocking<R, F>(&self, work: F) -> DbResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> DbResult<R> + Send + 'static,
+        F: FnOnce(&Tx<'_>) -> DbResult<R> + Send + 'static,
     {
         self.submit(work)?
             .blocking_recv()
@@ -141,12 +155,14 @@ fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
 
 fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    let tx = Tx { conn };
     for job in batch.iter_mut() {
-        let step = conn.execute_batch("SAVEPOINT job").and_then(|()| {
-            if job.run(conn) {
-                conn.execute_batch("RELEASE job")
+        // A failed job only loses its own savepoint; a failed savepoint loses the batch.
+        let step = tx.savepoint_step(|tx| {
+            if job.run(tx) {
+                Ok(())
             } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                Err(DbError::Abandoned("job failed".to_owned()))
             }
         });
         if let Err(e) = step {

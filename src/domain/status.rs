@@ -34,6 +34,11 @@ impl OrderStatus {
             OrderStatus::Refunded => "refunded",
         }
     }
+
+    /// Whether a refund may be asked for: the statuses a refund transition leaves from.
+    pub fn is_refundable(self) -> bool {
+        Transition::Refund.allowed_from().contains(&self)
+    }
 }
 
 impl fmt::Display for OrderStatus {
@@ -73,7 +78,8 @@ pub fn is_allowed(from: OrderStatus, to: OrderStatus) -> bool {
 }
 
 /// What happened to an order, independent of who made it happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Transition {
     /// A verified payment; from `closed` it is a late payment.
     Pay,
@@ -83,6 +89,8 @@ pub enum Transition {
 }
 
 impl Transition {
+    pub const ALL: [Transition; 3] = [Transition::Pay, Transition::Close, Transition::Refund];
+
     pub fn allowed_from(self) -> &'static [OrderStatus] {
         match self {
             Transition::Pay => &[OrderStatus::Pending, OrderStatus::Closed],
@@ -123,6 +131,16 @@ impl Transition {
     }
 }
 
+impl FromStr for Transition {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Transition::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown transition {s:?}"))
+    }
+}
+
 /// Who or what caused a transition; stored in the order's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,17 +150,15 @@ pub enum TransitionSource {
     Api,
     Admin,
     Expiry,
-    Sandbox,
 }
 
 impl TransitionSource {
-    pub const ALL: [TransitionSource; 6] = [
+    pub const ALL: [TransitionSource; 5] = [
         TransitionSource::Notification,
         TransitionSource::ProviderQuery,
         TransitionSource::Api,
         TransitionSource::Admin,
         TransitionSource::Expiry,
-        TransitionSource::Sandbox,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -152,7 +168,6 @@ impl TransitionSource {
             TransitionSource::Api => "api",
             TransitionSource::Admin => "admin",
             TransitionSource::Expiry => "expiry",
-            TransitionSource::Sandbox => "sandbox",
         }
     }
 }
@@ -265,6 +280,16 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), expected.len(), "every pair checked exactly once");
+    }
+
+    #[test]
+    fn only_paid_and_partially_refunded_orders_are_refundable() {
+        let refundable: Vec<&str> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_refundable())
+            .map(OrderStatus::as_str)
+            .collect();
+        assert_eq!(refundable, ["paid", "partially_refunded"]);
     }
 
     #[test]

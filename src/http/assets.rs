@@ -76,7 +76,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 async fn serve(req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     let Some((i, asset)) = find(&path) else {
-        return crate::http::not_found().await;
+        return super::not_found(req).await;
     };
     let version = &versions()[i];
     let etag = format!("\"{version}\"");

@@ -7,7 +7,6 @@ use std::time::Duration as StdDuration;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
-use actix_web::middleware::DefaultHeaders;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
@@ -16,22 +15,13 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::assets::AssetUrls;
+use super::error::{ApiError, Missing, PageError};
 use super::i18n::{self, Lang, Texts};
+use super::page_headers;
 use super::qr;
+use super::state::AppState;
 use crate::db::orders;
 use crate::domain::{Order, OrderId, OrderStatus, ProviderKind};
-use crate::state::AppState;
-
-/// Pages allow only their own scripts and styles, and no framing.
-pub fn page_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
-        .add((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-        ))
-        .add((header::X_FRAME_OPTIONS, "DENY"))
-}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -107,14 +97,6 @@ struct PayPage<'a> {
     redirect_now: Option<String>,
 }
 
-#[derive(Template)]
-#[template(path = "checkout/not_found.html")]
-struct NotFoundPage {
-    lang: Lang,
-    t: &'static Texts,
-    assets: AssetUrls,
-}
-
 /// `return_url` with `order_id=<id>` added to its query, and nothing else: the
 /// merchant's own query text is kept byte for byte (it may be signed).
 pub fn return_url_for(return_url: &str, order_id: &OrderId) -> Option<String> {
@@ -127,14 +109,8 @@ pub fn return_url_for(return_url: &str, order_id: &OrderId) -> Option<String> {
     Some(url.into())
 }
 
-fn html(
-    status: actix_web::http::StatusCode,
-    body: String,
-    lang: Lang,
-    remember: bool,
-    secure: bool,
-) -> HttpResponse {
-    let mut response = HttpResponse::build(status);
+fn html(body: String, lang: Lang, remember: bool, secure: bool) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
     response
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -152,13 +128,6 @@ fn html(
     response.body(body)
 }
 
-fn server_error(e: &dyn std::fmt::Display) -> HttpResponse {
-    tracing::error!(error = %e, "checkout page failed");
-    HttpResponse::InternalServerError()
-        .content_type("text/plain; charset=utf-8")
-        .body("Something went wrong on our side. Please reload in a moment.\n")
-}
-
 async fn find_order(state: &AppState, raw: &str) -> Result<Option<Order>, crate::db::DbError> {
     let Ok(id) = OrderId::parse(raw) else {
         return Ok(None);
@@ -170,32 +139,16 @@ async fn show_checkout(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-) -> HttpResponse {
+) -> Result<HttpResponse, PageError> {
     let (lang, remember) = i18n::negotiate(&req);
     let t = lang.texts();
     let secure = state.public_url().starts_with("https://");
-    let order = match find_order(&state, &path).await {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            let page = NotFoundPage {
-                lang,
-                t,
-                assets: AssetUrls::get(),
-            };
-            return match page.render() {
-                Ok(body) => html(
-                    actix_web::http::StatusCode::NOT_FOUND,
-                    body,
-                    lang,
-                    remember,
-                    secure,
-                ),
-                Err(e) => server_error(&e),
-            };
-        }
-        Err(e) => return server_error(&e),
-    };
-    let now = state.clock.now();
+    let failed = |e: &dyn std::error::Error| PageError::internal(e).for_request(&req);
+    let order = find_order(&state, &path)
+        .await
+        .map_err(|e| failed(&e))?
+        .ok_or_else(|| PageError::not_found(Missing::Order).for_request(&req))?;
+    let now = state.now();
     let page_state = PageState::of(&order, now);
     let (provider_class, scan_with, open_in_app, qr_label) = match order.provider {
         ProviderKind::Alipay => ("alipay", t.scan_alipay, t.open_alipay, t.qr_label_alipay),
@@ -208,10 +161,7 @@ async fn show_checkout(
         .filter(|_| page_state == PageState::Pending)
         .unwrap_or_default();
     let qr_svg = if page_state == PageState::Pending && !qr_code.is_empty() {
-        match qr::svg(&qr_code, qr_label) {
-            Ok(svg) => svg,
-            Err(e) => return server_error(&e),
-        }
+        qr::svg(&qr_code, qr_label).map_err(|e| failed(&e))?
     } else {
         String::new()
     };
@@ -224,7 +174,7 @@ async fn show_checkout(
         lang,
         t,
         assets: AssetUrls::get(),
-        sandbox: state.sandbox.is_some() && state.settings.alipay.app_id.is_empty(),
+        sandbox: state.sandbox_payments,
         merchant: &state.settings.merchant.name,
         order_id: order.id.as_str(),
         out_trade_no: &order.out_trade_no,
@@ -247,10 +197,8 @@ async fn show_checkout(
         return_url,
         refresh: page_state == PageState::Pending,
     };
-    match page.render() {
-        Ok(body) => html(actix_web::http::StatusCode::OK, body, lang, remember, secure),
-        Err(e) => server_error(&e),
-    }
+    let body = page.render().map_err(|e| failed(&e))?;
+    Ok(html(body, lang, remember, secure))
 }
 
 #[derive(Serialize)]
@@ -272,14 +220,20 @@ fn seconds_left(order: &Order, now: DateTime<Utc>) -> i64 {
     (ms + 999) / 1000
 }
 
-async fn checkout_status(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
-    match find_order(&state, &path).await {
-        Ok(Some(order)) => HttpResponse::Ok()
+fn status_not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({"status": "not_found"}))
+}
+
+async fn checkout_status(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(match find_order(&state, &path).await? {
+        Some(order) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(status_body(&order, state.clock.now())),
-        Ok(None) => HttpResponse::NotFound().json(serde_json::json!({"status": "not_found"})),
-        Err(e) => server_error(&e),
-    }
+            .json(status_body(&order, state.now())),
+        None => status_not_found(),
+    })
 }
 
 /// How long the stream waits for a signal before re-reading the order anyway; also
@@ -316,7 +270,7 @@ async fn next_event(mut s: Stream) -> Option<(Result<Bytes, Infallible>, Stream)
             Ok(Some(o)) => o,
             _ => return None,
         };
-        let now = s.state.clock.now();
+        let now = s.state.now();
         let body = status_body(&order, now);
         if s.last != Some(body.status) {
             s.last = Some(body.status);
@@ -339,22 +293,23 @@ async fn next_event(mut s: Stream) -> Option<(Result<Bytes, Infallible>, Stream)
     }
 }
 
-async fn checkout_events(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
-    let order = match find_order(&state, &path).await {
-        Ok(Some(o)) => o,
-        Ok(None) => return HttpResponse::NotFound().json(serde_json::json!({"status": "not_found"})),
-        Err(e) => return server_error(&e),
+async fn checkout_events(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(order) = find_order(&state, &path).await? else {
+        return Ok(status_not_found());
     };
     let stream = Stream {
-        signals: state.signals.subscribe(),
+        signals: state.hooks.subscribe(),
         state,
         id: order.id,
         last: None,
         done: false,
     };
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(futures_util::stream::unfold(stream, next_event))
+        .streaming(futures_util::stream::unfold(stream, next_event)))
 }

@@ -5,8 +5,10 @@ use actix_web::HttpRequest;
 
 pub const COOKIE: &str = "kassa_lang";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lang {
+    /// Alipay and WeChat Pay customers read Chinese first.
+    #[default]
     ZhCn,
     En,
 }
@@ -77,8 +79,7 @@ pub fn negotiate(req: &HttpRequest) -> (Lang, bool) {
         .get(actix_web::http::header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
         .and_then(from_accept_language);
-    // Alipay and WeChat Pay customers read Chinese first.
-    (header.unwrap_or(Lang::ZhCn), false)
+    (header.unwrap_or_default(), false)
 }
 
 pub struct Texts {
@@ -108,8 +109,16 @@ pub struct Texts {
     pub refunded_title: &'static str,
     pub refunded_body: &'static str,
     pub order_number: &'static str,
-    pub not_found_title: &'static str,
-    pub not_found_body: &'static str,
+    pub order_not_found_title: &'static str,
+    pub order_not_found_body: &'static str,
+    pub page_not_found_title: &'static str,
+    pub page_not_found_body: &'static str,
+    pub sandbox_payment_not_found_title: &'static str,
+    pub sandbox_payment_not_found_body: &'static str,
+    pub invalid_title: &'static str,
+    pub server_error_title: &'static str,
+    pub server_error_body: &'static str,
+    pub reference: &'static str,
 }
 
 static ZH: Texts = Texts {
@@ -139,8 +148,16 @@ static ZH: Texts = Texts {
     refunded_title: "已退款",
     refunded_body: "此订单的付款已全部或部分退还。",
     order_number: "订单号",
-    not_found_title: "找不到此订单",
-    not_found_body: "链接可能有误，或订单不存在。请返回商家重试。",
+    order_not_found_title: "找不到此订单",
+    order_not_found_body: "链接可能有误，或订单不存在。请返回商家重试。",
+    page_not_found_title: "找不到此页面",
+    page_not_found_body: "链接可能有误，或页面已不存在。",
+    sandbox_payment_not_found_title: "找不到此沙箱付款",
+    sandbox_payment_not_found_body: "此沙箱付款链接无效。请重新扫描订单的二维码。",
+    invalid_title: "无法保存",
+    server_error_title: "出错了",
+    server_error_body: "这是我们这边的问题，请稍后刷新重试。如果一直出现，请将下面的编号告知商家。",
+    reference: "编号",
 };
 
 static EN: Texts = Texts {
@@ -170,8 +187,16 @@ static EN: Texts = Texts {
     refunded_title: "Refunded",
     refunded_body: "The payment for this order has been refunded in full or in part.",
     order_number: "Order number",
-    not_found_title: "Order not found",
-    not_found_body: "The link may be wrong, or the order does not exist. Please go back to the shop.",
+    order_not_found_title: "Order not found",
+    order_not_found_body: "The link may be wrong, or the order does not exist. Please go back to the shop.",
+    page_not_found_title: "Page not found",
+    page_not_found_body: "The link may be wrong, or the page no longer exists.",
+    sandbox_payment_not_found_title: "No such sandbox payment",
+    sandbox_payment_not_found_body: "This sandbox payment link is not valid. Scan the order's QR code again.",
+    invalid_title: "Not saved",
+    server_error_title: "Something went wrong",
+    server_error_body: "Something went wrong on our side. Please reload in a moment; if it keeps happening, give the merchant the reference below.",
+    reference: "Reference",
 };
 
 #[cfg(test)]

@@ -8,11 +8,11 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::db::transitions::Cause;
+use crate::core::Core;
+use crate::db::history::Cause;
 use crate::db::{orders, DbError};
 use crate::domain::{OrderId, TransitionSource};
 use crate::service::orders::{close, CloseError};
-use crate::state::AppState;
 
 const BATCH: u32 = 200;
 /// How long an order whose provider could not be reached waits before the next try.
@@ -35,14 +35,14 @@ impl ExpiryReport {
 }
 
 pub struct ExpiryWorker {
-    state: AppState,
+    core: Core,
     retry_at: Mutex<HashMap<OrderId, DateTime<Utc>>>,
 }
 
 impl ExpiryWorker {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(core: Core) -> Self {
         ExpiryWorker {
-            state,
+            core,
             retry_at: Mutex::new(HashMap::new()),
         }
     }
@@ -59,7 +59,7 @@ impl ExpiryWorker {
 
     pub async fn try_run_once(&self, now: DateTime<Utc>) -> Result<ExpiryReport, DbError> {
         let due = self
-            .state
+            .core
             .db
             .read(move |c| orders::list_due_for_expiry(c, now, BATCH))
             .await?;
@@ -70,7 +70,7 @@ impl ExpiryWorker {
                 continue;
             }
             let cause = Cause::system(TransitionSource::Expiry);
-            match close(&self.state, &order.id, cause, now).await {
+            match close(&self.core, &order.id, cause, now).await {
                 Ok(_) => report.closed += 1,
                 Err(CloseError::TurnedOutPaid(_)) => report.paid += 1,
                 // Paid (or gone) since the sweep read it: a notification won the race.
@@ -90,7 +90,7 @@ impl ExpiryWorker {
 
     pub async fn run(self) {
         loop {
-            let now = self.state.clock.now();
+            let now = self.core.now();
             match self.try_run_once(now).await {
                 Ok(report) if !report.is_empty() => continue,
                 Ok(_) => {}

@@ -1,5 +1,6 @@
-//! Payment providers. Order creation, close, expiry and refunds go through the
-//! `Provider` trait; the Alipay and WeChat clients implement it.
+//! Clients of the real payment platforms. Order creation, close, expiry and refunds go
+//! through the `Provider` trait; the Alipay and WeChat clients implement it. (The
+//! built-in sandbox is a platform of its own, in `crate::sandbox`.)
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,7 +13,6 @@ use crate::domain::{Amount, Currency, Order, OrderId, ProviderKind};
 
 pub mod alipay;
 pub mod keys;
-pub mod sandbox;
 pub mod wechat;
 
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
@@ -118,7 +118,11 @@ pub trait Provider: Send + Sync {
 
 /// The providers enabled on this server.
 #[derive(Clone, Default)]
-pub struct Providers(BTreeMap<ProviderKind, Arc<dyn Provider>>);
+pub struct Providers {
+    enabled: BTreeMap<ProviderKind, Arc<dyn Provider>>,
+    /// The Alipay account whose notifications kassa accepts.
+    alipay: Option<Arc<alipay::AlipayProvider>>,
+}
 
 impl Providers {
     pub fn none() -> Providers {
@@ -126,15 +130,25 @@ impl Providers {
     }
 
     pub fn with(mut self, provider: Arc<dyn Provider>) -> Providers {
-        self.0.insert(provider.kind(), provider);
+        self.enabled.insert(provider.kind(), provider);
         self
     }
 
+    /// Alipay, whose account also checks the notifications kassa receives.
+    pub fn with_alipay(mut self, provider: Arc<alipay::AlipayProvider>) -> Providers {
+        self.alipay = Some(provider.clone());
+        self.with(provider)
+    }
+
     pub fn get(&self, kind: ProviderKind) -> Option<&Arc<dyn Provider>> {
-        self.0.get(&kind)
+        self.enabled.get(&kind)
+    }
+
+    pub fn alipay(&self) -> Option<&alipay::AlipayProvider> {
+        self.alipay.as_deref()
     }
 
     pub fn enabled(&self) -> Vec<ProviderKind> {
-        self.0.keys().copied().collect()
+        self.enabled.keys().copied().collect()
     }
 }

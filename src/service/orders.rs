@@ -2,12 +2,14 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::db::transitions::{self, Cause, Change, Outcome};
-use crate::db::{idempotency, orders, DbError};
+use super::changes;
+use crate::core::Core;
+use crate::db::history::Cause;
+use crate::db::transitions::{Change, Outcome};
+use crate::db::{idempotency, orders, DbError, Tx};
 use crate::domain::order::{FieldError, OrderRules};
 use crate::domain::{CreateOrderRequest, NewOrder, Order, OrderId, OrderStatus, TransitionSource};
 use crate::providers::{PaymentRequest, ProviderError, TradeState};
-use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
@@ -45,15 +47,15 @@ enum Stored {
     OutTradeNoTaken,
 }
 
-fn replay(conn: &crate::db::Connection, idem: &Idempotency) -> Result<Option<Stored>, DbError> {
-    let Some(record) = idempotency::find(conn, idem.api_key_id, &idem.key)? else {
+fn replay(tx: &Tx<'_>, idem: &Idempotency) -> Result<Option<Stored>, DbError> {
+    let Some(record) = idempotency::find(tx, idem.api_key_id, &idem.key)? else {
         return Ok(None);
     };
     if record.request_hash != idem.request_hash {
         return Ok(Some(Stored::KeyConflict));
     }
-    let id = OrderId::parse(&record.order_id).map_err(|e| DbError::Corrupt(e.to_string()))?;
-    let order = orders::find_by_id(conn, &id)?
+    let id = record.order_id;
+    let order = orders::find_by_id(tx, &id)?
         .ok_or_else(|| DbError::Corrupt(format!("idempotency key points at missing order {id}")))?;
     Ok(Some(Stored::Replayed(order)))
 }
@@ -70,21 +72,21 @@ fn settle(stored: Stored, out_trade_no: &str) -> Result<Created, CreateError> {
 /// Validates, asks the provider for a payment (its QR code), then stores the order.
 /// Nothing is stored when the provider refuses, so no half-made order is payable.
 pub async fn create(
-    state: &AppState,
+    core: &Core,
     request: CreateOrderRequest,
     idem: Option<Idempotency>,
 ) -> Result<Created, CreateError> {
     let out_trade_no = request.out_trade_no.clone();
-    let enabled = state.providers.enabled();
+    let enabled = core.providers.enabled();
     let rules = OrderRules {
-        default_currency: state.settings.merchant.currency,
-        default_ttl: state.settings.merchant.order_ttl,
+        default_currency: core.settings.merchant.currency,
+        default_ttl: core.settings.merchant.order_ttl,
         enabled_providers: &enabled,
-        now: state.clock.now(),
+        now: core.now(),
     };
     let new_order = NewOrder::validate(request, &rules)?;
     let checks = (idem.clone(), out_trade_no.clone());
-    let early = state
+    let early = core
         .db
         .read(move |c| {
             let (idem, out_trade_no) = checks;
@@ -109,7 +111,7 @@ pub async fn create(
     if let Some(stored) = early {
         return settle(stored, &out_trade_no);
     }
-    let provider = state.providers.get(new_order.provider).ok_or_else(|| {
+    let provider = core.providers.get(new_order.provider).ok_or_else(|| {
         CreateError::Invalid(FieldError {
             field: "provider",
             message: format!("provider {} is not enabled", new_order.provider),
@@ -133,12 +135,12 @@ pub async fn create(
             amount: new_order.amount,
             subject: new_order.subject.clone(),
             expires_at: new_order.expires_at,
-            notify_url: format!("{}/notify/{}", state.public_url(), new_order.provider),
+            notify_url: format!("{}/notify/{}", core.public_url(), new_order.provider),
         })
         .await?;
 
-    let now = state.clock.now();
-    let stored = state
+    let now = core.now();
+    let stored = core
         .db
         .write(move |conn| {
             if let Some(idem) = &idem {
@@ -186,43 +188,32 @@ pub enum CloseError {
     Db(#[from] DbError),
 }
 
-async fn apply(
-    state: &AppState,
-    id: &OrderId,
-    change: Change,
-    cause: Cause,
-    now: DateTime<Utc>,
-) -> Result<Outcome, DbError> {
-    let target = id.clone();
-    let public_url = state.public_url().to_owned();
-    let outcome = state
-        .db
-        .write(move |conn| transitions::apply(conn, &target, &change, &cause, now, &public_url))
-        .await?;
-    if matches!(outcome, Outcome::Applied { .. }) {
-        state.signals.changed(id);
+/// The close's answer, whatever the state machine made of it.
+fn closed(outcome: Outcome) -> Result<Order, CloseError> {
+    match outcome {
+        Outcome::Applied { order, .. } | Outcome::Duplicate { order } => Ok(order),
+        Outcome::Refused { order } => Err(CloseError::Illegal(order.status)),
+        Outcome::NotFound => Err(CloseError::NotFound),
     }
-    Ok(outcome)
 }
 
 /// Closes a pending order: asks the provider first (a payment notification may have
 /// been lost), pays the order instead when it was paid, otherwise closes the trade at
 /// the provider and then locally. A repeated close answers with the closed order.
 pub async fn close(
-    state: &AppState,
+    core: &Core,
     id: &OrderId,
-    cause: Cause,
+    mut cause: Cause,
     now: DateTime<Utc>,
 ) -> Result<Order, CloseError> {
     let lookup = id.clone();
-    let order = state
+    let order = core
         .db
         .read(move |c| orders::find_by_id(c, &lookup))
         .await?
         .ok_or(CloseError::NotFound)?;
     if order.status == OrderStatus::Pending {
-        let mut cause = cause;
-        match state.providers.get(order.provider) {
+        match core.providers.get(order.provider) {
             Some(provider) => match provider.query(&order).await? {
                 TradeState::Paid(facts) => {
                     if facts.amount != order.amount.minor() {
@@ -236,16 +227,16 @@ pub async fn close(
                         provider_trade_no: facts.provider_trade_no,
                         paid_at: facts.paid_at.unwrap_or(now),
                     };
-                    let mut query_cause = Cause::system(TransitionSource::ProviderQuery);
-                    query_cause.detail =
-                        Some(format!("found paid while closing ({})", cause.source.as_str()));
-                    return match apply(state, id, pay, query_cause, now).await? {
-                        Outcome::Applied { order, .. } | Outcome::Duplicate { order } => {
-                            Err(CloseError::TurnedOutPaid(Box::new(order)))
-                        }
-                        Outcome::Refused { order } => Err(CloseError::Illegal(order.status)),
-                        Outcome::NotFound => Err(CloseError::NotFound),
-                    };
+                    let query_cause = Cause::system_because(
+                        TransitionSource::ProviderQuery,
+                        format!("found paid while closing ({})", cause.source.as_str()),
+                    );
+                    return Err(
+                        match closed(changes::apply(core, id, pay, query_cause, now).await?) {
+                            Ok(order) => CloseError::TurnedOutPaid(Box::new(order)),
+                            Err(e) => e,
+                        },
+                    );
                 }
                 TradeState::NotPaid => provider.close(&order).await?,
                 // Already closed at the provider (e.g. its own deadline passed).
@@ -258,16 +249,7 @@ pub async fn close(
                 ));
             }
         }
-        return match apply(state, id, Change::Close, cause, now).await? {
-            Outcome::Applied { order, .. } | Outcome::Duplicate { order } => Ok(order),
-            Outcome::Refused { order } => Err(CloseError::Illegal(order.status)),
-            Outcome::NotFound => Err(CloseError::NotFound),
-        };
     }
-    // Not pending: let the state machine decide (duplicate or refused, recorded).
-    match apply(state, id, Change::Close, cause, now).await? {
-        Outcome::Applied { order, .. } | Outcome::Duplicate { order } => Ok(order),
-        Outcome::Refused { order } => Err(CloseError::Illegal(order.status)),
-        Outcome::NotFound => Err(CloseError::NotFound),
-    }
+    // Not pending: the state machine decides (a duplicate, or refused and recorded).
+    closed(changes::apply(core, id, Change::Close, cause, now).await?)
 }

@@ -6,14 +6,16 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::changes;
+use crate::core::Core;
+use crate::db::history::Cause;
 use crate::db::refunds::{self, NewRefund, Refund, Settlement};
-use crate::db::transitions::{self, Cause, Change};
+use crate::db::transitions::Change;
 use crate::db::{orders, DbError};
 use crate::domain::ids::random_base62;
-use crate::domain::order::{rfc3339, FieldError};
-use crate::domain::{Amount, Order, OrderId, OrderStatus, TransitionSource};
+use crate::domain::order::{serialize_rfc3339, serialize_rfc3339_opt, FieldError};
+use crate::domain::{Amount, Order, OrderId, OrderStatus, RefundStatus, TransitionSource};
 use crate::providers::{ProviderError, RefundOutcome, RefundRequest, RefundState};
-use crate::state::AppState;
 
 pub const MAX_REASON_CHARS: usize = 256;
 
@@ -39,17 +41,19 @@ pub enum RefundError {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RefundView {
     pub id: String,
-    pub order_id: String,
+    pub order_id: OrderId,
     pub refund_id: Option<String>,
     pub amount: i64,
     pub currency: &'static str,
     pub reason: String,
-    pub status: String,
+    pub status: RefundStatus,
     pub provider_refund_id: Option<String>,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
-    pub created_at: String,
-    pub settled_at: Option<String>,
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "serialize_rfc3339_opt")]
+    pub settled_at: Option<DateTime<Utc>>,
 }
 
 pub fn view(refund: &Refund, order: &Order) -> RefundView {
@@ -60,12 +64,12 @@ pub fn view(refund: &Refund, order: &Order) -> RefundView {
         amount: refund.amount,
         currency: order.amount.currency().code(),
         reason: refund.reason.clone(),
-        status: refund.status.clone(),
+        status: refund.status,
         provider_refund_id: refund.provider_refund_id.clone(),
         failure_code: refund.failure_code.clone(),
         failure_message: refund.failure_message.clone(),
-        created_at: rfc3339(refund.created_at),
-        settled_at: refund.settled_at.map(rfc3339),
+        created_at: refund.created_at,
+        settled_at: refund.settled_at,
     }
 }
 
@@ -114,48 +118,39 @@ fn money(minor: i64, order: &Order) -> String {
 /// Records the provider's answer: succeeded refunds move the order in the same
 /// transaction.
 async fn settle(
-    state: &AppState,
+    core: &Core,
     refund: &Refund,
-    order_id: &OrderId,
     outcome: Settled,
     cause: Cause,
     now: DateTime<Utc>,
 ) -> Result<(), DbError> {
-    let (id, target, amount) = (refund.id.clone(), order_id.clone(), refund.amount);
-    let public_url = state.public_url().to_owned();
-    let succeeded = matches!(outcome, Settled::Succeeded(_));
-    state
-        .db
-        .write(move |c| {
-            match outcome {
-                Settled::Succeeded(provider_refund_id) => {
-                    let settlement = Settlement::Succeeded {
-                        provider_refund_id: provider_refund_id.as_deref(),
-                    };
-                    if refunds::settle(c, &id, &settlement, now)? {
-                        transitions::apply(c, &target, &Change::Refund { amount }, &cause, now, &public_url)?;
-                    }
+    let (id, target, amount) = (refund.id.clone(), refund.order_id.clone(), refund.amount);
+    changes::write(core, move |c, changes| {
+        match outcome {
+            Settled::Succeeded(provider_refund_id) => {
+                let settlement = Settlement::Succeeded {
+                    provider_refund_id: provider_refund_id.as_deref(),
+                };
+                if refunds::settle(c, &id, &settlement, now)? {
+                    changes.apply(c, &target, &Change::Refund { amount }, &cause, now)?;
                 }
-                Settled::Failed(code, message) => {
-                    refunds::settle(
-                        c,
-                        &id,
-                        &Settlement::Failed {
-                            code: &code,
-                            message: &message,
-                        },
-                        now,
-                    )?;
-                }
-                Settled::StillPending => refunds::touch(c, &id, now)?,
             }
-            Ok(())
-        })
-        .await?;
-    if succeeded {
-        state.signals.changed(order_id);
-    }
-    Ok(())
+            Settled::Failed(code, message) => {
+                refunds::settle(
+                    c,
+                    &id,
+                    &Settlement::Failed {
+                        code: &code,
+                        message: &message,
+                    },
+                    now,
+                )?;
+            }
+            Settled::StillPending => refunds::touch(c, &id, now)?,
+        }
+        Ok(())
+    })
+    .await
 }
 
 enum Settled {
@@ -176,8 +171,8 @@ impl From<RefundOutcome> for Settled {
 
 /// Asks the provider about a refund whose outcome is not known, retrying the refund
 /// with the same number when the provider never saw it.
-async fn resolve(state: &AppState, order: &Order, refund: &Refund) -> Settled {
-    let Some(provider) = state.providers.get(order.provider).cloned() else {
+async fn resolve(core: &Core, order: &Order, refund: &Refund) -> Settled {
+    let Some(provider) = core.providers.get(order.provider).cloned() else {
         return Settled::StillPending;
     };
     match provider.query_refund(order, &refund.id).await {
@@ -205,13 +200,13 @@ async fn resolve(state: &AppState, order: &Order, refund: &Refund) -> Settled {
 /// Creates a refund and asks the provider for it. Returns the refund row and whether
 /// it is new (`false`: an earlier refund with the same `refund_id`).
 pub async fn create(
-    state: &AppState,
+    core: &Core,
     order_id: &OrderId,
     request: NewRefundRequest,
     mut cause: Cause,
 ) -> Result<(Refund, Order, bool), RefundError> {
     let lookup = order_id.clone();
-    let order = state
+    let order = core
         .db
         .read(move |c| orders::find_by_id(c, &lookup))
         .await?
@@ -227,7 +222,7 @@ pub async fn create(
     };
     if let Some(mid) = request.refund_id.clone() {
         let oid = order.id.clone();
-        if let Some(found) = state
+        if let Some(found) = core
             .db
             .read(move |c| refunds::find_by_merchant_id(c, &oid, &mid))
             .await?
@@ -235,15 +230,15 @@ pub async fn create(
             return replay(found);
         }
     }
-    if !matches!(order.status, OrderStatus::Paid | OrderStatus::PartiallyRefunded) {
+    if !order.status.is_refundable() {
         return Err(RefundError::NotRefundable(order.status));
     }
-    let provider = state
+    let provider = core
         .providers
         .get(order.provider)
         .cloned()
         .ok_or(RefundError::ProviderMissing)?;
-    let now = state.clock.now();
+    let now = core.now();
     let id = format!("rf_{}", random_base62(24));
     let (oid, rid, mid, reason, amount) = (
         order.id.clone(),
@@ -252,7 +247,7 @@ pub async fn create(
         request.reason.clone(),
         request.amount,
     );
-    let stored = state
+    let stored = core
         .db
         .write(move |c| {
             let inserted = refunds::insert_within_balance(
@@ -275,7 +270,7 @@ pub async fn create(
             };
             let pending: i64 = refunds::list_for_order(c, &oid)?
                 .iter()
-                .filter(|r| r.status == "pending")
+                .filter(|r| r.status == RefundStatus::Pending)
                 .map(|r| r.amount)
                 .sum();
             let current = orders::find_by_id(c, &oid)?;
@@ -288,7 +283,7 @@ pub async fn create(
         Err((Some(earlier), _, _)) => return replay(earlier),
         Err((None, pending, current)) => {
             let current = current.unwrap_or_else(|| order.clone());
-            if !matches!(current.status, OrderStatus::Paid | OrderStatus::PartiallyRefunded) {
+            if !current.status.is_refundable() {
                 return Err(RefundError::NotRefundable(current.status));
             }
             let available = current.amount.minor() - current.refunded_amount - pending;
@@ -306,17 +301,17 @@ pub async fn create(
         reason: refund.reason.clone(),
     };
     let settled = match provider.refund(&order, &call).await {
-        Ok(RefundOutcome::Processing) => resolve(state, &order, &refund).await,
+        Ok(RefundOutcome::Processing) => resolve(core, &order, &refund).await,
         Ok(outcome) => outcome.into(),
         Err(ProviderError::Rejected { code, message, .. }) => Settled::Failed(code, message),
         Err(ProviderError::Unknown { reason, .. }) => {
             tracing::warn!(refund_id = %refund.id, %reason, "refund outcome unknown; querying");
-            resolve(state, &order, &refund).await
+            resolve(core, &order, &refund).await
         }
     };
-    settle(state, &refund, &order.id, settled, cause, state.clock.now()).await?;
+    settle(core, &refund, settled, cause, core.now()).await?;
     let (rid, oid) = (refund.id.clone(), order.id.clone());
-    let (refund, order) = state
+    let (refund, order) = core
         .db
         .read(move |c| Ok((refunds::find_by_id(c, &rid)?, orders::find_by_id(c, &oid)?)))
         .await?;
@@ -328,30 +323,29 @@ pub async fn create(
 
 /// Settles pending refunds last tried before `before`. Returns how many were settled.
 pub async fn settle_pending(
-    state: &AppState,
+    core: &Core,
     now: DateTime<Utc>,
     before: DateTime<Utc>,
 ) -> Result<usize, DbError> {
-    let pending = state
+    let pending = core
         .db
         .read(move |c| refunds::list_pending(c, before, 20))
         .await?;
     let mut settled_count = 0;
     for refund in pending {
-        let Ok(order_id) = OrderId::parse(&refund.order_id) else {
+        let lookup = refund.order_id.clone();
+        let Some(order) = core.db.read(move |c| orders::find_by_id(c, &lookup)).await? else {
             continue;
         };
-        let lookup = order_id.clone();
-        let Some(order) = state.db.read(move |c| orders::find_by_id(c, &lookup)).await? else {
-            continue;
-        };
-        let settled = resolve(state, &order, &refund).await;
+        let settled = resolve(core, &order, &refund).await;
         if !matches!(settled, Settled::StillPending) {
             settled_count += 1;
         }
-        let mut cause = Cause::system(TransitionSource::ProviderQuery);
-        cause.detail = Some(format!("refund {} settled by query", refund.id));
-        settle(state, &refund, &order_id, settled, cause, now).await?;
+        let cause = Cause::system_because(
+            TransitionSource::ProviderQuery,
+            format!("refund {} settled by query", refund.id),
+        );
+        settle(core, &refund, settled, cause, now).await?;
     }
     Ok(settled_count)
 }

@@ -6,9 +6,9 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Duration, Utc};
 
 use super::signer;
-use crate::db::webhooks::{self as store, After, Attempt, Claimed};
-use crate::db::DbError;
-use crate::state::AppState;
+use crate::core::Core;
+use crate::db::outbox::{self, After, Attempt, Claimed};
+use crate::db::{webhook_endpoints as endpoints, DbError};
 
 /// Per-attempt timeout; the lease is longer, so a live attempt keeps its row.
 pub const ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(15);
@@ -134,14 +134,14 @@ pub async fn post_signed(
 }
 
 pub struct Dispatcher {
-    state: AppState,
+    core: Core,
     http: reqwest::Client,
 }
 
 impl Dispatcher {
-    pub fn new(state: AppState) -> Result<Self, String> {
+    pub fn new(core: Core) -> Result<Self, String> {
         Ok(Dispatcher {
-            state,
+            core,
             http: http_client()?,
         })
     }
@@ -150,49 +150,50 @@ impl Dispatcher {
         claim
             .notify_url
             .clone()
-            .or_else(|| self.state.settings.webhooks.url.clone())
+            .or_else(|| self.core.settings.webhooks.url.clone())
     }
 
     /// Delivers at most one due row.
     pub async fn try_dispatch_one(&self, now: DateTime<Utc>) -> Result<Outcome, DbError> {
         let Some(claim) = self
-            .state
+            .core
             .db
-            .write(move |c| store::claim_due(c, now, LEASE))
+            .write(move |c| outbox::claim_due(c, now, LEASE))
             .await?
         else {
             return Ok(Outcome::Empty);
         };
         let Some(url) = self.destination(&claim) else {
             let id = claim.id;
-            self.state.db.write(move |c| store::skip(c, id, now)).await?;
+            self.core.db.write(move |c| outbox::skip(c, id, now)).await?;
             tracing::info!(event_id = %claim.event_id, "webhook skipped: no endpoint configured");
             return Ok(Outcome::Skipped);
         };
         let probe = url.clone();
-        let health = self.state.db.read(move |c| store::endpoint(c, &probe)).await?;
+        let health = self.core.db.read(move |c| endpoints::find(c, &probe)).await?;
         if let Some(since) = health.and_then(|h| h.disabled_at) {
             let (id, reason) = (claim.id, format!(
                 "endpoint disabled since {} after failing for 5 days; re-send (kassa webhooks resend) once it is fixed",
                 crate::domain::order::rfc3339(since)
             ));
             let target = url.clone();
-            self.state
+            self.core
                 .db
-                .write(move |c| store::fail_unsent(c, id, &target, &reason, now))
+                .write(move |c| outbox::fail_unsent(c, id, &target, &reason, now))
                 .await?;
             return Ok(Outcome::Failed);
         }
-        let secrets = super::signing_secrets(&self.state.db, &self.state.settings, now).await?;
+        let secrets = super::signing_secrets(&self.core.db, &self.core.settings, now).await?;
         let response = post_signed(&self.http, &url, &claim.event_id, &secrets, &claim.payload, now).await;
         let ok = response.status.is_some_and(|s| (200..300).contains(&s));
-        let ladder = &self.state.settings.webhooks.retry_schedule;
+        let ladder = &self.core.settings.webhooks.retry_schedule;
         let done = usize::try_from(claim.attempts).unwrap_or(0) + 1;
         let after = if ok {
             After::Delivered
         } else if let Some(delay) = ladder.get(done - 1) {
             let wait = retry_after(response.retry_after.as_deref(), now).unwrap_or_else(|| jittered(*delay));
-            After::RetryAt(now + wait)
+            // Configured delays are bounded, so this cannot overflow; never panic if it did.
+            After::RetryAt(now.checked_add_signed(wait).unwrap_or(DateTime::<Utc>::MAX_UTC))
         } else {
             After::Failed
         };
@@ -210,7 +211,7 @@ impl Dispatcher {
         // Longer than any wait between two attempts (jitter and Retry-After included).
         let longest = ladder.iter().copied().max().unwrap_or(Duration::zero());
         let quiet_gap = (longest * 2).max(RETRY_AFTER_MAX + Duration::hours(1));
-        self.state
+        self.core
             .db
             .write(move |c| {
                 let attempt = Attempt {
@@ -223,7 +224,7 @@ impl Dispatcher {
                     latency_ms: response.latency_ms,
                     response: Some(&response.body).filter(|b| !b.is_empty()).map(String::as_str),
                 };
-                if !store::record_attempt(c, &attempt, &after)? {
+                if !outbox::record_attempt(c, &attempt, &after)? {
                     tracing::warn!(
                         outbox_id = id,
                         "lease lost during the attempt; another dispatcher owns the row"
@@ -231,8 +232,8 @@ impl Dispatcher {
                     return Ok(());
                 }
                 if ok {
-                    store::endpoint_succeeded(c, &url, now)?;
-                } else if store::endpoint_failed(c, &url, now, DISABLE_AFTER, quiet_gap)? {
+                    endpoints::succeeded(c, &url, now)?;
+                } else if endpoints::failed(c, &url, now, DISABLE_AFTER, quiet_gap)? {
                     tracing::warn!(%url, "webhook endpoint disabled after failing for 5 days");
                 }
                 Ok(())
@@ -242,9 +243,9 @@ impl Dispatcher {
     }
 
     pub async fn run(self) {
-        let mut signals = self.state.signals.subscribe();
+        let mut signals = self.core.hooks.subscribe();
         loop {
-            match self.try_dispatch_one(self.state.clock.now()).await {
+            match self.try_dispatch_one(self.core.now()).await {
                 Ok(Outcome::Empty) => {
                     // A transition (a new outbox row) wakes the loop early.
                     let _ = tokio::time::timeout(IDLE_POLL, signals.recv()).await;

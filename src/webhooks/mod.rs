@@ -1,14 +1,15 @@
-//! Webhooks to the merchant's shop: a durable outbox (rows written with each
-//! transition), Standard Webhooks signatures, retries on a ladder, an attempt log.
+//! Webhooks to the merchant's shop: the payload each event carries, a durable outbox
+//! (rows written with each transition), Standard Webhooks signatures, retries on a
+//! ladder, an attempt log.
 
 pub mod dispatcher;
+pub mod payload;
 pub mod signer;
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::config::Settings;
-use crate::db::Database;
-use crate::db::{webhooks as store, DbError};
+use crate::db::{webhook_secrets, Database, DbError, Offline};
 
 /// How long a rotated-out secret keeps signing alongside the new one.
 pub const ROTATION_OVERLAP: Duration = Duration::hours(24);
@@ -23,7 +24,7 @@ pub async fn signing_secrets(
     if !settings.webhooks.secret.is_empty() {
         return Ok(vec![settings.webhooks.secret.expose().to_owned()]);
     }
-    db.read(move |c| store::signing_secrets(c, now)).await
+    db.read(move |tx| webhook_secrets::signing(tx, now)).await
 }
 
 /// Makes sure a secret exists (generating one on first start) and returns the newest.
@@ -38,6 +39,5 @@ pub fn ensure_secret_blocking(
         return Ok(settings.webhooks.secret.expose().to_owned());
     }
     let generated = signer::generate_secret();
-    let mut conn = crate::db::connect(db.path())?;
-    crate::db::immediate(&mut conn, |c| store::ensure_secret(c, &generated, now))
+    Offline::open(db.path())?.immediate(|tx| webhook_secrets::ensure(tx, &generated, now))
 }

@@ -244,7 +244,12 @@ async fn a_refund_stays_pending(app: &TestApp, gateway: &GatewayStandin, failure
         (now["status"].as_str(), now["refunded_amount"].as_i64()),
         (Some("paid"), Some(0))
     );
-    let kinds: Vec<String> = app.outbox(id).await.into_iter().map(|e| e.event_type).collect();
+    let kinds: Vec<String> = app
+        .outbox(id)
+        .await
+        .into_iter()
+        .map(|e| e.event_type.to_string())
+        .collect();
     assert_eq!(kinds, ["order.paid"], "no refund event");
     let calls = gateway.calls();
     let methods: Vec<&str> = calls.iter().map(|c| c.method()).collect();

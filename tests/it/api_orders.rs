@@ -297,7 +297,7 @@ async fn requests_without_a_valid_key_are_401_and_change_nothing() {
     assert_eq!(stored::rows(&app).await, before, "nothing stored");
     assert_eq!(app.provider.calls(), [0; 5], "the provider was not asked");
 
-    let revoked = TestApp::create_api_key(&app.state, "soon-revoked").await;
+    let revoked = TestApp::create_api_key(&app.core, "soon-revoked").await;
     assert_eq!(
         app.client
             .get(app.url("/api/v1/orders"))
@@ -308,7 +308,7 @@ async fn requests_without_a_valid_key_are_401_and_change_nothing() {
             .status(),
         200
     );
-    app.state
+    app.core
         .db
         .write(|c| kassa::db::api_keys::revoke(c, "soon-revoked", chrono::Utc::now()))
         .await
@@ -519,7 +519,7 @@ async fn insert_wechat_order(app: &TestApp, out_trade_no: &str) -> String {
         expires_at: app.now() + chrono::Duration::minutes(15),
     };
     let id = order.id.to_string();
-    app.state
+    app.core
         .db
         .write(move |c| kassa::db::orders::insert(c, &order, Some("weixin://wxpay/x")))
         .await

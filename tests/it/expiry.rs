@@ -139,7 +139,7 @@ async fn a_pending_order_is_queried_at_1_5_15_and_60_minutes_and_at_no_other_tim
     let mut before = 0;
     for (after, queries) in steps {
         app.clock.set(created + after);
-        let report = kassa::jobs::checks::try_run_once(&app.state, app.now())
+        let report = kassa::jobs::late_checks::try_run_once(&app.core, app.now())
             .await
             .unwrap();
         assert_eq!(

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use kassa::config::{ConfigSources, Settings};
+use kassa::config::{keys, ConfigSources, Settings};
+use kassa::core::Core;
 use kassa::db::api_keys;
 use kassa::domain::{api_key, Amount, Currency, FixedClock, NewOrder, OrderId, OutTradeNo, ProviderKind};
 use kassa::jobs::expiry::ExpiryWorker;
 use kassa::providers::Providers;
+use kassa::sandbox::Sandbox;
 use kassa::startup::{Application, Options, ProviderSetup};
-use kassa::state::AppState;
 use serde_json::{json, Value};
 
 use crate::fake_provider::FakeProvider;
@@ -21,13 +22,16 @@ pub struct TestApp {
     pub address: String,
     /// The listening address (the same across a restart).
     pub socket: SocketAddr,
-    pub state: AppState,
+    pub core: Core,
+    /// The built-in sandbox, when it is on.
+    pub sandbox: Option<Arc<Sandbox>>,
     pub clock: Arc<FixedClock>,
     pub provider: Arc<FakeProvider>,
     pub api_key: String,
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
+    mode: Mode,
     server: actix_web::dev::ServerHandle,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
@@ -36,6 +40,7 @@ pub struct TestApp {
 pub const ALIPAY_APP_ID: &str = "2021000000000001";
 pub const ALIPAY_SELLER_ID: &str = "2088102177000000";
 
+#[derive(Clone, Copy)]
 enum Mode {
     Fake,
     Settings,
@@ -55,6 +60,14 @@ fn listener() -> std::net::TcpListener {
     let socket = reuse_port_socket();
     socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     socket.listen(1024).unwrap().into_std().unwrap()
+}
+
+/// A connection of the test's own to the database file, as another process would open
+/// it: to break the database on purpose, or to look at rows directly.
+pub fn raw_connection(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    conn
 }
 
 pub fn unique() -> u64 {
@@ -86,8 +99,12 @@ pub fn settings_for(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> S
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         flags: vec![
-            ("server.data_dir", data_dir.display().to_string(), "--data-dir"),
-            ("server.bind", "127.0.0.1:0".into(), "--bind"),
+            (
+                keys::SERVER_DATA_DIR.name,
+                data_dir.display().to_string(),
+                "--data-dir",
+            ),
+            (keys::SERVER_BIND.name, "127.0.0.1:0".into(), "--bind"),
         ],
     }
     .with_no_file();
@@ -144,13 +161,10 @@ impl TestApp {
     /// data directory and the same address. Anything a test still holds of the old app
     /// (a clone of its state) keeps the old writer alive and fails the restart.
     pub async fn restart(self) -> TestApp {
-        let mode = if self.state.sandbox.is_some() || self.state.alipay.is_some() {
-            Mode::Settings
-        } else {
-            Mode::Fake
-        };
         let TestApp {
-            state,
+            core,
+            sandbox,
+            mode,
             client,
             socket,
             env,
@@ -163,8 +177,8 @@ impl TestApp {
         // refused, and nothing else can take the address the new kassa needs.
         let reserved = reuse_port_socket();
         reserved.bind(socket).expect("reserve the address");
-        let database = state.db.threads();
-        drop((state, client));
+        let database = core.db.threads();
+        drop((core, sandbox, client));
 
         server.stop(true).await;
         serving
@@ -214,24 +228,27 @@ impl TestApp {
                 providers,
                 clock: clock.clone(),
                 run_jobs: false,
+                extra_jobs: Vec::new(),
             },
             listener,
         )
         .expect("application builds");
         let socket = app.address();
         let address = format!("http://{socket}");
-        let state = app.state().clone();
+        let core = app.core().clone();
+        let sandbox = app.sandbox().cloned();
         let server = app.handle();
         let serving = tokio::spawn(app.run_until_stopped());
         // After a restart the first name is taken: the new key gets another.
-        let api_key = match TestApp::try_create_api_key(&state, "test-shop").await {
+        let api_key = match TestApp::try_create_api_key(&core, "test-shop").await {
             Some(key) => key,
-            None => TestApp::create_api_key(&state, &format!("test-shop-{}", unique())).await,
+            None => TestApp::create_api_key(&core, &format!("test-shop-{}", unique())).await,
         };
         TestApp {
             address,
             socket,
-            state,
+            core,
+            sandbox,
             clock,
             provider,
             api_key,
@@ -241,22 +258,23 @@ impl TestApp {
                 .unwrap(),
             data_dir,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            mode,
             server,
             serving,
             _dir: dir,
         }
     }
 
-    pub async fn create_api_key(state: &AppState, name: &str) -> String {
-        TestApp::try_create_api_key(state, name)
+    pub async fn create_api_key(core: &Core, name: &str) -> String {
+        TestApp::try_create_api_key(core, name)
             .await
             .expect("key name free")
     }
 
-    pub async fn try_create_api_key(state: &AppState, name: &str) -> Option<String> {
+    pub async fn try_create_api_key(core: &Core, name: &str) -> Option<String> {
         let key = api_key::generate();
         let (prefix, hash, name) = (key.display_prefix.clone(), key.hash.clone(), name.to_owned());
-        let id = state
+        let id = core
             .db
             .write(move |c| api_keys::insert(c, &name, &prefix, &hash, Utc::now()))
             .await
@@ -320,7 +338,7 @@ impl TestApp {
     }
 
     pub fn expiry(&self) -> ExpiryWorker {
-        ExpiryWorker::new(self.state.clone())
+        ExpiryWorker::new(self.core.clone())
     }
 
     /// Stores a pending Alipay order directly (no gateway call) and returns its id.
@@ -338,7 +356,7 @@ impl TestApp {
             expires_at: self.now() + chrono::Duration::minutes(15),
         };
         let id = order.id.to_string();
-        self.state
+        self.core
             .db
             .write(move |c| kassa::db::orders::insert(c, &order, Some("qr")))
             .await
@@ -348,13 +366,11 @@ impl TestApp {
 
     /// Closes an order as the expiry sweep would, without asking any provider.
     pub async fn close_locally(&self, id: &str) {
-        use kassa::db::transitions::{apply, Cause, Change};
+        use kassa::db::history::Cause;
+        use kassa::db::transitions::Change;
         let oid = OrderId::parse(id).unwrap();
         let cause = Cause::system(kassa::domain::TransitionSource::Expiry);
-        let now = self.now();
-        self.state
-            .db
-            .write(move |c| apply(c, &oid, &Change::Close, &cause, now, "http://k"))
+        kassa::service::changes::apply(&self.core, &oid, Change::Close, cause, self.now())
             .await
             .unwrap();
     }
@@ -390,16 +406,16 @@ impl TestApp {
     }
 
     pub async fn notifications(&self) -> Vec<kassa::db::notifications::NotificationRecord> {
-        self.state
+        self.core
             .db
             .read(|c| kassa::db::notifications::list_recent(c, 1000))
             .await
             .unwrap()
     }
 
-    pub async fn outbox(&self, id: &str) -> Vec<kassa::db::outbox::OutboxEntry> {
+    pub async fn outbox(&self, id: &str) -> Vec<kassa::db::outbox::OutboxRow> {
         let id = OrderId::parse(id).unwrap();
-        self.state
+        self.core
             .db
             .read(move |c| kassa::db::outbox::list_for_order(c, &id))
             .await
@@ -408,10 +424,10 @@ impl TestApp {
 
     /// Runs the sandbox notifier until nothing is due now.
     pub async fn drive_sandbox(&self) -> usize {
-        let sandbox = self.state.sandbox.clone().expect("sandbox on");
+        let sandbox = self.sandbox.as_deref().expect("sandbox on");
         let mut attempts = 0;
         loop {
-            let report = kassa::providers::sandbox::notifier::try_run_once(&self.state, &sandbox, self.now())
+            let report = kassa::sandbox::alipay::notifier::try_run_once(sandbox, self.now())
                 .await
                 .unwrap();
             if report.attempted == 0 {

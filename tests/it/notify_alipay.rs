@@ -42,7 +42,7 @@ async fn a_notification_signed_by_python_alipay_sdk_pays_the_order_once() {
         events[0]["notification_id"], notifications[0].id,
         "history names its notification"
     );
-    assert_eq!(notifications[0].verdict, "applied");
+    assert_eq!(notifications[0].verdict.as_str(), "applied");
     assert_eq!(notifications[0].body, body, "stored raw");
     assert!(notifications[0]
         .headers
@@ -53,7 +53,7 @@ async fn a_notification_signed_by_python_alipay_sdk_pays_the_order_once() {
         .is_some_and(|a| a.starts_with("127.0.0.1:")));
     let outbox = app.outbox(&id).await;
     assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].event_type, "order.paid");
+    assert_eq!(outbox[0].event_type.as_str(), "order.paid");
 
     // Alipay resends (new notify_time and sign, same notify_id): answered success, no change.
     let resend = signed_notification(&with(
@@ -63,7 +63,7 @@ async fn a_notification_signed_by_python_alipay_sdk_pays_the_order_once() {
     assert_eq!(app.post_alipay_notify(resend).await, (200, "success".into()));
     assert_eq!(app.events(&id).await.len(), 1);
     assert_eq!(app.outbox(&id).await.len(), 1);
-    assert_eq!(app.notifications().await[0].verdict, "duplicate");
+    assert_eq!(app.notifications().await[0].verdict.as_str(), "duplicate");
 }
 
 #[tokio::test]
@@ -90,7 +90,7 @@ async fn the_vector_notification_from_the_shared_test_vectors_is_accepted() {
         created_at: app.now(),
         expires_at: app.now() + chrono::Duration::minutes(15),
     };
-    app.state
+    app.core
         .db
         .write(move |c| kassa::db::orders::insert(c, &order, None))
         .await
@@ -208,7 +208,7 @@ async fn every_rejection_leaves_the_order_untouched_and_records_why() {
         assert_eq!((status, reply.as_str()), (200, "failure"), "{what}");
         let recorded = app.notifications().await;
         assert_eq!(recorded.len(), before + 1, "{what}: stored");
-        assert_eq!(recorded[0].verdict, "rejected", "{what}");
+        assert_eq!(recorded[0].verdict.as_str(), "rejected", "{what}");
         let why = recorded[0].reason.clone().unwrap_or_default();
         assert!(
             why.contains(reason),
@@ -251,7 +251,12 @@ async fn a_hundred_concurrent_copies_apply_once_and_all_hear_success() {
     assert!(replies.iter().all(|r| r == "success"), "{replies:?}");
     assert_eq!(app.events(&id).await.len(), 1);
     assert_eq!(app.outbox(&id).await.len(), 1);
-    let verdicts: Vec<String> = app.notifications().await.into_iter().map(|n| n.verdict).collect();
+    let verdicts: Vec<String> = app
+        .notifications()
+        .await
+        .into_iter()
+        .map(|n| n.verdict.to_string())
+        .collect();
     assert_eq!(verdicts.len(), 100);
     assert_eq!(verdicts.iter().filter(|v| *v == "applied").count(), 1);
     assert_eq!(verdicts.iter().filter(|v| *v == "duplicate").count(), 99);
@@ -286,7 +291,13 @@ async fn verdicts(app: &TestApp) -> Vec<(Option<String>, String, String)> {
         .notifications()
         .await
         .into_iter()
-        .map(|n| (n.order_id, n.verdict, n.reason.unwrap_or_default()))
+        .map(|n| {
+            (
+                n.order_id.map(|o| o.to_string()),
+                n.verdict.as_str().to_owned(),
+                n.reason.unwrap_or_default(),
+            )
+        })
         .collect();
     all.reverse();
     all
@@ -353,8 +364,8 @@ async fn trade_closed_closes_a_pending_order_but_never_a_paid_one() {
             Some("notification")
         )
     );
-    let kinds = |entries: Vec<kassa::db::outbox::OutboxEntry>| -> Vec<String> {
-        entries.into_iter().map(|e| e.event_type).collect()
+    let kinds = |entries: Vec<kassa::db::outbox::OutboxRow>| -> Vec<String> {
+        entries.into_iter().map(|e| e.event_type.to_string()).collect()
     };
     assert_eq!(kinds(app.outbox(&pending).await), ["order.closed"]);
 
@@ -431,7 +442,7 @@ async fn a_database_failure_answers_failure_stores_an_error_verdict_and_a_resend
     let id = app.insert_order("dberr-1", 1234).await;
     let other = app.insert_order("dberr-2", 1234).await;
     // A separate connection makes writing this one order's history fail.
-    let breaker = kassa::db::connect(&app.data_dir.join("kassa.db")).unwrap();
+    let breaker = crate::helpers::raw_connection(&app.data_dir.join("kassa.db"));
     breaker
         .execute_batch(&format!(
             "CREATE TRIGGER break_history BEFORE INSERT ON order_events WHEN NEW.order_id = '{id}' \
@@ -446,7 +457,7 @@ async fn a_database_failure_answers_failure_stores_an_error_verdict_and_a_resend
     assert_eq!((status, reply.as_str()), (200, "failure"));
     let stored = app.notifications().await;
     assert_eq!(stored.len(), 1, "the request is kept");
-    assert_eq!(stored[0].verdict, "error");
+    assert_eq!(stored[0].verdict.as_str(), "error");
     assert!(
         stored[0]
             .reason
@@ -488,7 +499,7 @@ async fn a_notification_that_cannot_be_stored_at_all_answers_failure_and_changes
     let app = TestApp::spawn_alipay(&[]).await;
     let id = app.insert_order("dbfail-1", 1234).await;
     let path = app.data_dir.join("kassa.db");
-    let breaker = kassa::db::connect(&path).unwrap();
+    let breaker = crate::helpers::raw_connection(&path);
     breaker
         .execute_batch("ALTER TABLE notifications RENAME TO notifications_away")
         .unwrap();

@@ -87,7 +87,12 @@ async fn partial_then_partial_then_full_and_never_more_than_paid() {
         .map(|r| r["amount"].as_i64().unwrap())
         .collect();
     assert_eq!(amounts, vec![300, 200, 500]);
-    let kinds: Vec<String> = app.outbox(&id).await.into_iter().map(|e| e.event_type).collect();
+    let kinds: Vec<String> = app
+        .outbox(&id)
+        .await
+        .into_iter()
+        .map(|e| e.event_type.to_string())
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -246,15 +251,15 @@ mod unknown_outcomes {
         // The provider never saw it: the settle job retries with the same refund number.
         *app.provider.refund_query_answer.lock().unwrap() = Ok(RefundState::NotFound);
         app.clock.advance(chrono::Duration::seconds(61));
-        let report = kassa::jobs::checks::try_run_once(&app.state, app.now())
+        let settled = kassa::jobs::refund_settlement::try_run_once(&app.core, app.now())
             .await
             .unwrap();
-        assert_eq!(report.refunds_settled, 0, "the retry's outcome was unknown too");
+        assert_eq!(settled, 0, "the retry's outcome was unknown too");
         app.clock.advance(chrono::Duration::seconds(61));
-        let report = kassa::jobs::checks::try_run_once(&app.state, app.now())
+        let settled = kassa::jobs::refund_settlement::try_run_once(&app.core, app.now())
             .await
             .unwrap();
-        assert_eq!(report.refunds_settled, 1);
+        assert_eq!(settled, 1);
 
         let numbers = app.provider.refund_numbers.lock().unwrap().clone();
         assert_eq!(numbers.len(), 3);

@@ -5,7 +5,7 @@
 use chrono::Duration;
 use kassa::db::sandbox as store;
 use kassa::jobs::expiry::ExpiryReport;
-use kassa::providers::sandbox::SANDBOX_APP_ID;
+use kassa::sandbox::SANDBOX_APP_ID;
 use serde_json::{json, Value};
 
 use crate::helpers::{trade_success, TestApp};
@@ -16,7 +16,7 @@ const SCALE: &[(&str, &str)] = &[("KASSA_SANDBOX_TIME_SCALE", "600")];
 
 async fn deliveries(app: &TestApp, order_id: &str) -> Vec<store::Delivery> {
     let id = order_id.to_owned();
-    app.state
+    app.core
         .db
         .read(move |c| store::list_deliveries(c, &id))
         .await
@@ -61,8 +61,8 @@ async fn create_precreate_pay_in_the_wallet_notify_and_the_order_is_paid() {
     assert_eq!(app.events(id).await.len(), 1);
     let outbox = app.outbox(id).await;
     assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].event_type, "order.paid");
-    assert_eq!(deliveries(&app, id).await[0].status, "delivered");
+    assert_eq!(outbox[0].event_type.as_str(), "order.paid");
+    assert_eq!(deliveries(&app, id).await[0].status.as_str(), "delivered");
     let notes = app.notifications().await;
     assert_eq!((notes.len(), notes[0].verdict.as_str()), (1, "applied"));
     // Like Alipay, the sandbox never sends an empty parameter.
@@ -116,10 +116,10 @@ async fn a_tampered_amount_never_pays_and_alipay_gives_up_after_eight_attempts()
     assert_eq!(app.order(id).await["status"], "pending");
     let notes = app.notifications().await;
     assert_eq!(notes.len(), 8);
-    assert!(notes
-        .iter()
-        .all(|n| n.verdict == "rejected" && n.reason.as_deref().unwrap().contains("amount mismatch")));
-    assert_eq!(deliveries(&app, id).await[0].status, "failed");
+    assert!(notes.iter().all(
+        |n| n.verdict.as_str() == "rejected" && n.reason.as_deref().unwrap().contains("amount mismatch")
+    ));
+    assert_eq!(deliveries(&app, id).await[0].status.as_str(), "failed");
     assert!(app.events(id).await.is_empty());
 }
 
@@ -154,13 +154,13 @@ async fn bad_signatures_are_rejected_and_duplicates_apply_once() {
     let of = |id: &str, verdict: &str| {
         notes
             .iter()
-            .filter(|n| n.order_id.as_deref() == Some(id) && n.verdict == verdict)
+            .filter(|n| n.order_id.as_ref().map(|o| o.as_str()) == Some(id) && n.verdict.as_str() == verdict)
             .count()
     };
     assert_eq!((of(copied_id, "applied"), of(copied_id, "duplicate")), (1, 9));
     assert!(notes
         .iter()
-        .any(|n| n.verdict == "rejected" && n.reason.as_deref() == Some("bad signature")));
+        .any(|n| n.verdict.as_str() == "rejected" && n.reason.as_deref() == Some("bad signature")));
 }
 
 #[tokio::test]
@@ -223,17 +223,18 @@ async fn an_order_nobody_scanned_expires_and_a_scanned_one_is_closed_at_the_sand
     assert_eq!(app.order(scanned_id).await["status"], "closed");
     let id = scanned_id.to_owned();
     let trade = app
-        .state
+        .core
         .db
         .read(move |c| store::find_trade(c, &id))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(trade.status, "TRADE_CLOSED");
+    assert_eq!(trade.status.as_str(), "TRADE_CLOSED");
     app.drive_sandbox().await;
     let notes = app.notifications().await;
     assert_eq!(
-        notes[0].verdict, "duplicate",
+        notes[0].verdict.as_str(),
+        "duplicate",
         "its TRADE_CLOSED notification changes nothing"
     );
     // The QR code no longer pays.
@@ -263,11 +264,11 @@ async fn a_payment_whose_notifications_are_all_lost_is_found_by_the_late_check()
     app.drive_sandbox().await;
     assert_eq!(app.order(id).await["status"], "pending");
 
-    let early = kassa::jobs::checks::try_run_once(&app.state, app.now())
+    let early = kassa::jobs::late_checks::try_run_once(&app.core, app.now())
         .await
         .unwrap();
     app.clock.advance(Duration::seconds(61));
-    let due = kassa::jobs::checks::try_run_once(&app.state, app.now())
+    let due = kassa::jobs::late_checks::try_run_once(&app.core, app.now())
         .await
         .unwrap();
 
@@ -275,7 +276,7 @@ async fn a_payment_whose_notifications_are_all_lost_is_found_by_the_late_check()
     assert_eq!((due.orders_checked, due.orders_paid), (1, 1));
     assert_eq!(app.order(id).await["status"], "paid");
     assert_eq!(app.events(id).await[0]["source"], "provider_query");
-    let again = kassa::jobs::checks::try_run_once(&app.state, app.now())
+    let again = kassa::jobs::late_checks::try_run_once(&app.core, app.now())
         .await
         .unwrap();
     assert_eq!(again.orders_checked, 0, "paid orders are not checked again");
@@ -512,7 +513,7 @@ async fn python_alipay_sdk_verifies_the_notifications_the_sandbox_sent_to_kassa(
         let forged_one = params["out_trade_no"] == forged["id"];
         assert_eq!(valid, !forged_one, "{}", note.body);
         assert_eq!(
-            note.verdict == "rejected",
+            note.verdict.as_str() == "rejected",
             forged_one,
             "kassa agrees: {}",
             note.body
@@ -576,8 +577,8 @@ async fn per_order_fault_switches_replace_the_global_ones_entirely() {
     let verdicts = |id: &str| -> Vec<(String, String)> {
         notes
             .iter()
-            .filter(|n| n.order_id.as_deref() == Some(id))
-            .map(|n| (n.verdict.clone(), n.reason.clone().unwrap_or_default()))
+            .filter(|n| n.order_id.as_ref().map(|o| o.as_str()) == Some(id))
+            .map(|n| (n.verdict.to_string(), n.reason.clone().unwrap_or_default()))
             .collect()
     };
     assert_eq!(verdicts(own_id), [("applied".to_owned(), String::new())]);
@@ -622,13 +623,13 @@ async fn cancelling_in_the_wallet_keeps_the_trade_payable_sends_nothing_and_leav
     assert!(page.contains("/pay\""), "still payable: {page}");
     let no = id.to_owned();
     let trade = app
-        .state
+        .core
         .db
         .read(move |c| store::find_trade(c, &no))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(trade.status, "WAIT_BUYER_PAY");
+    assert_eq!(trade.status.as_str(), "WAIT_BUYER_PAY");
     assert_eq!(app.drive_sandbox().await, 0, "nothing to deliver");
     assert!(app.notifications().await.is_empty());
     assert_eq!(app.order(id).await["status"], "pending");

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::helpers::TestApp;
+use crate::helpers::{raw_connection, TestApp};
 
 /// The tables a request about an order may write. `api_keys` is left out: any
 /// authenticated request may refresh its `last_used_at`.
@@ -22,25 +22,25 @@ const TABLES: &[&str] = &[
 /// Table name -> its rows, each row its columns' values as text.
 pub type Rows = BTreeMap<&'static str, Vec<Vec<String>>>;
 
+/// Read on a connection of the test's own: what is committed, as stored.
 pub async fn rows(app: &TestApp) -> Rows {
-    app.state
-        .db
-        .read(|c| {
-            let mut all = Rows::new();
-            for table in TABLES {
-                let mut stmt = c.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))?;
-                let width = stmt.column_count();
-                let rows = stmt.query_map([], |row| {
-                    (0..width)
-                        .map(|i| row.get_ref(i).map(|v| format!("{v:?}")))
-                        .collect::<Result<Vec<_>, _>>()
-                })?;
-                all.insert(*table, rows.collect::<Result<_, _>>()?);
-            }
-            Ok(all)
-        })
-        .await
-        .unwrap()
+    let conn = raw_connection(&app.data_dir.join("kassa.db"));
+    let mut all = Rows::new();
+    for table in TABLES {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+            .unwrap();
+        let width = stmt.column_count();
+        let rows = stmt
+            .query_map([], |row| {
+                (0..width)
+                    .map(|i| row.get_ref(i).map(|v| format!("{v:?}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap();
+        all.insert(*table, rows.collect::<Result<_, _>>().unwrap());
+    }
+    all
 }
 
 /// How many rows each table holds.

@@ -3,10 +3,12 @@
 use std::sync::{Arc, Barrier};
 
 use chrono::{Duration, Utc};
-use kassa::db::transitions::{apply, Cause, Change, Outcome};
-use kassa::db::{self, history, orders, outbox, Database, DbError};
+use kassa::db::history::{Cause, HistoryOutcome};
+use kassa::db::transitions::{Change, Outcome};
+use kassa::db::{self, history, orders, outbox, Database, DbError, DbResult, Offline, Tx};
 use kassa::domain::order::{NewOrder, OrderRules};
 use kassa::domain::{CreateOrderRequest, Currency, OrderId, OrderStatus, ProviderKind, TransitionSource};
+use kassa::service::changes::Changes;
 
 fn new_order(out_trade_no: &str, amount: i64) -> NewOrder {
     let request: CreateOrderRequest = serde_json::from_value(serde_json::json!({
@@ -46,6 +48,11 @@ fn cause() -> Cause {
     Cause::system(TransitionSource::Notification)
 }
 
+/// The one way a transition is applied (with its webhook row), inside `tx`.
+fn apply(tx: &Tx<'_>, id: &OrderId, change: &Change, cause: &Cause) -> DbResult<Outcome> {
+    Changes::new("http://k").apply(tx, id, change, cause, Utc::now())
+}
+
 #[test]
 fn fifty_threads_paying_one_order_apply_it_exactly_once() {
     let (dir, db, id) = database();
@@ -56,12 +63,9 @@ fn fifty_threads_paying_one_order_apply_it_exactly_once() {
         .map(|_| {
             let (path, id, barrier) = (path.clone(), id.clone(), barrier.clone());
             std::thread::spawn(move || {
-                let mut conn = db::connect(&path).unwrap();
+                let mut db = Offline::open(&path).unwrap();
                 barrier.wait();
-                db::immediate(&mut conn, |c| {
-                    apply(c, &id, &pay(), &cause(), Utc::now(), "http://k")
-                })
-                .unwrap()
+                db.immediate(|c| apply(c, &id, &pay(), &cause())).unwrap()
             })
         })
         .collect::<Vec<_>>()
@@ -87,7 +91,7 @@ fn fifty_threads_paying_one_order_apply_it_exactly_once() {
         ("pending", "paid")
     );
     assert_eq!(queued.len(), 1);
-    assert_eq!(queued[0].event_type, "order.paid");
+    assert_eq!(queued[0].event_type.as_str(), "order.paid");
     let payload: serde_json::Value = serde_json::from_str(&queued[0].payload).unwrap();
     assert_eq!(payload["type"], "order.paid");
     assert_eq!(payload["data"]["id"], id.as_str());
@@ -102,7 +106,7 @@ fn fifty_concurrent_writer_jobs_apply_once_through_group_commit() {
         .map(|_| {
             let (db, id) = (db.clone(), id.clone());
             std::thread::spawn(move || {
-                db.write_blocking(move |c| apply(c, &id, &pay(), &cause(), Utc::now(), "http://k"))
+                db.write_blocking(move |c| apply(c, &id, &pay(), &cause()))
                     .unwrap()
             })
         })
@@ -122,7 +126,7 @@ fn a_payment_for_a_closed_order_is_recorded_as_late() {
     let (_dir, db, id) = database();
     let run = |change: Change| {
         let id = id.clone();
-        db.write_blocking(move |c| apply(c, &id, &change, &cause(), Utc::now(), "http://k"))
+        db.write_blocking(move |c| apply(c, &id, &change, &cause()))
             .unwrap()
     };
 
@@ -150,7 +154,7 @@ fn refunds_move_through_partial_to_full_and_never_past_the_amount() {
     let (_dir, db, id) = database();
     let run = |change: Change| {
         let id = id.clone();
-        db.write_blocking(move |c| apply(c, &id, &change, &cause(), Utc::now(), "http://k"))
+        db.write_blocking(move |c| apply(c, &id, &change, &cause()))
             .unwrap()
     };
     assert!(
@@ -201,7 +205,7 @@ fn refunds_move_through_partial_to_full_and_never_past_the_amount() {
         .read_blocking(|c| outbox::list_for_order(c, &id))
         .unwrap()
         .into_iter()
-        .map(|e| e.event_type)
+        .map(|e| e.event_type.to_string())
         .collect();
     assert_eq!(
         queued,
@@ -213,7 +217,10 @@ fn refunds_move_through_partial_to_full_and_never_past_the_amount() {
         ]
     );
     let events = db.read_blocking(|c| history::list_for_order(c, &id)).unwrap();
-    let refused = events.iter().filter(|e| e.outcome == "refused").count();
+    let refused = events
+        .iter()
+        .filter(|e| e.outcome == HistoryOutcome::Refused)
+        .count();
     assert_eq!(refused, 4, "every refused attempt is in the history");
 }
 
@@ -222,7 +229,7 @@ fn an_unknown_order_is_not_found() {
     let (_dir, db, _) = database();
     let ghost = OrderId::parse("ord_ghost").unwrap();
     let outcome = db
-        .write_blocking(move |c| apply(c, &ghost, &pay(), &cause(), Utc::now(), "http://k"))
+        .write_blocking(move |c| apply(c, &ghost, &pay(), &cause()))
         .unwrap();
     assert_eq!(outcome, Outcome::NotFound);
 }
@@ -259,7 +266,7 @@ fn a_database_from_a_newer_kassa_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kassa.db");
     drop(Database::open(&path).unwrap());
-    let conn = db::connect(&path).unwrap();
+    let conn = crate::helpers::raw_connection(&path);
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
 
@@ -267,8 +274,7 @@ fn a_database_from_a_newer_kassa_is_refused_untouched() {
 
     assert!(matches!(err, DbError::TooNew { found: 99, .. }), "{err}");
     assert!(err.to_string().contains("newer kassa"));
-    let conn = db::connect(&path).unwrap();
-    assert_eq!(db::migrations::current_version(&conn).unwrap(), 99);
+    assert_eq!(Offline::open(&path).unwrap().schema_version().unwrap(), 99);
 }
 
 #[test]
@@ -280,13 +286,8 @@ fn migrations_are_recorded_and_not_rerun() {
         vec!["0001_init", "0002_refunds_checks_sandbox", "0003_webhooks"]
     );
     assert!(db::migrate(&path).unwrap().is_empty());
-    let conn = db::connect(&path).unwrap();
-    assert_eq!(
-        db::migrations::current_version(&conn).unwrap(),
-        db::migrations::latest_version()
-    );
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-    assert_eq!(mode, "wal");
-    let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
-    assert_eq!(fk, 1);
+    let conn = Offline::open(&path).unwrap();
+    assert_eq!(conn.schema_version().unwrap(), db::migrations::latest_version());
+    assert_eq!(conn.pragma("journal_mode").unwrap(), "wal");
+    assert_eq!(conn.pragma("foreign_keys").unwrap(), "1");
 }

@@ -3,7 +3,7 @@
 //! test controls, never with sleeps.
 
 use chrono::{DateTime, Duration, Utc};
-use kassa::db::webhooks as store;
+use kassa::db::{outbox, webhook_endpoints, webhook_secrets};
 use kassa::providers::{PaymentFacts, TradeState};
 use kassa::webhooks::dispatcher::{Dispatcher, Outcome, LEASE};
 use serde_json::{json, Value};
@@ -13,7 +13,7 @@ use crate::oracle::verify_webhook;
 use crate::receiver::{Answer, Receiver};
 
 async fn secrets(app: &TestApp) -> Vec<String> {
-    kassa::webhooks::signing_secrets(&app.state.db, &app.state.settings, app.now())
+    kassa::webhooks::signing_secrets(&app.core.db, &app.core.settings, app.now())
         .await
         .unwrap()
 }
@@ -33,18 +33,18 @@ async fn closed_order(app: &TestApp, notify_url: Option<&str>) -> String {
     id
 }
 
-async fn endpoint_health(app: &TestApp, url: &str) -> store::EndpointHealth {
+async fn endpoint_health(app: &TestApp, url: &str) -> webhook_endpoints::EndpointHealth {
     let url = url.to_owned();
-    app.state
+    app.core
         .db
-        .read(move |c| store::endpoint(c, &url))
+        .read(move |c| webhook_endpoints::find(c, &url))
         .await
         .unwrap()
         .unwrap()
 }
 
 async fn dispatch(app: &TestApp) -> Vec<Outcome> {
-    let d = Dispatcher::new(app.state.clone()).unwrap();
+    let d = Dispatcher::new(app.core.clone()).unwrap();
     let mut outcomes = Vec::new();
     loop {
         let o = d.try_dispatch_one(app.now()).await.unwrap();
@@ -55,11 +55,11 @@ async fn dispatch(app: &TestApp) -> Vec<Outcome> {
     }
 }
 
-async fn row(app: &TestApp, order_id: &str, index: usize) -> store::OutboxRow {
+async fn row(app: &TestApp, order_id: &str, index: usize) -> outbox::OutboxRow {
     let event_id = app.outbox(order_id).await[index].event_id.clone();
-    app.state
+    app.core
         .db
-        .read(move |c| store::find_by_event_id(c, &event_id))
+        .read(move |c| outbox::find_by_event_id(c, &event_id))
         .await
         .unwrap()
         .unwrap()
@@ -113,9 +113,9 @@ async fn a_delivery_is_signed_as_standard_webhooks_and_verified_by_the_reference
     assert_eq!((r.status.as_str(), r.attempts), ("delivered", 1));
     let event = r.event_id.clone();
     let attempts = app
-        .state
+        .core
         .db
-        .read(move |c| store::list_attempts(c, &event))
+        .read(move |c| outbox::list_attempts(c, &event))
         .await
         .unwrap();
     assert_eq!(attempts.len(), 1);
@@ -171,9 +171,9 @@ async fn three_500s_then_200_deliver_on_the_fourth_attempt_and_each_attempt_logs
     }
     let event = row(&app, &id, 0).await.event_id;
     let attempts = app
-        .state
+        .core
         .db
-        .read(move |c| store::list_attempts(c, &event))
+        .read(move |c| outbox::list_attempts(c, &event))
         .await
         .unwrap();
     let statuses: Vec<Option<i64>> = attempts.iter().map(|a| a.http_status).collect();
@@ -225,9 +225,9 @@ async fn after_the_ladder_it_fails_and_a_resend_delivers_with_the_same_id() {
     );
     let (event, now) = (r.event_id.clone(), app.now());
     let requeued = app
-        .state
+        .core
         .db
-        .write(move |c| store::requeue(c, &event, now))
+        .write(move |c| outbox::requeue(c, &event, now))
         .await
         .unwrap();
     assert!(requeued);
@@ -333,8 +333,8 @@ async fn two_dispatchers_never_deliver_one_row_twice_and_a_lease_expires() {
     let app = TestApp::spawn().await;
     closed_order(&app, Some(&receiver.url)).await;
     let (a, b) = (
-        Dispatcher::new(app.state.clone()).unwrap(),
-        Dispatcher::new(app.state.clone()).unwrap(),
+        Dispatcher::new(app.core.clone()).unwrap(),
+        Dispatcher::new(app.core.clone()).unwrap(),
     );
 
     let (x, y) = tokio::join!(a.try_dispatch_one(app.now()), b.try_dispatch_one(app.now()));
@@ -348,16 +348,16 @@ async fn two_dispatchers_never_deliver_one_row_twice_and_a_lease_expires() {
     let second = closed_order(&app, Some(&receiver.url)).await;
     let now = app.now();
     let claimed = app
-        .state
+        .core
         .db
-        .write(move |c| store::claim_due(c, now, LEASE))
+        .write(move |c| outbox::claim_due(c, now, LEASE))
         .await
         .unwrap();
     assert!(claimed.is_some());
     assert_eq!(dispatch(&app).await, vec![]);
     app.clock.advance(LEASE + Duration::seconds(1));
     assert_eq!(dispatch(&app).await, vec![Outcome::Delivered]);
-    assert_eq!(row(&app, &second, 0).await.status, "delivered");
+    assert_eq!(row(&app, &second, 0).await.status.as_str(), "delivered");
 }
 
 #[tokio::test]
@@ -367,7 +367,7 @@ async fn with_no_endpoint_a_delivery_is_skipped_and_the_default_url_is_used_othe
     let id = closed_order(&bare, None).await;
     assert_eq!(dispatch(&bare).await, vec![Outcome::Skipped]);
     let r = row(&bare, &id, 0).await;
-    assert_eq!(r.status, "skipped");
+    assert_eq!(r.status.as_str(), "skipped");
     assert!(r.last_error.unwrap().contains("no endpoint"));
 
     let app = TestApp::spawn_with(&[("KASSA_WEBHOOKS_URL", &receiver.url)]).await;
@@ -420,9 +420,9 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_a_resend_that_succeed
 
     receiver.heal();
     let (event, now) = (row(&app, &blocked, 0).await.event_id, app.now());
-    app.state
+    app.core
         .db
-        .write(move |c| store::requeue(c, &event, now))
+        .write(move |c| outbox::requeue(c, &event, now))
         .await
         .unwrap();
     assert!(dispatch(&app).await.contains(&Outcome::Delivered));
@@ -440,9 +440,9 @@ async fn a_rotated_secret_signs_alongside_the_new_one_for_a_day() {
     let old = secrets(&app).await[0].clone();
     let new = kassa::webhooks::signer::generate_secret();
     let (stored, now) = (new.clone(), app.now());
-    app.state
+    app.core
         .db
-        .write(move |c| store::rotate_secret(c, &stored, now, now + Duration::hours(24)))
+        .write(move |c| webhook_secrets::rotate(c, &stored, now, now + Duration::hours(24)))
         .await
         .unwrap();
 
@@ -508,23 +508,23 @@ async fn a_dispatcher_whose_lease_was_taken_over_does_not_overwrite_the_new_hold
     let id = closed_order(&app, Some(&receiver.url)).await;
     let now = app.now();
     let first = app
-        .state
+        .core
         .db
-        .write(move |c| store::claim_due(c, now, LEASE))
+        .write(move |c| outbox::claim_due(c, now, LEASE))
         .await
         .unwrap()
         .unwrap();
     let later = now + LEASE + Duration::seconds(1);
     let second = app
-        .state
+        .core
         .db
-        .write(move |c| store::claim_due(c, later, LEASE))
+        .write(move |c| outbox::claim_due(c, later, LEASE))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(first.id, second.id, "the expired lease was re-claimed");
 
-    let stale = store::Attempt {
+    let stale = outbox::Attempt {
         outbox_id: first.id,
         lease_until: first.lease_until,
         at: later,
@@ -535,15 +535,15 @@ async fn a_dispatcher_whose_lease_was_taken_over_does_not_overwrite_the_new_hold
         response: None,
     };
     let recorded = app
-        .state
+        .core
         .db
-        .write(move |c| store::record_attempt(c, &stale, &store::After::Failed))
+        .write(move |c| outbox::record_attempt(c, &stale, &outbox::After::Failed))
         .await
         .unwrap();
 
     assert!(!recorded);
     assert_eq!(
-        row(&app, &id, 0).await.status,
+        row(&app, &id, 0).await.status.as_str(),
         "delivering",
         "still the second holder's"
     );
@@ -648,9 +648,9 @@ async fn only_the_first_4096_bytes_of_a_10_kb_shop_answer_are_kept_in_the_attemp
 
     let event = row(&app, &id, 0).await.event_id;
     let attempts = app
-        .state
+        .core
         .db
-        .read(move |c| store::list_attempts(c, &event))
+        .read(move |c| outbox::list_attempts(c, &event))
         .await
         .unwrap();
     assert_eq!(attempts.len(), 2);
@@ -668,7 +668,7 @@ async fn a_delivery_the_shop_always_refuses_is_tried_on_every_step_of_the_defaul
     let receiver = Receiver::start().await;
     receiver.script((0..=ladder.len()).map(|_| Answer::status(500)));
     let app = TestApp::spawn().await;
-    assert_eq!(app.state.settings.webhooks.retry_schedule, ladder);
+    assert_eq!(app.core.settings.webhooks.retry_schedule, ladder);
     // A whole millisecond, as the database stores times.
     app.clock
         .set(DateTime::from_timestamp_millis(app.now().timestamp_millis()).unwrap());
@@ -731,7 +731,7 @@ fn kassa_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
 
 /// An order's `order.closed` delivery driven through the app's ladder (`1s,2s`) to
 /// `failed`; returns the order id and the failed row.
-async fn failed_delivery(app: &TestApp, url: &str) -> (String, store::OutboxRow) {
+async fn failed_delivery(app: &TestApp, url: &str) -> (String, outbox::OutboxRow) {
     let id = closed_order(app, Some(url)).await;
     let mut outcomes = dispatch(app).await;
     for _ in 0..2 {
@@ -823,6 +823,6 @@ async fn kassa_webhooks_resend_failed_since_queues_only_deliveries_that_failed_f
     assert_eq!(got.len(), 8);
     assert_eq!(got[7].headers["webhook-id"], old.event_id.as_str());
     assert_verified(&secret, &got[7], app.now(), "order.closed");
-    assert_eq!(row(&app, &new_id, 0).await.status, "delivered");
-    assert_eq!(row(&app, &old_id, 0).await.status, "delivered");
+    assert_eq!(row(&app, &new_id, 0).await.status.as_str(), "delivered");
+    assert_eq!(row(&app, &old_id, 0).await.status.as_str(), "delivered");
 }

@@ -15,8 +15,8 @@ use futures_util::StreamExt;
 
 use crate::db::api_keys;
 use crate::domain::api_key;
-use crate::error::{ApiError, ErrorCode};
-use crate::state::AppState;
+use crate::http::error::{ApiError, ErrorCode};
+use crate::http::state::AppState;
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -104,7 +104,7 @@ impl FromRequest for ApiCaller {
                 .read(move |c| api_keys::find_active_by_hash(c, &hash))
                 .await?
                 .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid or revoked API key"))?;
-            let now = state.clock.now();
+            let now = state.now();
             if record.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
                 let id = record.id;
                 actix_web::rt::spawn(async move {

@@ -6,13 +6,13 @@ use ring::digest::{digest, SHA256};
 use serde::Serialize;
 
 use super::{method_not_allowed, parse_object, read_body, ApiCaller, List};
+use crate::db::history::Cause;
 use crate::db::history::{self, HistoryEntry};
 use crate::db::orders::{self, Cursor, OrderFilter};
-use crate::db::transitions::Cause;
 use crate::domain::{CreateOrderRequest, OrderId, OrderStatus, OrderView, ProviderKind, TransitionSource};
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::state::AppState;
 use crate::service::orders::{self as order_service, Created, Idempotency};
-use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -204,7 +204,7 @@ async fn close_order(
         detail: None,
         notification_id: None,
     };
-    let order = order_service::close(&state, &id, cause, state.clock.now()).await?;
+    let order = order_service::close(&state, &id, cause, state.now()).await?;
     Ok(HttpResponse::Ok().json(order.view(state.public_url())))
 }
 

@@ -5,12 +5,12 @@ use serde::Deserialize;
 
 use super::orders::path_id;
 use super::{method_not_allowed, parse_object, read_body, ApiCaller, List};
-use crate::db::transitions::Cause;
+use crate::db::history::Cause;
 use crate::db::{orders, refunds as refund_rows};
 use crate::domain::TransitionSource;
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::error::{ApiError, ApiResult, ErrorCode};
+use crate::http::state::AppState;
 use crate::service::refunds::{self, NewRefundRequest, RefundError, RefundView};
-use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -4,12 +4,14 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{headers_json, read_capped, remote_addr, MAX_NOTIFY_BYTES};
-use crate::db::notifications::{self, NewNotification, Verdict};
-use crate::db::transitions::{self, Cause, Change, Outcome};
-use crate::db::{orders, Connection, DbResult};
-use crate::domain::{Amount, OrderId, OrderStatus, ProviderKind, TransitionSource};
-use crate::providers::alipay::notify::{self, AlipayNotice, Expectations};
-use crate::state::AppState;
+use crate::db::history::Cause;
+use crate::db::notifications::{self, NewNotification};
+use crate::db::transitions::{Change, Outcome};
+use crate::db::{orders, DbResult, Tx};
+use crate::domain::{Amount, OrderId, OrderStatus, ProviderKind, TransitionSource, Verdict};
+use crate::http::state::AppState;
+use crate::providers::alipay::notify::AlipayNotice;
+use crate::service::changes::{self, Changes};
 
 fn reply(ok: bool) -> HttpResponse {
     HttpResponse::Ok()
@@ -57,15 +59,15 @@ impl Decision {
 /// The checks that need the order, and the transition; runs inside the writer's
 /// transaction so the verdict, history row and outbox row commit together.
 fn decide(
-    conn: &Connection,
+    tx: &Tx<'_>,
+    changes: &mut Changes,
     notification_id: i64,
     notice: &AlipayNotice,
     now: chrono::DateTime<chrono::Utc>,
-    public_url: &str,
 ) -> DbResult<Decision> {
     let Some(order) = OrderId::parse(&notice.out_trade_no)
         .ok()
-        .map(|id| orders::find_by_id(conn, &id))
+        .map(|id| orders::find_by_id(tx, &id))
         .transpose()?
         .flatten()
     else {
@@ -149,21 +151,19 @@ fn decide(
             ))
         }
     };
-    Ok(
-        match transitions::apply(conn, &order.id, &change, &cause, now, public_url)? {
-            Outcome::Applied { .. } => decision(Verdict::Applied, None),
-            Outcome::Duplicate { .. } => decision(Verdict::Duplicate, None),
-            Outcome::Refused { order } => decision(
-                Verdict::Rejected,
-                Some(format!(
-                    "{} is not allowed for an order that is {}",
-                    change.transition().as_str(),
-                    order.status
-                )),
-            ),
-            Outcome::NotFound => decision(Verdict::Rejected, Some("order vanished".into())),
-        },
-    )
+    Ok(match changes.apply(tx, &order.id, &change, &cause, now)? {
+        Outcome::Applied { .. } => decision(Verdict::Applied, None),
+        Outcome::Duplicate { .. } => decision(Verdict::Duplicate, None),
+        Outcome::Refused { order } => decision(
+            Verdict::Rejected,
+            Some(format!(
+                "{} is not allowed for an order that is {}",
+                change.transition().as_str(),
+                order.status
+            )),
+        ),
+        Outcome::NotFound => decision(Verdict::Rejected, Some("order vanished".into())),
+    })
 }
 
 pub async fn receive_alipay_notify(
@@ -171,7 +171,7 @@ pub async fn receive_alipay_notify(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let received_at = state.clock.now();
+    let received_at = state.now();
     let (body, oversized) = match read_capped(payload).await {
         Ok(read) => read,
         Err(e) => {
@@ -183,16 +183,9 @@ pub async fn receive_alipay_notify(
     let verified: Result<AlipayNotice, String> = if oversized {
         Err(format!("body larger than {MAX_NOTIFY_BYTES} bytes"))
     } else {
-        match &state.alipay {
+        match state.providers.alipay() {
             None => Err("Alipay is not enabled on this server".to_owned()),
-            Some(account) => notify::verify(
-                &body,
-                &Expectations {
-                    key: &account.alipay_key,
-                    app_id: &account.app_id,
-                    seller_id: account.seller_id.as_deref(),
-                },
-            ),
+            Some(alipay) => alipay.verify_notification(&body),
         }
     };
     let raw = RawRequest {
@@ -201,33 +194,27 @@ pub async fn receive_alipay_notify(
         headers: headers_json(&req),
         body,
     };
-    let public_url = state.public_url().to_owned();
     let stored = raw.clone();
-    let outcome = state
-        .db
-        .write(move |conn| {
-            let id = notifications::insert(conn, &stored.as_new())?;
-            let decision = match &verified {
-                Err(reason) => Decision::rejected(reason.clone()),
-                Ok(notice) => decide(conn, id, notice, received_at, &public_url)?,
-            };
-            let dedupe = verified.as_ref().ok().and_then(|n| n.notify_id.clone());
-            notifications::set_verdict(
-                conn,
-                id,
-                decision.verdict,
-                decision.reason.as_deref(),
-                decision.order_id.as_ref(),
-                dedupe.as_deref(),
-            )?;
-            Ok(decision)
-        })
-        .await;
+    let outcome = changes::write(&state, move |tx, changes| {
+        let id = notifications::insert(tx, &stored.as_new())?;
+        let decision = match &verified {
+            Err(reason) => Decision::rejected(reason.clone()),
+            Ok(notice) => decide(tx, changes, id, notice, received_at)?,
+        };
+        let dedupe = verified.as_ref().ok().and_then(|n| n.notify_id.clone());
+        notifications::set_verdict(
+            tx,
+            id,
+            decision.verdict,
+            decision.reason.as_deref(),
+            decision.order_id.as_ref(),
+            dedupe.as_deref(),
+        )?;
+        Ok(decision)
+    })
+    .await;
     match outcome {
         Ok(d) => {
-            if let (Verdict::Applied, Some(id)) = (d.verdict, &d.order_id) {
-                state.signals.changed(id);
-            }
             let order_id = d.order_id.as_ref().map(|o| o.to_string());
             tracing::info!(
                 provider = "alipay",
@@ -244,9 +231,9 @@ pub async fn receive_alipay_notify(
             let reason = format!("error: {e}");
             let _ = state
                 .db
-                .write(move |conn| {
-                    let id = notifications::insert(conn, &raw.as_new())?;
-                    notifications::set_verdict(conn, id, Verdict::Error, Some(&reason), None, None)
+                .write(move |tx| {
+                    let id = notifications::insert(tx, &raw.as_new())?;
+                    notifications::set_verdict(tx, id, Verdict::Error, Some(&reason), None, None)
                 })
                 .await;
             reply(false)

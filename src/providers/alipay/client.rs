@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use super::notify::Expectations;
 use super::sign::{beijing, raw_object, request_content};
 use crate::domain::ProviderKind;
 use crate::providers::keys::{SigningKey, VerifyingKey};
@@ -31,9 +32,13 @@ const COMMON: &[&str] = &[
     "sign",
 ];
 
+/// One Alipay account as kassa uses it: the only copy of its app id, seller and
+/// Alipay's public key, which check both gateway answers and notifications.
 #[derive(Clone)]
 pub struct AlipayClient {
-    pub app_id: String,
+    app_id: String,
+    /// When set, notifications must name this seller.
+    seller_id: Option<String>,
     gateway: String,
     app_key: Arc<SigningKey>,
     alipay_key: VerifyingKey,
@@ -61,6 +66,7 @@ impl AlipayClient {
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;
         Ok(AlipayClient {
             app_id,
+            seller_id: None,
             gateway,
             app_key: Arc::new(app_key),
             alipay_key,
@@ -68,8 +74,19 @@ impl AlipayClient {
         })
     }
 
-    pub fn alipay_key(&self) -> &VerifyingKey {
-        &self.alipay_key
+    /// Notifications must then carry this `seller_id` too.
+    pub fn with_seller_id(mut self, seller_id: Option<String>) -> Self {
+        self.seller_id = seller_id;
+        self
+    }
+
+    /// What a notification for this account must show.
+    pub fn notice_expectations(&self) -> Expectations<'_> {
+        Expectations {
+            key: &self.alipay_key,
+            app_id: &self.app_id,
+            seller_id: self.seller_id.as_deref(),
+        }
     }
 
     /// The signed parameters of one call at `now` (the application clock), as sent.

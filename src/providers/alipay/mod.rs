@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use self::client::AlipayClient;
+use self::notify::AlipayNotice;
 use super::{
     CreatedPayment, PaymentFacts, PaymentRequest, Provider, ProviderError, ProviderFuture, RefundOutcome,
     RefundRequest, RefundState, TradeState,
@@ -20,6 +21,13 @@ pub struct AlipayProvider {
     pub client: AlipayClient,
     /// The application clock: request timestamps and the payment deadline follow it.
     pub clock: Arc<dyn Clock>,
+}
+
+impl AlipayProvider {
+    /// Parses and verifies a notification for this account, or says why it is rejected.
+    pub fn verify_notification(&self, body: &[u8]) -> Result<AlipayNotice, String> {
+        notify::verify(body, &self.client.notice_expectations())
+    }
 }
 
 fn text(answer: &serde_json::Map<String, Value>, key: &str) -> Option<String> {

@@ -1,11 +1,17 @@
-//! HTTP-facing errors. Each `ErrorCode` has one status and one stable snake_case code;
-//! clients get a plain sentence, logs get the whole chain.
+//! HTTP-facing errors. The JSON API answers `ApiError`: each `ErrorCode` has one status
+//! and one stable snake_case code. Pages answer `PageError`: one HTML page per status,
+//! in the visitor's language. Clients get a plain sentence, logs get the whole chain.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use askama::Template;
 use serde::Serialize;
 
+use super::assets::AssetUrls;
+use super::i18n::{self, Lang, Texts};
+use super::PAGE_CSP;
 use crate::db::DbError;
+use crate::domain::ids::random_base62;
 use crate::domain::order::FieldError;
 use crate::providers::ProviderError;
 use crate::service::orders::{CloseError, CreateError};
@@ -200,6 +206,171 @@ impl From<CloseError> for ApiError {
             }
             CloseError::Provider(p) => p.into(),
             CloseError::Db(d) => d.into(),
+        }
+    }
+}
+
+/// What a 404 page says was not found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Page,
+    Order,
+    SandboxPayment,
+}
+
+#[derive(Debug)]
+enum PageErrorKind {
+    NotFound(Missing),
+    /// A form value the page cannot take; the message says which and why.
+    Invalid(String),
+    /// Logged with its whole chain under this id, which the page shows.
+    Internal {
+        request_id: String,
+    },
+}
+
+/// An error answered as an HTML page (`templates/errors/`), with the pages' security
+/// headers. Checkout and the sandbox wallet answer with it, and so does any path that
+/// matches no route when a browser asks.
+#[derive(Debug)]
+pub struct PageError {
+    kind: PageErrorKind,
+    lang: Lang,
+}
+
+#[derive(Template)]
+#[template(path = "errors/404.html")]
+struct NotFoundPage {
+    lang: Lang,
+    assets: AssetUrls,
+    title: &'static str,
+    body: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "errors/422.html")]
+struct InvalidPage<'a> {
+    lang: Lang,
+    t: &'static Texts,
+    assets: AssetUrls,
+    message: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "errors/500.html")]
+struct ServerErrorPage<'a> {
+    lang: Lang,
+    t: &'static Texts,
+    assets: AssetUrls,
+    request_id: &'a str,
+}
+
+impl PageError {
+    pub fn not_found(what: Missing) -> PageError {
+        PageError {
+            kind: PageErrorKind::NotFound(what),
+            lang: Lang::default(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> PageError {
+        PageError {
+            kind: PageErrorKind::Invalid(message.into()),
+            lang: Lang::default(),
+        }
+    }
+
+    /// Logs `error` and its causes under a new request id, which the page shows so a
+    /// visitor's report can be matched to the log line.
+    pub fn internal(error: &dyn std::error::Error) -> PageError {
+        let request_id = random_base62(12);
+        tracing::error!(%request_id, error = %error_chain(error), "page failed");
+        PageError {
+            kind: PageErrorKind::Internal { request_id },
+            lang: Lang::default(),
+        }
+    }
+
+    /// The page in the language `req` asks for.
+    pub fn for_request(self, req: &HttpRequest) -> PageError {
+        PageError {
+            lang: i18n::negotiate(req).0,
+            ..self
+        }
+    }
+
+    fn render(&self) -> Result<String, askama::Error> {
+        let (lang, t, assets) = (self.lang, self.lang.texts(), AssetUrls::get());
+        match &self.kind {
+            PageErrorKind::NotFound(what) => {
+                let (title, body) = match what {
+                    Missing::Page => (t.page_not_found_title, t.page_not_found_body),
+                    Missing::Order => (t.order_not_found_title, t.order_not_found_body),
+                    Missing::SandboxPayment => (
+                        t.sandbox_payment_not_found_title,
+                        t.sandbox_payment_not_found_body,
+                    ),
+                };
+                NotFoundPage {
+                    lang,
+                    assets,
+                    title,
+                    body,
+                }
+                .render()
+            }
+            PageErrorKind::Invalid(message) => InvalidPage {
+                lang,
+                t,
+                assets,
+                message,
+            }
+            .render(),
+            PageErrorKind::Internal { request_id } => ServerErrorPage {
+                lang,
+                t,
+                assets,
+                request_id,
+            }
+            .render(),
+        }
+    }
+}
+
+impl std::fmt::Display for PageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            PageErrorKind::NotFound(what) => write!(f, "not found: {what:?}"),
+            PageErrorKind::Invalid(message) => write!(f, "invalid: {message}"),
+            PageErrorKind::Internal { request_id } => write!(f, "internal error {request_id}"),
+        }
+    }
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        match self.kind {
+            PageErrorKind::NotFound(_) => StatusCode::NOT_FOUND,
+            PageErrorKind::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            PageErrorKind::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_CSP))
+            .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+            .insert_header((header::CONTENT_LANGUAGE, self.lang.tag()));
+        match self.render() {
+            Ok(html) => response.content_type("text/html; charset=utf-8").body(html),
+            Err(e) => {
+                tracing::error!(error = %e, "error page failed to render");
+                response
+                    .content_type("text/plain; charset=utf-8")
+                    .body(format!("{}\n", self.status_code()))
+            }
         }
     }
 }

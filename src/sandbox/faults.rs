@@ -2,11 +2,12 @@
 //! platform: delay, duplicate deliveries, dropped first deliveries, out-of-order
 //! TRADE_CLOSED, a wrong amount, a bad signature.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::db::sandbox;
-use crate::state::AppState;
+use super::Sandbox;
+use crate::db::{sandbox, Database, DbError};
 
 pub const GLOBAL: &str = "global";
 
@@ -54,71 +55,66 @@ impl Faults {
     }
 }
 
-pub async fn load(state: &AppState, scope: String) -> Result<Faults, crate::db::DbError> {
-    Ok(state
-        .db
+/// The scope of one trade's switches.
+pub fn trade_scope(out_trade_no: &str) -> String {
+    format!("trade:{out_trade_no}")
+}
+
+pub async fn load(db: &Database, scope: String) -> Result<Faults, DbError> {
+    Ok(db
         .read(move |c| sandbox::find_faults(c, &scope))
         .await?
         .map(|j| Faults::parse(&j))
         .unwrap_or_default())
 }
 
-pub async fn store(state: &AppState, scope: String, faults: Faults) -> Result<(), crate::db::DbError> {
+pub async fn store(db: &Database, scope: String, faults: Faults) -> Result<(), DbError> {
     let json = serde_json::to_string(&faults).unwrap_or_else(|_| "{}".into());
-    state
-        .db
-        .write(move |c| sandbox::set_faults(c, &scope, &json))
-        .await
+    db.write(move |c| sandbox::set_faults(c, &scope, &json)).await
 }
 
-fn error(status: actix_web::http::StatusCode, message: String) -> HttpResponse {
+fn error(status: StatusCode, message: String) -> HttpResponse {
     HttpResponse::build(status)
         .json(serde_json::json!({"error": {"code": "invalid_faults", "message": message}}))
 }
 
-async fn respond_get(state: web::Data<AppState>, scope: String) -> HttpResponse {
-    if state.sandbox.is_none() {
-        return super::wallet::sandbox_off();
-    }
-    match load(&state, scope).await {
+async fn respond_get(sandbox: web::Data<Sandbox>, scope: String) -> HttpResponse {
+    match load(&sandbox.core.db, scope).await {
         Ok(f) => HttpResponse::Ok().json(f),
-        Err(e) => error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-async fn respond_set(state: web::Data<AppState>, scope: String, body: web::Bytes) -> HttpResponse {
-    if state.sandbox.is_none() {
-        return super::wallet::sandbox_off();
-    }
+async fn respond_set(sandbox: web::Data<Sandbox>, scope: String, body: web::Bytes) -> HttpResponse {
     let faults: Faults = match serde_json::from_slice(&body) {
         Ok(f) => f,
-        Err(e) => return error(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     };
     if let Err(m) = faults.check() {
-        return error(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, m);
+        return error(StatusCode::UNPROCESSABLE_ENTITY, m);
     }
-    match store(&state, scope, faults).await {
+    match store(&sandbox.core.db, scope, faults).await {
         Ok(()) => HttpResponse::Ok().json(faults),
-        Err(e) => error(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-pub async fn get_global(state: web::Data<AppState>) -> HttpResponse {
-    respond_get(state, GLOBAL.to_owned()).await
+pub async fn get_global(sandbox: web::Data<Sandbox>) -> HttpResponse {
+    respond_get(sandbox, GLOBAL.to_owned()).await
 }
 
-pub async fn set_global(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    respond_set(state, GLOBAL.to_owned(), body).await
+pub async fn set_global(sandbox: web::Data<Sandbox>, body: web::Bytes) -> HttpResponse {
+    respond_set(sandbox, GLOBAL.to_owned(), body).await
 }
 
-pub async fn get_trade(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
-    respond_get(state, format!("trade:{}", path.into_inner())).await
+pub async fn get_trade(sandbox: web::Data<Sandbox>, path: web::Path<String>) -> HttpResponse {
+    respond_get(sandbox, trade_scope(&path)).await
 }
 
 pub async fn set_trade(
-    state: web::Data<AppState>,
+    sandbox: web::Data<Sandbox>,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    respond_set(state, format!("trade:{}", path.into_inner()), body).await
+    respond_set(sandbox, trade_scope(&path), body).await
 }

@@ -1,13 +1,12 @@
-//! The built-in sandbox: a simulator of the payment platform's server side, served by
-//! the same binary under `/sandbox/`. It speaks Alipay's real protocol (signed
-//! requests, signed responses, signed notifications with Alipay's retry schedule), so
-//! kassa's own Alipay client talks to it over real HTTP exactly as to Alipay. Nothing
-//! here is used when a real provider is configured, unless the sandbox is turned on.
+//! The built-in sandbox: a simulated payment platform mounted into the same server
+//! under `/sandbox/`, with its own state and tables. It speaks Alipay's real protocol
+//! (signed requests, signed responses, signed notifications with Alipay's retry
+//! schedule) using the providers' signing code, so kassa's own Alipay client talks to
+//! it over real HTTP exactly as to Alipay. It is mounted only when it is on.
 
+pub mod alipay;
 pub mod faults;
-pub mod gateway;
 pub mod keys;
-pub mod notifier;
 pub mod wallet;
 
 use std::sync::Arc;
@@ -16,13 +15,17 @@ use actix_web::web;
 use tokio::sync::Notify;
 
 use self::keys::SandboxKeys;
+use crate::core::Core;
 
 /// The app id of the simulated merchant account.
 pub const SANDBOX_APP_ID: &str = "2021000000000000";
 /// The simulated seller (merchant's Alipay user id).
 pub const SANDBOX_SELLER_ID: &str = "2088000000000000";
 
+/// The simulated platform's state; its handlers get it as `web::Data<Sandbox>`.
 pub struct Sandbox {
+    /// The server's database and clock: the sandbox keeps its tables beside kassa's.
+    pub core: Core,
     pub keys: SandboxKeys,
     /// Base of wallet URLs in QR codes: what a phone opens.
     pub public_url: String,
@@ -35,34 +38,32 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    pub fn new(
-        keys: SandboxKeys,
-        public_url: String,
-        merchant_name: String,
-        time_scale: u32,
-    ) -> Result<Self, String> {
+    pub fn new(core: Core, keys: SandboxKeys) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(15))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("Mozilla/4.0 (kassa sandbox; Alipay notification simulator)")
             .build()
             .map_err(|e| e.to_string())?;
+        let settings = core.settings.clone();
         Ok(Sandbox {
+            core,
             keys,
-            public_url,
-            merchant_name,
-            time_scale,
+            public_url: settings.server.public_url.clone(),
+            merchant_name: settings.merchant.name.clone(),
+            time_scale: settings.sandbox.time_scale,
             http,
             wake: Arc::new(Notify::new()),
         })
     }
 }
 
+/// Mounts the sandbox's routes; the app must hold a `web::Data<Sandbox>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/sandbox/alipay/gateway.do")
-            .route(web::post().to(gateway::handle))
-            .route(web::get().to(gateway::handle)),
+            .route(web::post().to(alipay::gateway::handle))
+            .route(web::get().to(alipay::gateway::handle)),
     )
     .service(
         web::resource("/sandbox/alipay/faults")

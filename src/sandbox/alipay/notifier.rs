@@ -9,13 +9,12 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 
-use super::faults::{self, Faults};
-use super::{Sandbox, SANDBOX_APP_ID, SANDBOX_SELLER_ID};
-use crate::db::sandbox::{self as store, Delivery, SandboxTrade};
-use crate::db::DbError;
-use crate::domain::{Amount, Currency};
+use super::yuan;
+use crate::db::sandbox::{self as store, Delivery, SandboxTrade, SandboxTradeStatus as Status};
+use crate::db::{DbError, DbResult, Tx};
 use crate::providers::alipay::sign::{beijing, notification_content};
-use crate::state::AppState;
+use crate::sandbox::faults::{self, Faults};
+use crate::sandbox::{Sandbox, SANDBOX_APP_ID, SANDBOX_SELLER_ID};
 
 /// Alipay's resend delays after the first attempt: eight attempts in about 25 hours.
 pub const RETRY_SCHEDULE: [Duration; 7] = [
@@ -29,12 +28,6 @@ pub const RETRY_SCHEDULE: [Duration; 7] = [
 ];
 
 const BATCH: u32 = 64;
-
-fn yuan(minor: i64) -> String {
-    Amount::from_minor(minor, Currency::Cny)
-        .map(Amount::to_decimal_string)
-        .unwrap_or_default()
-}
 
 fn notify_id() -> String {
     crate::domain::ids::random_bytes::<34>()
@@ -62,27 +55,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn store(&self, c: &crate::db::Connection, now: DateTime<Utc>) -> crate::db::DbResult<()> {
-        store::enqueue_delivery(
-            c,
-            &self.out_trade_no,
-            &self.url,
-            &self.params_json,
-            &self.faults_json,
-            self.first_at,
-            now,
-        )?;
+    pub fn store(&self, tx: &Tx<'_>, now: DateTime<Utc>) -> DbResult<()> {
+        let queue = |params: &str, faults: &str, at: DateTime<Utc>| {
+            store::enqueue_delivery(tx, &self.out_trade_no, &self.url, params, faults, at, now)
+        };
+        queue(&self.params_json, &self.faults_json, self.first_at)?;
         if let Some(stale) = &self.stale_json {
             let calm = serde_json::to_string(&Faults::default()).unwrap_or_else(|_| "{}".into());
-            store::enqueue_delivery(
-                c,
-                &self.out_trade_no,
-                &self.url,
-                stale,
-                &calm,
-                self.first_at + Duration::milliseconds(1),
-                now,
-            )?;
+            queue(stale, &calm, self.first_at + Duration::milliseconds(1))?;
         }
         Ok(())
     }
@@ -90,17 +70,16 @@ impl Prepared {
 
 /// Queues a notification for `trade` in `trade_status` (on its own transaction).
 pub async fn enqueue(
-    state: &AppState,
     sandbox: &Sandbox,
     trade: &SandboxTrade,
-    trade_status: &str,
+    trade_status: Status,
     extra: Option<Map<String, Value>>,
     now: DateTime<Utc>,
 ) -> Result<(), DbError> {
-    let Some(prepared) = prepare(state, sandbox, trade, trade_status, extra, now).await? else {
+    let Some(prepared) = prepare(sandbox, trade, trade_status, extra, now).await? else {
         return Ok(());
     };
-    state.db.write(move |c| prepared.store(c, now)).await?;
+    sandbox.core.db.write(move |c| prepared.store(c, now)).await?;
     sandbox.wake.notify_one();
     Ok(())
 }
@@ -108,18 +87,18 @@ pub async fn enqueue(
 /// Builds the notification for `trade` in `trade_status`; `extra` adds fields (refund
 /// notices). `None` when the trade has no notify URL.
 pub async fn prepare(
-    state: &AppState,
     sandbox: &Sandbox,
     trade: &SandboxTrade,
-    trade_status: &str,
+    trade_status: Status,
     extra: Option<Map<String, Value>>,
     now: DateTime<Utc>,
 ) -> Result<Option<Prepared>, DbError> {
     let Some(url) = trade.notify_url.clone() else {
         return Ok(None);
     };
-    let global = faults::load(state, faults::GLOBAL.to_owned()).await?;
-    let own = faults::load(state, format!("trade:{}", trade.out_trade_no)).await?;
+    let db = &sandbox.core.db;
+    let global = faults::load(db, faults::GLOBAL.to_owned()).await?;
+    let own = faults::load(db, faults::trade_scope(&trade.out_trade_no)).await?;
     let faults = own.over(global);
     let mut params = Map::new();
     let mut put = |k: &str, v: String| {
@@ -140,10 +119,10 @@ pub async fn prepare(
     put("buyer_id", "2088102177846880".into());
     put("buyer_logon_id", "csq***@sandbox.com".into());
     put("seller_id", SANDBOX_SELLER_ID.into());
-    put("trade_status", trade_status.into());
+    put("trade_status", trade_status.as_str().into());
     let paid = trade.paid_at.is_some();
     let is_refund = extra.is_some();
-    let tamper = faults.tamper_amount && trade_status == "TRADE_SUCCESS" && !is_refund;
+    let tamper = faults.tamper_amount && trade_status == Status::TradeSuccess && !is_refund;
     put(
         "total_amount",
         if tamper {
@@ -167,7 +146,7 @@ pub async fn prepare(
     if let Some(p) = trade.paid_at {
         put("gmt_payment", beijing(p));
     }
-    if trade_status == "TRADE_CLOSED" {
+    if trade_status == Status::TradeClosed {
         put("gmt_close", beijing(now));
     }
     if let Some(extra) = extra {
@@ -178,10 +157,10 @@ pub async fn prepare(
             Duration::seconds(i64::from(faults.delay_seconds)),
             sandbox.time_scale,
         );
-    let stale_json = (faults.out_of_order && trade_status == "TRADE_SUCCESS" && !is_refund).then(|| {
+    let stale_json = (faults.out_of_order && trade_status == Status::TradeSuccess && !is_refund).then(|| {
         // A TRADE_CLOSED from before the payment, arriving after it.
         let mut stale = params.clone();
-        stale.insert("trade_status".into(), "TRADE_CLOSED".into());
+        stale.insert("trade_status".into(), Status::TradeClosed.as_str().into());
         stale.insert("notify_id".into(), notify_id().into());
         stale.remove("gmt_payment");
         Value::Object(stale).to_string()
@@ -267,15 +246,9 @@ async fn attempt(sandbox: &Sandbox, delivery: &Delivery, now: DateTime<Utc>) -> 
 }
 
 /// Sends every delivery that is due.
-pub async fn try_run_once(
-    state: &AppState,
-    sandbox: &Sandbox,
-    now: DateTime<Utc>,
-) -> Result<NotifierReport, DbError> {
-    let due = state
-        .db
-        .read(move |c| store::due_deliveries(c, now, BATCH))
-        .await?;
+pub async fn try_run_once(sandbox: &Sandbox, now: DateTime<Utc>) -> Result<NotifierReport, DbError> {
+    let db = &sandbox.core.db;
+    let due = db.read(move |c| store::due_deliveries(c, now, BATCH)).await?;
     let mut report = NotifierReport::default();
     for delivery in due {
         let (ok, response) = attempt(sandbox, &delivery, now).await;
@@ -290,25 +263,23 @@ pub async fn try_run_once(
             })
             .flatten();
         let id = delivery.id;
-        state
-            .db
-            .write(move |c| store::record_attempt(c, id, ok, &response, next))
+        db.write(move |c| store::record_attempt(c, id, ok, &response, next))
             .await?;
     }
     Ok(report)
 }
 
-pub async fn run(state: AppState, sandbox: Arc<Sandbox>) {
+pub async fn run(sandbox: Arc<Sandbox>) {
+    let core = &sandbox.core;
     loop {
-        let now = state.clock.now();
-        match try_run_once(&state, &sandbox, now).await {
+        match try_run_once(&sandbox, core.now()).await {
             Ok(r) if r.attempted > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "sandbox notifier failed"),
         }
-        let next = state.db.read(store::next_delivery_at).await.ok().flatten();
+        let next = core.db.read(store::next_delivery_at).await.ok().flatten();
         let wait = next
-            .map(|t| (t - state.clock.now()).to_std().unwrap_or(StdDuration::ZERO))
+            .map(|t| (t - core.now()).to_std().unwrap_or(StdDuration::ZERO))
             .unwrap_or(StdDuration::from_secs(5))
             .clamp(StdDuration::from_millis(20), StdDuration::from_secs(5));
         tokio::select! {

@@ -9,14 +9,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Map, Value};
 
-use super::{Sandbox, SANDBOX_APP_ID};
-use crate::db::sandbox::{self as store, RefundInsert, SandboxTrade};
+use super::{notifier, yuan};
+use crate::db::sandbox::{self as store, RefundInsert, SandboxTrade, SandboxTradeStatus as Status};
 use crate::db::DbError;
 use crate::domain::ids::random_base62;
 use crate::domain::{Amount, Currency};
 use crate::providers::alipay::sign::{beijing, parse_beijing, request_content};
-use crate::providers::sandbox::notifier;
-use crate::state::AppState;
+use crate::sandbox::{Sandbox, SANDBOX_APP_ID};
 
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -60,6 +59,8 @@ pub fn new_trade_no(now: DateTime<Utc>) -> String {
     format!("{}22001{}", now.format("%Y%m%d"), digits)
 }
 
+/// Alipay's `timeout_express`: `1c` (end of the Beijing day) or a whole number of
+/// minutes, hours or days (`15m`, `2h`, `1d`). Anything else is `None`, never a panic.
 fn parse_timeout_express(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if text == "1c" {
         let midnight = (now + Duration::hours(8))
@@ -68,26 +69,20 @@ fn parse_timeout_express(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>
             .and_hms_opt(0, 0, 0)?;
         return Some(midnight.and_utc() - Duration::hours(8));
     }
-    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
-    let n: i64 = number.parse().ok().filter(|n| *n >= 1)?;
-    match unit {
-        "m" => Some(now + Duration::minutes(n)),
-        "h" => Some(now + Duration::hours(n)),
-        "d" => Some(now + Duration::days(n)),
-        _ => None,
-    }
-}
-
-fn yuan(minor: i64) -> String {
-    Amount::from_minor(minor, Currency::Cny)
-        .map(Amount::to_decimal_string)
-        .unwrap_or_default()
-}
-
-pub async fn handle(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let Some(sandbox) = state.sandbox.clone() else {
-        return super::wallet::sandbox_off();
+    let (number, unit): (&str, fn(i64) -> Option<Duration>) = if let Some(n) = text.strip_suffix('m') {
+        (n, Duration::try_minutes)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, Duration::try_hours)
+    } else if let Some(n) = text.strip_suffix('d') {
+        (n, Duration::try_days)
+    } else {
+        return None;
     };
+    let n: i64 = number.parse().ok().filter(|n| *n >= 1)?;
+    now.checked_add_signed(unit(n)?)
+}
+
+pub async fn handle(sandbox: web::Data<Sandbox>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     if body.len() > MAX_REQUEST_BYTES {
         return HttpResponse::PayloadTooLarge().body("request too large");
     }
@@ -102,7 +97,7 @@ pub async fn handle(state: web::Data<AppState>, req: HttpRequest, body: web::Byt
             params.get("biz_content").map_or("", String::as_str),
         ) {
             Err(_) => invalid("isv.invalid-biz-content", "biz_content 不是合法的 JSON 对象"),
-            Ok(biz) => match dispatch(&state, &sandbox, &method, &params, &biz).await {
+            Ok(biz) => match dispatch(&sandbox, &method, &params, &biz).await {
                 Ok(fields) => fields,
                 Err(e) => {
                     tracing::error!(error = %e, "sandbox gateway storage failed");
@@ -152,14 +147,14 @@ fn authenticate(sandbox: &Sandbox, params: &BTreeMap<String, String>) -> Result<
 }
 
 async fn dispatch(
-    state: &AppState,
     sandbox: &Sandbox,
     method: &str,
     params: &BTreeMap<String, String>,
     biz: &Map<String, Value>,
 ) -> Result<Map<String, Value>, DbError> {
     let text = |k: &str| biz.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let now = state.clock.now();
+    let db = &sandbox.core.db;
+    let now = sandbox.core.now();
     const METHODS: [&str; 5] = [
         "alipay.trade.precreate",
         "alipay.trade.query",
@@ -177,16 +172,16 @@ async fn dispatch(
     }
     let found = {
         let no = out_trade_no.clone();
-        state.db.read(move |c| store::find_trade(c, &no)).await?
+        db.read(move |c| store::find_trade(c, &no)).await?
     };
-    let exists = found.as_ref().filter(|t| t.status != "NOT_SCANNED");
+    let exists = found.as_ref().filter(|t| t.status != Status::NotScanned);
     match method {
-        "alipay.trade.precreate" => precreate(state, sandbox, params, biz, found, now).await,
+        "alipay.trade.precreate" => precreate(sandbox, params, biz, found, now).await,
         "alipay.trade.query" => Ok(match exists {
             None => business_error("ACQ.TRADE_NOT_EXIST", "交易不存在"),
             Some(t) => {
                 let mut m = obj(json!({
-                    "code": "10000", "msg": "Success", "out_trade_no": t.out_trade_no, "trade_status": t.status,
+                    "code": "10000", "msg": "Success", "out_trade_no": t.out_trade_no, "trade_status": t.status.as_str(),
                     "total_amount": yuan(t.total_amount), "buyer_logon_id": "csq***@sandbox.com",
                     "buyer_user_id": "2088102177846880",
                 }));
@@ -206,9 +201,10 @@ async fn dispatch(
                 return Ok(business_error("ACQ.TRADE_NOT_EXIST", "交易不存在"));
             };
             let no = t.out_trade_no.clone();
-            let closed = state
-                .db
-                .write(move |c| store::move_trade(c, &no, &["WAIT_BUYER_PAY"], "TRADE_CLOSED", None, now))
+            let closed = db
+                .write(move |c| {
+                    store::move_trade(c, &no, &[Status::WaitBuyerPay], Status::TradeClosed, None, now)
+                })
                 .await?;
             if !closed {
                 return Ok(business_error(
@@ -216,12 +212,12 @@ async fn dispatch(
                     "只有等待买家付款状态下才能发起交易关闭",
                 ));
             }
-            notifier::enqueue(state, sandbox, &t, "TRADE_CLOSED", None, now).await?;
+            notifier::enqueue(sandbox, &t, Status::TradeClosed, None, now).await?;
             Ok(obj(
                 json!({"code": "10000", "msg": "Success", "out_trade_no": t.out_trade_no, "trade_no": t.trade_no}),
             ))
         }
-        "alipay.trade.refund" => refund(state, sandbox, biz, exists.cloned(), now).await,
+        "alipay.trade.refund" => refund(sandbox, biz, exists.cloned(), now).await,
         "alipay.trade.fastpay.refund.query" => {
             let request_no = {
                 let r = text("out_request_no");
@@ -235,7 +231,7 @@ async fn dispatch(
                 return Ok(business_error("ACQ.TRADE_NOT_EXIST", "交易不存在"));
             };
             let (no, rn) = (t.out_trade_no.clone(), request_no.clone());
-            let refunded = state.db.read(move |c| store::find_refund(c, &no, &rn)).await?;
+            let refunded = db.read(move |c| store::find_refund(c, &no, &rn)).await?;
             let mut m = obj(
                 json!({"code": "10000", "msg": "Success", "out_trade_no": t.out_trade_no,
                 "trade_no": t.trade_no, "out_request_no": request_no}),
@@ -252,7 +248,6 @@ async fn dispatch(
 }
 
 async fn precreate(
-    state: &AppState,
     sandbox: &Sandbox,
     params: &BTreeMap<String, String>,
     biz: &Map<String, Value>,
@@ -292,10 +287,12 @@ async fn precreate(
         }
     }
     let trade = match existing {
-        Some(t) if t.status == "TRADE_SUCCESS" || t.status == "TRADE_CLOSED" && t.paid_at.is_some() => {
+        Some(t)
+            if t.status == Status::TradeSuccess || t.status == Status::TradeClosed && t.paid_at.is_some() =>
+        {
             return Ok(business_error("ACQ.TRADE_HAS_SUCCESS", "交易已被支付"))
         }
-        Some(t) if t.status == "TRADE_CLOSED" => {
+        Some(t) if t.status == Status::TradeClosed => {
             return Ok(business_error("ACQ.TRADE_HAS_CLOSE", "交易已经关闭"))
         }
         Some(t) if t.total_amount != amount => {
@@ -311,19 +308,18 @@ async fn precreate(
                 subject,
                 total_amount: amount,
                 refunded: 0,
-                status: "NOT_SCANNED".to_owned(),
+                status: Status::NotScanned,
                 notify_url: params.get("notify_url").filter(|u| !u.is_empty()).cloned(),
                 deadline,
                 created_at: now,
                 paid_at: None,
             };
             let insert = trade.clone();
-            state.db.write(move |c| store::insert_trade(c, &insert)).await?;
+            let db = &sandbox.core.db;
+            db.write(move |c| store::insert_trade(c, &insert)).await?;
             // A concurrent precreate may have won: answer with whatever is stored.
             let no = out_trade_no.clone();
-            state
-                .db
-                .read(move |c| store::find_trade(c, &no))
+            db.read(move |c| store::find_trade(c, &no))
                 .await?
                 .unwrap_or(trade)
         }
@@ -335,7 +331,6 @@ async fn precreate(
 }
 
 async fn refund(
-    state: &AppState,
     sandbox: &Sandbox,
     biz: &Map<String, Value>,
     trade: Option<SandboxTrade>,
@@ -362,15 +357,15 @@ async fn refund(
     };
     let (no, rn) = (trade.out_trade_no.clone(), request_no.clone());
     let total = trade.total_amount;
-    let result = state
-        .db
+    let db = &sandbox.core.db;
+    let result = db
         .write(move |c| {
             let r = store::add_refund(c, &no, &rn, amount, now)?;
             if r == RefundInsert::Done {
                 // A full refund ends the trade, as on Alipay.
                 let after = store::find_trade(c, &no)?;
                 if after.is_some_and(|t| t.refunded >= total) {
-                    store::move_trade(c, &no, &["TRADE_SUCCESS"], "TRADE_CLOSED", None, now)?;
+                    store::move_trade(c, &no, &[Status::TradeSuccess], Status::TradeClosed, None, now)?;
                 }
             }
             Ok(r)
@@ -390,24 +385,51 @@ async fn refund(
         RefundInsert::Done => "Y",
     };
     let no = trade.out_trade_no.clone();
-    let after = state
-        .db
+    let after = db
         .read(move |c| store::find_trade(c, &no))
         .await?
         .unwrap_or(trade);
     if fund_change == "Y" {
-        let status = if after.status == "TRADE_CLOSED" {
-            "TRADE_CLOSED"
+        let status = if after.status == Status::TradeClosed {
+            Status::TradeClosed
         } else {
-            "TRADE_SUCCESS"
+            Status::TradeSuccess
         };
         let extra =
             json!({"refund_fee": yuan(after.refunded), "out_biz_no": request_no, "gmt_refund": beijing(now)});
-        notifier::enqueue(state, sandbox, &after, status, Some(obj(extra)), now).await?;
+        notifier::enqueue(sandbox, &after, status, Some(obj(extra)), now).await?;
     }
     Ok(obj(json!({
         "code": "10000", "msg": "Success", "out_trade_no": after.out_trade_no, "trade_no": after.trade_no,
         "buyer_logon_id": "csq***@sandbox.com", "fund_change": fund_change, "refund_fee": yuan(after.refunded),
         "gmt_refund_pay": beijing(now),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn timeout_express_reads_alipays_units_and_refuses_anything_else_without_panicking() {
+        let now = at("2026-11-24T03:30:00Z");
+        assert_eq!(
+            parse_timeout_express("15m", now),
+            Some(at("2026-11-24T03:45:00Z"))
+        );
+        assert_eq!(parse_timeout_express("2h", now), Some(at("2026-11-24T05:30:00Z")));
+        assert_eq!(parse_timeout_express("1d", now), Some(at("2026-11-25T03:30:00Z")));
+        assert_eq!(
+            parse_timeout_express("1c", now),
+            Some(at("2026-11-24T16:00:00Z")),
+            "midnight in Beijing"
+        );
+        for bad in ["5分", "分", "", "m", "0m", "-5m", "5x", "5 m", "99999999999999d"] {
+            assert_eq!(parse_timeout_express(bad, now), None, "{bad:?}");
+        }
+    }
 }

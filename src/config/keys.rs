@@ -1,0 +1,211 @@
+//! Every key kassa understands, each declared once: its name, default, parser, whether
+//! it is secret, and the line the README's table shows. Env names are derived from
+//! these, never by splitting a variable name on `_` (keys such as
+//! `app_private_key_file` contain it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chrono::Duration;
+
+use super::parse::*;
+use super::{AnyKey, Key, LogFormat, SandboxMode, Secret};
+use crate::domain::Currency;
+
+pub const SERVER_BIND: Key<SocketAddr> = Key::new(
+    "server.bind",
+    "127.0.0.1:8080",
+    socket_addr,
+    "address to listen on; port `0` picks a free port (the bound address is printed)",
+);
+pub const SERVER_PUBLIC_URL: Key<Option<String>> = Key::new(
+    "server.public_url",
+    "",
+    optional_base_url,
+    "base of `checkout_url` and of the notify URLs given to providers; empty: `http://<bind>`",
+);
+pub const SERVER_DATA_DIR: Key<PathBuf> = Key::new(
+    "server.data_dir",
+    "data",
+    directory,
+    "database (`kassa.db`), generated keys, backups",
+);
+pub const SERVER_METRICS_TOKEN: Key<Secret> = Key::secret(
+    "server.metrics_token",
+    any_secret,
+    "when set, `/metrics` requires `Authorization: Bearer <token>`",
+);
+pub const MERCHANT_NAME: Key<String> =
+    Key::new("merchant.name", "My Shop", merchant_name, "shown to customers");
+pub const MERCHANT_CURRENCY: Key<Currency> = Key::new(
+    "merchant.currency",
+    "CNY",
+    currency,
+    "default currency of new orders (CNY, HKD, USD, EUR, GBP, JPY, SGD, AUD, CAD, KRW)",
+);
+pub const MERCHANT_TIMEZONE: Key<chrono_tz::Tz> = Key::new(
+    "merchant.timezone",
+    "UTC",
+    timezone,
+    "IANA zone (e.g. `Asia/Shanghai`) for pages and CSV; kassa stores UTC",
+);
+pub const MERCHANT_ORDER_TTL: Key<Duration> = Key::new(
+    "merchant.order_ttl",
+    "15m",
+    order_ttl,
+    "how long a new order stays payable (`1m` to `24h`)",
+);
+pub const ALIPAY_APP_ID: Key<String> = Key::new(
+    "alipay.app_id",
+    "",
+    text,
+    "Alipay app id; setting it enables Alipay (the two key files are then required)",
+);
+pub const ALIPAY_APP_PRIVATE_KEY_FILE: Key<Option<PathBuf>> = Key::new(
+    "alipay.app_private_key_file",
+    "",
+    optional_path,
+    "app private key, PEM (PKCS#1 or PKCS#8)",
+);
+pub const ALIPAY_ALIPAY_PUBLIC_KEY_FILE: Key<Option<PathBuf>> = Key::new(
+    "alipay.alipay_public_key_file",
+    "",
+    optional_path,
+    "Alipay public key, PEM",
+);
+pub const ALIPAY_GATEWAY: Key<String> = Key::new(
+    "alipay.gateway",
+    "https://openapi.alipay.com/gateway.do",
+    url,
+    "Alipay OpenAPI gateway",
+);
+pub const ALIPAY_SELLER_ID: Key<Option<String>> = Key::new(
+    "alipay.seller_id",
+    "",
+    optional_text,
+    "when set, notifications must carry this `seller_id`",
+);
+pub const WECHAT_MCHID: Key<String> = Key::new(
+    "wechat.mchid",
+    "",
+    text,
+    "WeChat Pay merchant id; setting it enables WeChat Pay (the other `wechat` keys are then required)",
+);
+pub const WECHAT_APPID: Key<String> = Key::new("wechat.appid", "", text, "WeChat Pay app id");
+pub const WECHAT_APIV3_KEY: Key<Secret> =
+    Key::secret("wechat.apiv3_key", apiv3_key, "APIv3 key, exactly 32 bytes");
+pub const WECHAT_MERCHANT_SERIAL_NO: Key<String> = Key::new(
+    "wechat.merchant_serial_no",
+    "",
+    text,
+    "serial number of the merchant API certificate",
+);
+pub const WECHAT_MERCHANT_PRIVATE_KEY_FILE: Key<Option<PathBuf>> = Key::new(
+    "wechat.merchant_private_key_file",
+    "",
+    optional_path,
+    "merchant API private key, PEM",
+);
+pub const WECHAT_PLATFORM_PUBLIC_KEY_FILE: Key<Option<PathBuf>> = Key::new(
+    "wechat.platform_public_key_file",
+    "",
+    optional_path,
+    "WeChat Pay platform public key, PEM",
+);
+pub const WECHAT_PLATFORM_SERIAL: Key<String> = Key::new(
+    "wechat.platform_serial",
+    "",
+    text,
+    "id of the platform public key (`PUB_KEY_ID_…`)",
+);
+pub const WECHAT_API_BASE: Key<String> = Key::new(
+    "wechat.api_base",
+    "https://api.mch.weixin.qq.com",
+    base_url,
+    "WeChat Pay API base",
+);
+pub const SANDBOX_ENABLED: Key<SandboxMode> = Key::new(
+    "sandbox.enabled",
+    "auto",
+    sandbox_mode,
+    "built-in payment sandbox: `auto` (on when no provider is configured), `true`, `false`",
+);
+pub const SANDBOX_TIME_SCALE: Key<u32> = Key::new(
+    "sandbox.time_scale",
+    "1",
+    at_least_one,
+    "divides the simulated platforms' retry delays",
+);
+pub const WEBHOOKS_URL: Key<Option<String>> = Key::new(
+    "webhooks.url",
+    "",
+    optional_url,
+    "default webhook endpoint (an order's own `notify_url` wins)",
+);
+pub const WEBHOOKS_SECRET: Key<Secret> = Key::secret(
+    "webhooks.secret",
+    webhook_secret,
+    "`whsec_…` signing secret; empty: one is generated and kept in the database",
+);
+pub const WEBHOOKS_RETRY_SCHEDULE: Key<Vec<Duration>> = Key::new(
+    "webhooks.retry_schedule",
+    "5s,5m,30m,2h,5h,10h,10h",
+    retry_schedule,
+    "delays between webhook attempts, each at most `30d`",
+);
+pub const LOG_FORMAT: Key<LogFormat> = Key::new(
+    "log.format",
+    "text",
+    log_format,
+    "`text` or `json`; filter with `RUST_LOG` (e.g. `RUST_LOG=kassa=debug`)",
+);
+pub const BACKUP_INTERVAL: Key<Option<Duration>> = Key::new(
+    "backup.interval",
+    "",
+    backup_interval,
+    "periodic backups (e.g. `6h`); empty: none",
+);
+pub const BACKUP_KEEP: Key<u32> = Key::new("backup.keep", "7", at_least_one, "periodic backups kept");
+
+/// In the order `kassa config` and the README list them.
+pub const ALL: &[&dyn AnyKey] = &[
+    &SERVER_BIND,
+    &SERVER_PUBLIC_URL,
+    &SERVER_DATA_DIR,
+    &SERVER_METRICS_TOKEN,
+    &MERCHANT_NAME,
+    &MERCHANT_CURRENCY,
+    &MERCHANT_TIMEZONE,
+    &MERCHANT_ORDER_TTL,
+    &ALIPAY_APP_ID,
+    &ALIPAY_APP_PRIVATE_KEY_FILE,
+    &ALIPAY_ALIPAY_PUBLIC_KEY_FILE,
+    &ALIPAY_GATEWAY,
+    &ALIPAY_SELLER_ID,
+    &WECHAT_MCHID,
+    &WECHAT_APPID,
+    &WECHAT_APIV3_KEY,
+    &WECHAT_MERCHANT_SERIAL_NO,
+    &WECHAT_MERCHANT_PRIVATE_KEY_FILE,
+    &WECHAT_PLATFORM_PUBLIC_KEY_FILE,
+    &WECHAT_PLATFORM_SERIAL,
+    &WECHAT_API_BASE,
+    &SANDBOX_ENABLED,
+    &SANDBOX_TIME_SCALE,
+    &WEBHOOKS_URL,
+    &WEBHOOKS_SECRET,
+    &WEBHOOKS_RETRY_SCHEDULE,
+    &LOG_FORMAT,
+    &BACKUP_INTERVAL,
+    &BACKUP_KEEP,
+];
+
+/// Keys that must be set once `wechat.mchid` is.
+pub const WECHAT_REQUIRED: &[&dyn AnyKey] = &[
+    &WECHAT_APPID,
+    &WECHAT_APIV3_KEY,
+    &WECHAT_MERCHANT_SERIAL_NO,
+    &WECHAT_MERCHANT_PRIVATE_KEY_FILE,
+    &WECHAT_PLATFORM_PUBLIC_KEY_FILE,
+    &WECHAT_PLATFORM_SERIAL,
+];

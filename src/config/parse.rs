@@ -1,0 +1,160 @@
+//! The parsers the keys use. Each gets the value trimmed, and says what is wrong
+//! with a value it cannot take.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chrono::Duration;
+
+use super::{parse_duration, LogFormat, SandboxMode, Secret};
+use crate::domain::order::check_http_url;
+use crate::domain::Currency;
+
+/// No configured delay may be longer: one that overflows a timestamp is refused
+/// here rather than found by a worker.
+pub const MAX_RETRY_STEP: Duration = Duration::days(30);
+
+pub fn text(v: &str) -> Result<String, String> {
+    Ok(v.to_owned())
+}
+
+pub fn optional_text(v: &str) -> Result<Option<String>, String> {
+    Ok((!v.is_empty()).then(|| v.to_owned()))
+}
+
+pub fn any_secret(v: &str) -> Result<Secret, String> {
+    Ok(Secret::new(v))
+}
+
+pub fn socket_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse::<SocketAddr>()
+        .map_err(|_| "must be an IP address and port such as 127.0.0.1:8080".to_owned())
+}
+
+pub fn url(v: &str) -> Result<String, String> {
+    check_http_url(v)?;
+    Ok(v.to_owned())
+}
+
+pub fn optional_url(v: &str) -> Result<Option<String>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    url(v).map(Some)
+}
+
+/// A URL other paths are appended to: without a trailing `/`.
+pub fn base_url(v: &str) -> Result<String, String> {
+    check_http_url(v)?;
+    Ok(v.trim_end_matches('/').to_owned())
+}
+
+pub fn optional_base_url(v: &str) -> Result<Option<String>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    base_url(v).map(Some)
+}
+
+pub fn directory(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(PathBuf::from(v))
+    }
+}
+
+pub fn optional_path(v: &str) -> Result<Option<PathBuf>, String> {
+    Ok((!v.is_empty()).then(|| PathBuf::from(v)))
+}
+
+pub fn merchant_name(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.chars().count() > 128 {
+        Err("must be 1 to 128 characters".to_owned())
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+pub fn currency(v: &str) -> Result<Currency, String> {
+    v.parse::<Currency>().map_err(|e| e.to_string())
+}
+
+pub fn timezone(v: &str) -> Result<chrono_tz::Tz, String> {
+    v.parse::<chrono_tz::Tz>()
+        .map_err(|_| "must be an IANA time zone name such as Asia/Shanghai or UTC".to_owned())
+}
+
+pub fn order_ttl(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d < Duration::seconds(60) || d > Duration::days(1) {
+        return Err("must be between 1m and 24h".to_owned());
+    }
+    Ok(d)
+}
+
+pub fn apiv3_key(v: &str) -> Result<Secret, String> {
+    if v.is_empty() || v.len() == 32 {
+        Ok(Secret::new(v))
+    } else {
+        Err(format!("must be exactly 32 bytes, got {}", v.len()))
+    }
+}
+
+pub fn sandbox_mode(v: &str) -> Result<SandboxMode, String> {
+    match v {
+        "auto" => Ok(SandboxMode::Auto),
+        "true" => Ok(SandboxMode::On),
+        "false" => Ok(SandboxMode::Off),
+        _ => Err("must be \"auto\", true or false".to_owned()),
+    }
+}
+
+pub fn at_least_one(v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number of at least 1".to_owned()),
+    }
+}
+
+pub fn webhook_secret(v: &str) -> Result<Secret, String> {
+    if v.is_empty() || v.starts_with("whsec_") {
+        Ok(Secret::new(v))
+    } else {
+        Err("must start with whsec_ (or be empty to generate one)".to_owned())
+    }
+}
+
+pub fn retry_schedule(v: &str) -> Result<Vec<Duration>, String> {
+    if v.is_empty() {
+        return Err("must list at least one delay, e.g. 5s,5m,30m".to_owned());
+    }
+    v.split(',')
+        .map(|part| {
+            let d = parse_duration(part.trim())?;
+            if d > MAX_RETRY_STEP {
+                return Err(format!("{:?}: a delay must be at most 30d", part.trim()));
+            }
+            Ok(d)
+        })
+        .collect()
+}
+
+pub fn log_format(v: &str) -> Result<LogFormat, String> {
+    match v {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("must be \"text\" or \"json\"".to_owned()),
+    }
+}
+
+pub fn backup_interval(v: &str) -> Result<Option<Duration>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let d = parse_duration(v)?;
+    if d < Duration::minutes(1) {
+        return Err("must be at least 1m".to_owned());
+    }
+    Ok(Some(d))
+}

@@ -1,0 +1,64 @@
+//! What the service, the jobs and the webhooks work with: the database, the payment
+//! providers, the clock, the settings and the hook that hears about every applied
+//! transition. The web surfaces wrap it (`http::state::AppState`); nothing here knows
+//! about HTTP.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+
+use crate::config::Settings;
+use crate::db::Database;
+use crate::domain::{Clock, Order, OrderId, OrderStatus};
+use crate::providers::Providers;
+
+#[derive(Clone)]
+pub struct Core {
+    pub db: Database,
+    pub providers: Providers,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Arc<Settings>,
+    pub hooks: PostCommit,
+}
+
+impl Core {
+    /// Base of checkout links and notify URLs.
+    pub fn public_url(&self) -> &str {
+        &self.settings.server.public_url
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
+/// Told after the commit of every applied transition, whoever caused it. Today it wakes
+/// open checkout pages and the webhook dispatchers (an in-process broadcast; listeners
+/// always re-read the order row, so a missed signal only delays them).
+#[derive(Clone)]
+pub struct PostCommit {
+    changed: broadcast::Sender<OrderId>,
+}
+
+impl Default for PostCommit {
+    fn default() -> Self {
+        PostCommit {
+            changed: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl PostCommit {
+    /// `order` is as committed; it came from `from`.
+    pub fn applied(&self, order: &Order, from: OrderStatus) {
+        tracing::debug!(order_id = %order.id, %from, to = %order.status, "transition committed");
+        // No listener is fine.
+        let _ = self.changed.send(order.id.clone());
+    }
+
+    /// The ids of orders as their transitions commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<OrderId> {
+        self.changed.subscribe()
+    }
+}

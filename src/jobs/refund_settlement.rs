@@ -1,0 +1,29 @@
+//! Settles refunds whose outcome was not known when they were asked for: each is
+//! queried at its provider a minute after its last try, and retried with the same
+//! request number when the provider never saw it.
+
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::core::Core;
+use crate::db::DbError;
+use crate::service::refunds;
+
+/// A pending refund is retried this long after its last attempt.
+pub const RETRY_AFTER: Duration = Duration::seconds(60);
+const PASS_EVERY: StdDuration = StdDuration::from_secs(30);
+
+/// One pass over the refunds due; returns how many were settled.
+pub async fn try_run_once(core: &Core, now: DateTime<Utc>) -> Result<usize, DbError> {
+    refunds::settle_pending(core, now, now - RETRY_AFTER).await
+}
+
+pub async fn run(core: Core) {
+    loop {
+        if let Err(e) = try_run_once(&core, core.now()).await {
+            tracing::error!(error = %e, "refund settlement failed");
+        }
+        tokio::time::sleep(PASS_EVERY).await;
+    }
+}

@@ -1,0 +1,253 @@
+//! The simulated wallet: what a phone shows after scanning a sandbox QR code. Opening
+//! it "scans" the code (the trade now exists, as on Alipay); Pay completes it and
+//! queues the signed notification; Cancel leaves it waiting, as a buyer who closes the
+//! cashier does.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::alipay::gateway::new_trade_no;
+use super::alipay::notifier;
+use super::faults::{self, Faults};
+use super::Sandbox;
+use crate::db::sandbox::{self as store, Delivery, SandboxTrade, SandboxTradeStatus as Status};
+use crate::db::DbError;
+use crate::domain::{Amount, Currency};
+use crate::http::error::{Missing, PageError};
+
+#[derive(Template)]
+#[template(path = "sandbox/wallet.html")]
+struct WalletPage<'a> {
+    merchant: &'a str,
+    trade: &'a SandboxTrade,
+    amount: String,
+    message: Option<&'a str>,
+    payable: bool,
+    faults: Faults,
+    deliveries: &'a [Delivery],
+}
+
+#[derive(Deserialize)]
+pub struct WalletQuery {
+    cancelled: Option<String>,
+}
+
+/// Logs a storage failure and answers with the 500 page.
+fn failed(req: &HttpRequest) -> impl Fn(DbError) -> PageError + '_ {
+    |e| PageError::internal(&e).for_request(req)
+}
+
+/// The trade a wallet link names, or the 404 page.
+async fn trade_by_token(
+    sandbox: &Sandbox,
+    req: &HttpRequest,
+    token: String,
+) -> Result<SandboxTrade, PageError> {
+    sandbox
+        .core
+        .db
+        .read(move |c| store::find_trade_by_token(c, &token))
+        .await
+        .map_err(failed(req))?
+        .ok_or_else(|| PageError::not_found(Missing::SandboxPayment).for_request(req))
+}
+
+pub async fn show(
+    sandbox: web::Data<Sandbox>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<WalletQuery>,
+) -> Result<HttpResponse, PageError> {
+    let db = &sandbox.core.db;
+    let token = path.into_inner();
+    let now = sandbox.core.now();
+    let trade = trade_by_token(&sandbox, &req, token.clone()).await?;
+    // Scanning creates the trade; a deadline that passed closes it (and Alipay tells
+    // the merchant).
+    let no = trade.out_trade_no.clone();
+    let scanned = db
+        .write(move |c| {
+            store::move_trade(
+                c,
+                &no,
+                &[Status::NotScanned],
+                Status::WaitBuyerPay,
+                Some(&new_trade_no(now)),
+                now,
+            )?;
+            store::find_trade(c, &no)
+        })
+        .await
+        .map_err(failed(&req))?
+        .ok_or_else(|| PageError::not_found(Missing::SandboxPayment).for_request(&req))?;
+    let trade = if scanned.status == Status::WaitBuyerPay && now > scanned.deadline {
+        let no = scanned.out_trade_no.clone();
+        let closed = db
+            .write(move |c| {
+                store::move_trade(c, &no, &[Status::WaitBuyerPay], Status::TradeClosed, None, now)
+            })
+            .await
+            .map_err(failed(&req))?;
+        if closed {
+            notifier::enqueue(&sandbox, &scanned, Status::TradeClosed, None, now)
+                .await
+                .map_err(failed(&req))?;
+            SandboxTrade {
+                status: Status::TradeClosed,
+                ..scanned
+            }
+        } else {
+            scanned
+        }
+    } else {
+        scanned
+    };
+    let no = trade.out_trade_no.clone();
+    let deliveries = db
+        .read(move |c| store::list_deliveries(c, &no))
+        .await
+        .unwrap_or_default();
+    let own_faults = faults::load(db, faults::trade_scope(&trade.out_trade_no))
+        .await
+        .unwrap_or_default();
+    let message = match trade.status {
+        Status::TradeSuccess => Some("Paid. The merchant is being notified."),
+        Status::TradeClosed if trade.paid_at.is_some() => Some("Paid, then fully refunded."),
+        Status::TradeClosed => Some("This payment is closed or expired and can no longer be paid."),
+        _ if query.cancelled.is_some() => {
+            Some("Payment cancelled. You can still pay until the order expires.")
+        }
+        _ => None,
+    };
+    let amount = Amount::from_minor(trade.total_amount, Currency::Cny)
+        .map(Amount::display_with_symbol)
+        .unwrap_or_default();
+    let page = WalletPage {
+        merchant: &sandbox.merchant_name,
+        trade: &trade,
+        amount,
+        message,
+        payable: trade.status == Status::WaitBuyerPay,
+        faults: own_faults,
+        deliveries: &deliveries,
+    };
+    let html = page
+        .render()
+        .map_err(|e| PageError::internal(&e).for_request(&req))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(html))
+}
+
+fn back_to(token: &str, query: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, format!("/sandbox/wallet/{token}{query}")))
+        .finish()
+}
+
+pub async fn pay(
+    sandbox: web::Data<Sandbox>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    let token = path.into_inner();
+    let now = sandbox.core.now();
+    let trade = trade_by_token(&sandbox, &req, token.clone()).await?;
+    if now > trade.deadline || !matches!(trade.status, Status::NotScanned | Status::WaitBuyerPay) {
+        return Ok(back_to(&token, ""));
+    }
+    // The payment and its notification commit together.
+    let trade_no = trade.trade_no.clone().unwrap_or_else(|| new_trade_no(now));
+    let paid = SandboxTrade {
+        status: Status::TradeSuccess,
+        trade_no: Some(trade_no.clone()),
+        paid_at: Some(now),
+        ..trade
+    };
+    let prepared = notifier::prepare(&sandbox, &paid, Status::TradeSuccess, None, now)
+        .await
+        .map_err(failed(&req))?;
+    let no = paid.out_trade_no.clone();
+    let moved = sandbox
+        .core
+        .db
+        .write(move |c| {
+            let moved = store::move_trade(
+                c,
+                &no,
+                &[Status::NotScanned, Status::WaitBuyerPay],
+                Status::TradeSuccess,
+                Some(&trade_no),
+                now,
+            )?;
+            if moved {
+                if let Some(p) = &prepared {
+                    p.store(c, now)?;
+                }
+            }
+            Ok(moved)
+        })
+        .await
+        .map_err(failed(&req))?;
+    if moved {
+        sandbox.wake.notify_one();
+    }
+    Ok(back_to(&token, ""))
+}
+
+pub async fn cancel(path: web::Path<String>) -> HttpResponse {
+    back_to(&path.into_inner(), "?cancelled=1")
+}
+
+#[derive(Deserialize)]
+pub struct FaultsForm {
+    #[serde(default)]
+    delay_seconds: Option<String>,
+    #[serde(default)]
+    duplicates: Option<String>,
+    #[serde(default)]
+    drop_first: Option<String>,
+    #[serde(default)]
+    tamper_amount: Option<String>,
+    #[serde(default)]
+    bad_signature: Option<String>,
+    #[serde(default)]
+    out_of_order: Option<String>,
+}
+
+fn number(field: &Option<String>) -> Result<u32, String> {
+    match field.as_deref().map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(t) => t.parse().map_err(|_| format!("{t:?} is not a whole number")),
+    }
+}
+
+pub async fn set_faults(
+    sandbox: web::Data<Sandbox>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<FaultsForm>,
+) -> Result<HttpResponse, PageError> {
+    let token = path.into_inner();
+    let trade = trade_by_token(&sandbox, &req, token.clone()).await?;
+    let parsed = (|| -> Result<Faults, String> {
+        let f = Faults {
+            delay_seconds: number(&form.delay_seconds)?,
+            duplicates: number(&form.duplicates)?,
+            drop_first: number(&form.drop_first)?,
+            tamper_amount: form.tamper_amount.is_some(),
+            bad_signature: form.bad_signature.is_some(),
+            out_of_order: form.out_of_order.is_some(),
+        };
+        f.check()?;
+        Ok(f)
+    })();
+    let faults = parsed.map_err(|m| PageError::invalid(m).for_request(&req))?;
+    faults::store(&sandbox.core.db, faults::trade_scope(&trade.out_trade_no), faults)
+        .await
+        .map_err(failed(&req))?;
+    Ok(back_to(&token, ""))
+}
