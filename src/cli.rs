@@ -46,6 +46,19 @@ pub enum Command {
     /// Webhooks to the shop: the signing secret, re-sends, a test delivery.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Staff users of the admin dashboard.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set a user's password, read from standard input (asked twice, unechoed, on a
+    /// terminal); ends the user's sessions.
+    Passwd {
+        /// The user, e.g. admin.
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kassa::cli::{ApikeyCommand, Cli, Command, ExportCommand, ServeArgs, WebhooksCommand};
+use kassa::cli::{AdminCommand, ApikeyCommand, Cli, Command, ExportCommand, ServeArgs, WebhooksCommand};
 use kassa::commands::{self, CommandError};
 use kassa::config::{keys, ConfigSources, Settings};
 use kassa::startup::{Application, Options};
@@ -83,6 +83,9 @@ fn main() -> ExitCode {
         Some(Command::Export(ExportCommand::Orders(args))) => export_orders(&settings, &args),
         Some(Command::Webhooks(command)) => webhooks(&settings, command),
         Some(Command::Config) => commands::config::show(&settings, &mut stdout.lock()),
+        Some(Command::Admin(AdminCommand::Passwd { user })) => {
+            commands::admin::passwd(&db_path, &user, &mut stdout.lock())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,6 +168,27 @@ fn serve(settings: Settings) -> Result<(), CommandError> {
                     "the sandbox is on and kassa listens on {}: orders can be paid with simulated money; configure [alipay] and set [sandbox] enabled = false before going live",
                     app.address()
                 );
+            }
+        }
+        if let Some(first) = app.first_admin() {
+            match &first.generated_password {
+                Some(password) => {
+                    let _ = writeln!(
+                        out,
+                        "admin dashboard: {}/admin, user {}, password {password}\n  (shown this once; change it with `kassa admin passwd {}`)",
+                        core.public_url(),
+                        first.username,
+                        first.username
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "admin dashboard: {}/admin, user {}, password from KASSA_ADMIN_PASSWORD",
+                        core.public_url(),
+                        first.username
+                    );
+                }
             }
         }
         let _ = out.flush();

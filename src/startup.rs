@@ -22,6 +22,7 @@ use crate::providers::alipay::AlipayProvider;
 use crate::providers::keys::{SigningKey, VerifyingKey};
 use crate::providers::Providers;
 use crate::sandbox::{self, Sandbox, SANDBOX_APP_ID};
+use crate::service::admin::{ensure_first_admin_blocking, AdminError, FirstAdmin};
 use crate::webhooks::dispatcher::Dispatcher;
 
 const WEBHOOK_LOOPS: usize = 4;
@@ -80,6 +81,8 @@ pub enum StartupError {
     Provider(String),
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
+    #[error("cannot create the first admin user: {0}")]
+    FirstAdmin(#[from] AdminError),
 }
 
 /// Where the payment providers come from.
@@ -118,6 +121,7 @@ pub struct Application {
     sandbox: Option<Arc<Sandbox>>,
     /// `None` when the jobs do not run.
     jobs: Option<Supervisor>,
+    first_admin: Option<FirstAdmin>,
 }
 
 impl Application {
@@ -174,6 +178,7 @@ impl Application {
             }
         };
         crate::webhooks::ensure_secret_blocking(&db, &settings, options.clock.now())?;
+        let first_admin = ensure_first_admin_blocking(&db, &settings, options.clock.now())?;
         let sandbox_payments = sandbox_keys.is_some() && !settings.alipay.is_configured();
         let core = Core {
             db,
@@ -222,6 +227,7 @@ impl Application {
             state,
             sandbox,
             jobs,
+            first_admin,
         })
     }
 
@@ -231,6 +237,12 @@ impl Application {
 
     pub fn core(&self) -> &Core {
         &self.state.core
+    }
+
+    /// The admin user this start created (the database had none), with its password
+    /// when kassa made one up: shown once, never stored in clear.
+    pub fn first_admin(&self) -> Option<&FirstAdmin> {
+        self.first_admin.as_ref()
     }
 
     /// The built-in sandbox, when it is on.

@@ -1,5 +1,6 @@
 //! One module per command-line subcommand other than `serve`.
 
+pub mod admin;
 pub mod apikey;
 pub mod backup;
 pub mod config;

@@ -166,6 +166,18 @@ pub const BACKUP_INTERVAL: Key<Option<Duration>> = Key::new(
     "periodic backups (e.g. `6h`); empty: none",
 );
 pub const BACKUP_KEEP: Key<u32> = Key::new("backup.keep", "7", at_least_one, "periodic backups kept");
+pub const ADMIN_SESSION_IDLE: Key<Duration> = Key::new(
+    "admin.session_idle",
+    "30m",
+    session_length,
+    "an admin session unused this long ends (`1m` to `30d`)",
+);
+pub const ADMIN_SESSION_MAX: Key<Duration> = Key::new(
+    "admin.session_max",
+    "12h",
+    session_length,
+    "an admin session ends this long after sign-in, however active (`1m` to `30d`)",
+);
 
 /// In the order `kassa config` and the README list them.
 pub const ALL: &[&dyn AnyKey] = &[
@@ -198,6 +210,8 @@ pub const ALL: &[&dyn AnyKey] = &[
     &LOG_FORMAT,
     &BACKUP_INTERVAL,
     &BACKUP_KEEP,
+    &ADMIN_SESSION_IDLE,
+    &ADMIN_SESSION_MAX,
 ];
 
 /// Keys that must be set once `wechat.mchid` is.

@@ -126,8 +126,11 @@ impl<T> AnyKey for Key<T> {
     }
 }
 
+/// The first admin's password, when it should not be a random one.
+pub const ADMIN_PASSWORD_ENV: &str = "KASSA_ADMIN_PASSWORD";
+
 /// Environment variables that are not config keys but are still kassa's own.
-const OTHER_ENV: &[&str] = &["KASSA_CONFIG", "KASSA_ADMIN_PASSWORD"];
+const OTHER_ENV: &[&str] = &["KASSA_CONFIG", ADMIN_PASSWORD_ENV];
 
 /// `server.bind` → `KASSA_SERVER_BIND`.
 fn env_name(key: &str) -> String {
@@ -251,6 +254,15 @@ pub struct BackupSettings {
 }
 
 #[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub session_idle: Duration,
+    pub session_max: Duration,
+    /// `KASSA_ADMIN_PASSWORD`: the first admin's password instead of a random one. Not
+    /// a key: a password does not belong in a config file.
+    pub initial_password: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
     pub merchant: MerchantSettings,
@@ -260,6 +272,7 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub log: LogFormat,
     pub backup: BackupSettings,
+    pub admin: AdminSettings,
     /// Each key's source, by `section.key`.
     pub provenance: BTreeMap<String, Source>,
     /// Things worth a warning at start-up (unknown keys and variables).
@@ -340,6 +353,11 @@ impl Settings {
             }
         }
 
+        let initial_password = sources
+            .env
+            .iter()
+            .find(|(name, value)| name == ADMIN_PASSWORD_ENV && !value.is_empty())
+            .map(|(_, value)| Secret::new(value.clone()));
         let values = Values(raw);
         let problems = values.problems();
         if !problems.is_empty() {
@@ -347,7 +365,7 @@ impl Settings {
         }
         // Every value parsed above; a failure here is a key missing from `keys::ALL`.
         values
-            .settings(warnings)
+            .settings(warnings, initial_password)
             .map_err(|p| ConfigError::Invalid(vec![p]))
     }
 }
@@ -482,7 +500,11 @@ impl Values {
         problems
     }
 
-    fn settings(self, warnings: Vec<String>) -> Result<Settings, ConfigProblem> {
+    fn settings(
+        self,
+        warnings: Vec<String>,
+        initial_password: Option<Secret>,
+    ) -> Result<Settings, ConfigProblem> {
         use keys::*;
         let bind = self.get(&SERVER_BIND)?;
         let settings = Settings {
@@ -531,6 +553,11 @@ impl Values {
             backup: BackupSettings {
                 interval: self.get(&BACKUP_INTERVAL)?,
                 keep: self.get(&BACKUP_KEEP)?,
+            },
+            admin: AdminSettings {
+                session_idle: self.get(&ADMIN_SESSION_IDLE)?,
+                session_max: self.get(&ADMIN_SESSION_MAX)?,
+                initial_password,
             },
             provenance: self
                 .0

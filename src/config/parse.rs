@@ -158,3 +158,12 @@ pub fn backup_interval(v: &str) -> Result<Option<Duration>, String> {
     }
     Ok(Some(d))
 }
+
+/// How long an admin session lasts (idle or in all).
+pub fn session_length(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d < Duration::minutes(1) || d > Duration::days(30) {
+        return Err("must be between 1m and 30d".to_owned());
+    }
+    Ok(d)
+}

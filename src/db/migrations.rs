@@ -12,6 +12,11 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0002_refunds_checks_sandbox.sql"),
     ),
     ("0003_webhooks", include_str!("migrations/0003_webhooks.sql")),
+    (
+        "0004_notification_reasons",
+        include_str!("migrations/0004_notification_reasons.sql"),
+    ),
+    ("0005_admin", include_str!("migrations/0005_admin.sql")),
 ];
 
 /// Schema version this binary writes.

@@ -9,17 +9,23 @@
 //! `synchronous=FULL` that makes a reply survive power loss at little cost, because one
 //! fsync serves many requests.
 
+pub mod admin_sessions;
+pub mod admin_users;
 pub mod api_keys;
+pub mod audit;
 pub mod backup;
 mod checkpointer;
 pub mod history;
 pub mod idempotency;
+pub mod login_attempts;
 pub mod migrations;
 pub mod notifications;
 pub mod orders;
 pub mod outbox;
+pub mod provider_calls;
 pub mod refunds;
 pub mod sandbox;
+pub mod timeline;
 pub mod transitions;
 mod types;
 pub mod webhook_endpoints;
@@ -78,19 +84,35 @@ impl Tx<'_> {
     /// As `savepoint`, keeping apart the job's own failure (inner) from a failure of the
     /// savepoint itself (outer), after which the transaction cannot go on.
     fn savepoint_step<R>(&self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<DbResult<R>> {
-        self.conn.execute_batch("SAVEPOINT job")?;
+        run_cached(self.conn, "SAVEPOINT job")?;
         let result = f(self);
         if result.is_ok() {
-            self.conn.execute_batch("RELEASE job")?;
+            run_cached(self.conn, "RELEASE job")?;
         } else {
-            self.conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            run_cached(self.conn, "ROLLBACK TO job")?;
+            run_cached(self.conn, "RELEASE job")?;
         }
         Ok(result)
     }
 }
 
+/// Runs a statement without parameters or rows from the connection's statement cache:
+/// the writer runs its transaction and savepoint statements thousands of times a
+/// second, and `execute_batch` would parse them each time.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READERS: u32 = 8;
+/// The WAL file is cut back to this size whenever the log restarts from its beginning
+/// (after a checkpoint copied all of it), so one burst does not leave it large.
+const WAL_SIZE_LIMIT: i64 = 8 * 1024 * 1024;
+/// Pages in the WAL after which the writer checkpoints by itself, in its commit: only a
+/// backstop, in case the checkpoint thread cannot keep the log short
+/// (`checkpointer`), so the WAL stays below about 48 MiB whatever happens.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 12_000;
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -115,6 +137,23 @@ fn connect(path: &Path) -> DbResult<Connection> {
     Ok(conn)
 }
 
+/// The writer connection's own settings, on top of `connect`'s. Also used for the
+/// benchmark's raw ceiling, so that it measures the same connection.
+fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
+    // Each job runs in a savepoint, whose statement journal would otherwise go to a
+    // temp file. Checkpoints (copying the WAL into the database, with an fsync) run on
+    // their own thread so requests waiting for a commit rarely wait for one; the
+    // writer's own automatic checkpoint stays as a backstop.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    conn.pragma_update(None, "cache_size", -8000)?;
+    // Every statement the writer runs stays prepared (rusqlite keeps 16 by default,
+    // fewer than the writer's distinct statements).
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(())
+}
+
 /// Opens the database, applies pending migrations and returns the schema names applied.
 pub fn migrate(path: &Path) -> DbResult<Vec<&'static str>> {
     Offline::open(path)?.migrate()
@@ -125,12 +164,58 @@ pub fn migrate(path: &Path) -> DbResult<Vec<&'static str>> {
 /// Writes still take SQLite's lock, so it is safe beside a running server.
 pub struct Offline {
     conn: Connection,
+    /// With `open_as_writer`: keeps the checkpoint thread going, and works with it.
+    as_writer: Option<(std::sync::Arc<()>, std::sync::Arc<checkpointer::Wal>)>,
 }
 
 impl Offline {
     /// Opens (creating if needed) the database at `path`, without migrating it.
     pub fn open(path: &Path) -> DbResult<Offline> {
-        Ok(Offline { conn: connect(path)? })
+        Ok(Offline {
+            conn: connect(path)?,
+            as_writer: None,
+        })
+    }
+
+    /// As `open`, with the connection set up exactly as the server's writer and the
+    /// server's checkpoint thread beside it: to measure what the writer's transactions
+    /// cost without the server around them (`writer_transaction`).
+    pub fn open_as_writer(path: &Path) -> DbResult<Offline> {
+        let conn = connect(path)?;
+        configure_writer(&conn)?;
+        let alive = std::sync::Arc::new(());
+        let wal = std::sync::Arc::new(checkpointer::Wal::default());
+        checkpointer::start(
+            connect(path)?,
+            std::sync::Arc::downgrade(&alive),
+            wal.clone(),
+            std::sync::Arc::new(()),
+        );
+        Ok(Offline {
+            conn,
+            as_writer: Some((alive, wal)),
+        })
+    }
+
+    /// Runs `f` as the writer runs a batch of one job, with the same statements:
+    /// BEGIN IMMEDIATE, the job in its savepoint, COMMIT. As in the writer, a failed
+    /// job loses only its savepoint and the (empty) transaction still commits.
+    pub fn writer_transaction<R>(&mut self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
+        let conn = &self.conn;
+        run_cached(conn, "BEGIN IMMEDIATE")?;
+        let ended = Tx { conn }
+            .savepoint_step(f)
+            .and_then(|result| Ok(run_cached(conn, "COMMIT").map(|()| result)?));
+        if let Some((_, wal)) = &self.as_writer {
+            wal.after_transaction(conn);
+        }
+        match ended {
+            Ok(result) => result,
+            Err(e) => {
+                let _ = run_cached(conn, "ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     /// Applies pending migrations; returns the names applied.
@@ -206,17 +291,12 @@ impl Database {
     pub fn open(path: &Path) -> DbResult<Database> {
         let mut conn = connect(path)?;
         migrations::run(&mut conn)?;
-        // Each job runs in a savepoint, whose statement journal would otherwise go to
-        // a temp file. Checkpoints (copying the WAL into the database, with an fsync)
-        // run on their own thread so requests waiting for a commit never wait for one;
-        // the writer's own automatic checkpoint stays as a backstop.
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
-        conn.pragma_update(None, "wal_autocheckpoint", 20_000)?;
-        conn.pragma_update(None, "cache_size", -8000)?;
+        configure_writer(&conn)?;
         let open = std::sync::Arc::new(());
         let threads = DbThreads(std::sync::Arc::downgrade(&open));
-        let writer = Writer::start(conn, open.clone())?;
-        checkpointer::start(connect(path)?, writer.liveness(), open);
+        let wal = std::sync::Arc::new(checkpointer::Wal::default());
+        let writer = Writer::start(conn, wal.clone(), open.clone())?;
+        checkpointer::start(connect(path)?, writer.liveness(), wal, open);
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::types::{from_millis, to_millis};
 use super::{DbResult, Tx};
 use crate::domain::order::serialize_rfc3339;
-use crate::domain::{OrderId, ProviderKind, Verdict};
+use crate::domain::{OrderId, ProviderKind, Reason, Verdict};
 
 pub struct NewNotification<'a> {
     pub provider: ProviderKind,
@@ -19,13 +19,23 @@ pub struct NewNotification<'a> {
     pub body: &'a [u8],
 }
 
-/// Stores a notification as received; its verdict follows in the same transaction.
-pub fn insert(tx: &Tx<'_>, n: &NewNotification<'_>) -> DbResult<i64> {
+/// What was decided about a notification, stored with it.
+pub struct Decided<'a> {
+    /// The verdict is the reason's.
+    pub reason: Reason,
+    pub detail: Option<&'a str>,
+    pub order_id: Option<&'a OrderId>,
+    pub dedupe_key: Option<&'a str>,
+}
+
+/// Stores a notification as received, with its verdict; returns its id. Written in
+/// the transaction of whatever it changed, once that is decided.
+pub fn insert(tx: &Tx<'_>, n: &NewNotification<'_>, d: &Decided<'_>) -> DbResult<i64> {
     Ok(tx
         .conn
         .prepare_cached(
-            "INSERT INTO notifications (provider, received_at, remote_addr, headers, body, verdict) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+            "INSERT INTO notifications (provider, received_at, remote_addr, headers, body, verdict, reason_code, reason, order_id, dedupe_key) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
         )?
         .query_row(
             params![
@@ -34,25 +44,14 @@ pub fn insert(tx: &Tx<'_>, n: &NewNotification<'_>) -> DbResult<i64> {
                 n.remote_addr,
                 n.headers,
                 n.body,
-                Verdict::Received
+                d.reason.verdict(),
+                d.reason,
+                d.detail,
+                d.order_id,
+                d.dedupe_key,
             ],
             |r| r.get(0),
         )?)
-}
-
-pub fn set_verdict(
-    tx: &Tx<'_>,
-    id: i64,
-    verdict: Verdict,
-    reason: Option<&str>,
-    order_id: Option<&OrderId>,
-    dedupe_key: Option<&str>,
-) -> DbResult<()> {
-    tx.conn.prepare_cached(
-        "UPDATE notifications SET verdict = ?2, reason = ?3, order_id = ?4, dedupe_key = ?5 WHERE id = ?1",
-    )?
-    .execute(params![id, verdict, reason, order_id, dedupe_key])?;
-    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -66,10 +65,14 @@ pub struct NotificationRecord {
     pub body: String,
     pub order_id: Option<OrderId>,
     pub verdict: Verdict,
+    /// Absent on rows stored before reasons had codes.
+    pub reason_code: Option<Reason>,
+    /// The human detail behind the code.
     pub reason: Option<String>,
 }
 
-const COLUMNS: &str = "id, provider, received_at, remote_addr, headers, body, order_id, verdict, reason";
+const COLUMNS: &str =
+    "id, provider, received_at, remote_addr, headers, body, order_id, verdict, reason_code, reason";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
     let body: Vec<u8> = r.get(5)?;
@@ -82,7 +85,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
         body: String::from_utf8_lossy(&body).into_owned(),
         order_id: r.get(6)?,
         verdict: r.get(7)?,
-        reason: r.get(8)?,
+        reason_code: r.get(8)?,
+        reason: r.get(9)?,
     })
 }
 

@@ -11,11 +11,11 @@ use super::types::{corrupt, from_millis, opt_from_millis, to_millis};
 use super::{DbResult, Tx};
 use crate::domain::{Amount, Currency, NewOrder, Order, OrderId, OrderStatus, ProviderKind};
 
-const COLUMNS: &str = "id, out_trade_no, amount, currency, subject, provider, status, qr_code, \
+pub(super) const COLUMNS: &str = "id, out_trade_no, amount, currency, subject, provider, status, qr_code, \
      notify_url, return_url, metadata, provider_trade_no, refunded_amount, late_payment, \
      created_at, expires_at, paid_at, closed_at, updated_at";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
+pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
     let currency: Currency = row.get(3)?;
     let amount = Amount::from_minor(row.get(2)?, currency).map_err(|e| corrupt(e.to_string()))?;
     let metadata: String = row.get(10)?;
@@ -260,4 +260,530 @@ pub fn record_check(tx: &Tx<'_>, id: &OrderId) -> DbResult<()> {
         LATE_CHECKS_MS[3]
     ])?;
     Ok(())
+}
+
+/// What the admin order list sorts by; ties are broken by id, so the order is total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    Created,
+    Amount,
+}
+
+impl SortKey {
+    fn column(self) -> &'static str {
+        match self {
+            SortKey::Created => "created_at",
+            SortKey::Amount => "amount",
+        }
+    }
+
+    /// The sort value of `order`, as stored.
+    pub fn value_of(self, order: &Order) -> i64 {
+        match self {
+            SortKey::Created => to_millis(order.created_at),
+            SortKey::Amount => order.amount.minor(),
+        }
+    }
+}
+
+/// The admin order list's filter. Every part narrows the list; empty parts do not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderQuery {
+    /// Any of these; empty means all.
+    pub statuses: Vec<OrderStatus>,
+    pub provider: Option<ProviderKind>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Minor units, inclusive.
+    pub amount_min: Option<i64>,
+    pub amount_max: Option<i64>,
+    pub late_only: bool,
+    /// Exactly a kassa id, an `out_trade_no` or a provider trade number.
+    pub search: Option<String>,
+    pub sort: SortKey,
+    pub descending: bool,
+}
+
+/// A position in the list: the sort value and id of a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageKey {
+    pub value: i64,
+    pub id: String,
+}
+
+impl PageKey {
+    pub fn of(order: &Order, sort: SortKey) -> PageKey {
+        PageKey {
+            value: sort.value_of(order),
+            id: order.id.to_string(),
+        }
+    }
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seek {
+    First,
+    /// The rows after this one, in list order.
+    After(PageKey),
+    /// The rows before this one, in list order.
+    Before(PageKey),
+}
+
+/// Rows in list order, and whether more lie beyond them in the direction travelled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub rows: Vec<Order>,
+    pub more: bool,
+}
+
+/// Below this many rows, a filter is selective enough to read all its rows and sort
+/// them, rather than walk the sort order's index past rows that do not match.
+const SELECTIVE: i64 = 5_000;
+
+/// Which index a page is read through. Chosen per query, because a filter that matches
+/// few of a million rows must not make the page walk the whole index of the sort order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// The search's own three unique look-ups.
+    Search,
+    Late,
+    /// `status IN (…)` on the status index: rows of each status in time order.
+    Statuses,
+    Created,
+    Amount,
+}
+
+impl Driver {
+    fn index(self) -> &'static str {
+        match self {
+            Driver::Search => "",
+            Driver::Late => "INDEXED BY orders_late_by_created",
+            Driver::Statuses => "INDEXED BY orders_by_status_created",
+            Driver::Created => "INDEXED BY orders_by_created",
+            Driver::Amount => "INDEXED BY orders_by_amount",
+        }
+    }
+}
+
+impl OrderQuery {
+    /// Statuses that narrow the list (all five, or none, do not).
+    fn status_filter(&self) -> &[OrderStatus] {
+        if self.statuses.len() >= OrderStatus::ALL.len() {
+            &[]
+        } else {
+            &self.statuses
+        }
+    }
+
+    fn has_amount_range(&self) -> bool {
+        self.amount_min.is_some() || self.amount_max.is_some()
+    }
+
+    fn has_date_range(&self) -> bool {
+        self.created_from.is_some() || self.created_before.is_some()
+    }
+
+    /// `col >= ?`/`col <= ?` terms and their values, for a probe or the page itself.
+    fn terms(&self, args: &mut Vec<Value>, with_statuses: bool) -> Vec<String> {
+        let push = |args: &mut Vec<Value>, v: Value| {
+            args.push(v);
+            args.len()
+        };
+        let mut parts = Vec::new();
+        if let Some(q) = &self.search {
+            let n = push(args, Value::Text(q.clone()));
+            parts.push(format!(
+                "id IN (SELECT id FROM orders WHERE id = ?{n} UNION ALL SELECT id FROM orders WHERE out_trade_no = ?{n} \
+                 UNION ALL SELECT id FROM orders WHERE provider_trade_no = ?{n})"
+            ));
+        }
+        if self.late_only {
+            parts.push("late_payment = 1".to_owned());
+        }
+        let statuses = self.status_filter();
+        if with_statuses && !statuses.is_empty() {
+            let list: Vec<String> = statuses
+                .iter()
+                .map(|s| format!("?{}", push(args, Value::Text(s.as_str().to_owned()))))
+                .collect();
+            parts.push(format!("status IN ({})", list.join(",")));
+        }
+        if let Some(p) = self.provider {
+            parts.push(format!(
+                "provider = ?{}",
+                push(args, Value::Text(p.as_str().to_owned()))
+            ));
+        }
+        if let Some(t) = self.created_from {
+            parts.push(format!(
+                "created_at >= ?{}",
+                push(args, Value::Integer(to_millis(t)))
+            ));
+        }
+        if let Some(t) = self.created_before {
+            parts.push(format!(
+                "created_at < ?{}",
+                push(args, Value::Integer(to_millis(t)))
+            ));
+        }
+        if let Some(a) = self.amount_min {
+            parts.push(format!("amount >= ?{}", push(args, Value::Integer(a))));
+        }
+        if let Some(a) = self.amount_max {
+            parts.push(format!("amount <= ?{}", push(args, Value::Integer(a))));
+        }
+        parts
+    }
+
+    /// Whether fewer than `SELECTIVE` rows match `terms` read through `driver`.
+    fn selective(&self, tx: &Tx<'_>, driver: Driver, terms: &[&str], args: Vec<Value>) -> DbResult<bool> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM orders {} WHERE {} LIMIT {SELECTIVE})",
+            driver.index(),
+            terms.join(" AND ")
+        );
+        let n: i64 = tx
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(rusqlite::params_from_iter(args), |r| r.get(0))?;
+        Ok(n < SELECTIVE)
+    }
+
+    fn driver(&self, tx: &Tx<'_>) -> DbResult<Driver> {
+        if self.search.is_some() {
+            return Ok(Driver::Search);
+        }
+        if self.late_only {
+            return Ok(Driver::Late);
+        }
+        let statuses = !self.status_filter().is_empty();
+        match self.sort {
+            SortKey::Created => {
+                if self.has_amount_range() {
+                    let probe = OrderQuery {
+                        amount_min: self.amount_min,
+                        amount_max: self.amount_max,
+                        ..OrderQuery::default()
+                    };
+                    let mut args = Vec::new();
+                    let terms = probe.terms(&mut args, false);
+                    let terms: Vec<&str> = terms.iter().map(String::as_str).collect();
+                    if self.selective(tx, Driver::Amount, &terms, args)? {
+                        return Ok(Driver::Amount);
+                    }
+                }
+                Ok(if statuses {
+                    Driver::Statuses
+                } else {
+                    Driver::Created
+                })
+            }
+            SortKey::Amount => {
+                if self.has_date_range() {
+                    let probe = OrderQuery {
+                        created_from: self.created_from,
+                        created_before: self.created_before,
+                        ..OrderQuery::default()
+                    };
+                    let mut args = Vec::new();
+                    let terms = probe.terms(&mut args, false);
+                    let terms: Vec<&str> = terms.iter().map(String::as_str).collect();
+                    if self.selective(tx, Driver::Created, &terms, args)? {
+                        return Ok(Driver::Created);
+                    }
+                }
+                if statuses {
+                    let probe = OrderQuery {
+                        statuses: self.statuses.clone(),
+                        ..OrderQuery::default()
+                    };
+                    let mut args = Vec::new();
+                    let terms = probe.terms(&mut args, true);
+                    let terms: Vec<&str> = terms.iter().map(String::as_str).collect();
+                    if self.selective(tx, Driver::Statuses, &terms, args)? {
+                        return Ok(Driver::Statuses);
+                    }
+                }
+                Ok(Driver::Amount)
+            }
+        }
+    }
+
+    /// The SQL of a page read through `driver`, travelling `forward` (in list order) or
+    /// back, from `from`; with `status` set, for that status only.
+    fn page_sql(
+        &self,
+        driver: Driver,
+        forward: bool,
+        from: Option<&PageKey>,
+        limit: u32,
+        args: &mut Vec<Value>,
+    ) -> String {
+        let mut terms = self.terms(args, true);
+        let key = self.sort.column();
+        // Scanning in list order when going forward, against it when going back.
+        let descending = self.descending == forward;
+        if let Some(k) = from {
+            args.push(Value::Integer(k.value));
+            let v = args.len();
+            args.push(Value::Text(k.id.clone()));
+            let op = if descending { "<" } else { ">" };
+            terms.push(format!("({key}, id) {op} (?{v}, ?{})", args.len()));
+        }
+        let dir = if descending { "DESC" } else { "ASC" };
+        let clause = if terms.is_empty() {
+            "1 = 1".to_owned()
+        } else {
+            terms.join(" AND ")
+        };
+        format!(
+            "SELECT {COLUMNS} FROM orders {} WHERE {clause} ORDER BY {key} {dir}, id {dir} LIMIT {}",
+            driver.index(),
+            u64::from(limit) + 1
+        )
+    }
+}
+
+/// One page of the admin order list: up to `limit` rows from `seek`, in list order.
+/// Each page is an index seek (keyset pagination), so the millionth row costs what the
+/// first does.
+pub fn page(tx: &Tx<'_>, query: &OrderQuery, seek: &Seek, limit: u32) -> DbResult<Page> {
+    let driver = query.driver(tx)?;
+    let (forward, from) = match seek {
+        Seek::First => (true, None),
+        Seek::After(k) => (true, Some(k)),
+        Seek::Before(k) => (false, Some(k)),
+    };
+    let mut rows: Vec<Order> = Vec::new();
+    for part in query.parts(driver) {
+        let mut args = Vec::new();
+        let sql = part.page_sql(driver, forward, from, limit, &mut args);
+        let mut stmt = tx.conn.prepare_cached(&sql)?;
+        for row in stmt.query_map(rusqlite::params_from_iter(args), from_row)? {
+            rows.push(row?);
+        }
+    }
+    // Several statuses are read one by one, each in order; merge them.
+    let descending = query.descending == forward;
+    let sort = query.sort;
+    rows.sort_by(|a, b| {
+        let ordering = (sort.value_of(a), a.id.as_str()).cmp(&(sort.value_of(b), b.id.as_str()));
+        if descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
+    });
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    if !forward {
+        rows.reverse();
+    }
+    Ok(Page { rows, more })
+}
+
+impl OrderQuery {
+    /// The queries a page is read with: one per status when the status index must
+    /// deliver rows in time order (an `IN` over several statuses would sort them all).
+    fn parts(&self, driver: Driver) -> Vec<OrderQuery> {
+        let statuses = self.status_filter();
+        if driver == Driver::Statuses && self.sort == SortKey::Created && statuses.len() > 1 {
+            statuses
+                .iter()
+                .map(|s| OrderQuery {
+                    statuses: vec![*s],
+                    ..self.clone()
+                })
+                .collect()
+        } else {
+            vec![self.clone()]
+        }
+    }
+}
+
+/// The query plans of a page of `query` (one per part), for tests and the bench.
+pub fn explain_page(tx: &Tx<'_>, query: &OrderQuery, seek: &Seek) -> DbResult<Vec<String>> {
+    let driver = query.driver(tx)?;
+    let (forward, from) = match seek {
+        Seek::First => (true, None),
+        Seek::After(k) => (true, Some(k)),
+        Seek::Before(k) => (false, Some(k)),
+    };
+    let mut plan = Vec::new();
+    for part in query.parts(driver) {
+        let mut args = Vec::new();
+        let sql = part.page_sql(driver, forward, from, 50, &mut args);
+        let mut stmt = tx.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        for row in stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))? {
+            plan.push(row?);
+        }
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+    use crate::db::Offline;
+    use crate::domain::OutTradeNo;
+
+    fn order(n: usize, amount: i64) -> NewOrder {
+        let created = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap() + Duration::seconds(n as i64);
+        NewOrder {
+            id: OrderId::generate(),
+            out_trade_no: OutTradeNo::parse(&format!("p-{n}")).unwrap(),
+            amount: Amount::from_minor(amount, Currency::Cny).unwrap(),
+            subject: "Tea".into(),
+            provider: ProviderKind::Alipay,
+            notify_url: None,
+            return_url: None,
+            metadata: Default::default(),
+            created_at: created,
+            expires_at: created + Duration::minutes(15),
+        }
+    }
+
+    /// A database with `n` pending orders of 1.00 each.
+    fn database(n: usize) -> (tempfile::TempDir, Offline) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Offline::open(&dir.path().join("kassa.db")).unwrap();
+        db.migrate().unwrap();
+        db.immediate(|tx| {
+            for i in 0..n {
+                insert(tx, &order(i, 100), None)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        (dir, db)
+    }
+
+    fn plan(db: &Offline, query: &OrderQuery) -> String {
+        let key = PageKey {
+            value: 1,
+            id: "ord_x".into(),
+        };
+        db.read(|tx| explain_page(tx, query, &Seek::After(key)))
+            .unwrap()
+            .join(" | ")
+    }
+
+    #[test]
+    fn every_filter_is_read_through_an_index_and_only_selective_ones_are_sorted() {
+        let (_dir, db) = database(SELECTIVE as usize + 1);
+        let q = |f: fn(&mut OrderQuery)| {
+            let mut query = OrderQuery {
+                descending: true,
+                ..OrderQuery::default()
+            };
+            f(&mut query);
+            query
+        };
+        // (query, index it must use, whether it may sort rows itself)
+        let cases: Vec<(OrderQuery, &str, bool)> = vec![
+            (q(|_| {}), "orders_by_created", false),
+            (q(|q| q.descending = false), "orders_by_created", false),
+            (
+                q(|q| q.provider = Some(ProviderKind::Wechat)),
+                "orders_by_created",
+                false,
+            ),
+            (
+                q(|q| q.statuses = vec![OrderStatus::Paid, OrderStatus::Closed]),
+                "orders_by_status_created",
+                false,
+            ),
+            (q(|q| q.late_only = true), "orders_late_by_created", false),
+            (q(|q| q.sort = SortKey::Amount), "orders_by_amount", false),
+            // 1.00 matches every row: the amount range is not selective.
+            (q(|q| q.amount_min = Some(100)), "orders_by_created", false),
+            // Nothing costs 2.00: the few rows of the range are read and sorted.
+            (q(|q| q.amount_min = Some(200)), "orders_by_amount", true),
+            (
+                q(|q| {
+                    q.sort = SortKey::Amount;
+                    q.created_from = Some(Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+                }),
+                "orders_by_created",
+                true,
+            ),
+            (
+                q(|q| {
+                    q.sort = SortKey::Amount;
+                    q.statuses = vec![OrderStatus::Refunded];
+                }),
+                "orders_by_status_created",
+                true,
+            ),
+            (
+                q(|q| {
+                    q.sort = SortKey::Amount;
+                    q.statuses = vec![OrderStatus::Pending];
+                }),
+                "orders_by_amount",
+                false,
+            ),
+            (
+                q(|q| q.search = Some("p-1".into())),
+                "orders_by_provider_trade_no",
+                true,
+            ),
+        ];
+        for (query, index, may_sort) in cases {
+            let plan = plan(&db, &query);
+            assert!(plan.contains(index), "{query:?}: {plan}");
+            assert!(!plan.contains("SCAN orders"), "{query:?}: a full scan: {plan}");
+            if !may_sort {
+                assert!(!plan.contains("TEMP B-TREE"), "{query:?}: sorts: {plan}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_page_after_the_last_row_of_each_status_merges_statuses_in_order() {
+        let (_dir, db) = database(0);
+        db.read(|_| Ok(())).unwrap();
+        let mut db = db;
+        db.immediate(|tx| {
+            for i in 0..6 {
+                insert(tx, &order(i, 100 + i as i64), None)?;
+            }
+            tx.conn.execute(
+                "UPDATE orders SET status = 'paid' WHERE out_trade_no IN ('p-1', 'p-4')",
+                [],
+            )?;
+            tx.conn.execute(
+                "UPDATE orders SET status = 'closed' WHERE out_trade_no = 'p-2'",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let query = OrderQuery {
+            statuses: vec![OrderStatus::Paid, OrderStatus::Closed],
+            descending: true,
+            ..OrderQuery::default()
+        };
+        let names = |page: &Page| {
+            page.rows
+                .iter()
+                .map(|o| o.out_trade_no.clone())
+                .collect::<Vec<_>>()
+        };
+        let first = db.read(|tx| page(tx, &query, &Seek::First, 2)).unwrap();
+        assert_eq!(
+            (names(&first), first.more),
+            (vec!["p-4".to_owned(), "p-2".into()], true)
+        );
+        let after = PageKey::of(first.rows.last().unwrap(), SortKey::Created);
+        let second = db.read(|tx| page(tx, &query, &Seek::After(after), 2)).unwrap();
+        assert_eq!((names(&second), second.more), (vec!["p-1".to_owned()], false));
+        let before = PageKey::of(&second.rows[0], SortKey::Created);
+        let back = db.read(|tx| page(tx, &query, &Seek::Before(before), 2)).unwrap();
+        assert_eq!((names(&back), back.more), (names(&first), false));
+    }
 }

@@ -99,25 +99,31 @@ pub struct Claimed {
     pub notify_url: Option<String>,
 }
 
+const CLAIM: &str = "UPDATE webhook_outbox SET status = 'delivering', lease_until = ?2, updated_at = ?1 \
+     WHERE id = (SELECT o.id FROM webhook_outbox o \
+         WHERE o.status IN ('pending', 'delivering') \
+         AND ((o.status = 'pending' AND o.next_attempt_at <= ?1) \
+                OR (o.status = 'delivering' AND o.lease_until <= ?1)) \
+         AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.order_id = o.order_id AND e.id < o.id \
+                         AND e.status IN ('pending', 'delivering')) \
+         ORDER BY o.next_attempt_at, o.id LIMIT 1) \
+     AND (status = 'pending' OR lease_until <= ?1) \
+     RETURNING id, event_id, order_id, event_type, payload, attempts, \
+         (SELECT notify_url FROM orders WHERE orders.id = webhook_outbox.order_id), lease_until";
+
 /// Claims the next due row, oldest first, with a lease so that no other dispatcher (or
 /// this one after a restart) delivers it at the same time. A row whose order still has
 /// an earlier undelivered event waits for it: events of one order arrive in order.
+///
+/// The leading `status IN (…)` is the condition of the partial index
+/// `webhook_outbox_due`: with it SQLite walks that index (undelivered rows only, in
+/// `next_attempt_at` order) instead of scanning and sorting every row ever queued,
+/// which made each claim cost as much as the whole outbox.
 pub fn claim_due(tx: &Tx<'_>, now: DateTime<Utc>, lease: Duration) -> DbResult<Option<Claimed>> {
     let at = to_millis(now);
     Ok(tx
         .conn
-        .prepare_cached(
-            "UPDATE webhook_outbox SET status = 'delivering', lease_until = ?2, updated_at = ?1 \
-             WHERE id = (SELECT o.id FROM webhook_outbox o \
-                 WHERE ((o.status = 'pending' AND o.next_attempt_at <= ?1) \
-                        OR (o.status = 'delivering' AND o.lease_until <= ?1)) \
-                 AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.order_id = o.order_id AND e.id < o.id \
-                                 AND e.status IN ('pending', 'delivering')) \
-                 ORDER BY o.next_attempt_at, o.id LIMIT 1) \
-             AND (status = 'pending' OR lease_until <= ?1) \
-             RETURNING id, event_id, order_id, event_type, payload, attempts, \
-                 (SELECT notify_url FROM orders WHERE orders.id = webhook_outbox.order_id), lease_until",
-        )?
+        .prepare_cached(CLAIM)?
         .query_row(params![at, to_millis(now + lease)], |r| {
             Ok(Claimed {
                 id: r.get(0)?,
@@ -271,4 +277,34 @@ pub fn list_attempts(tx: &Tx<'_>, event_id: &str) -> DbResult<Vec<AttemptRecord>
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_walks_the_index_of_undelivered_rows_and_never_scans_the_whole_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = super::super::Offline::open(&dir.path().join("kassa.db")).unwrap();
+        db.migrate().unwrap();
+        let plan: Vec<String> = db
+            .read(|tx| {
+                let mut stmt = tx.conn.prepare(&format!("EXPLAIN QUERY PLAN {CLAIM}"))?;
+                let rows = stmt.query_map(params![0, 0], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX webhook_outbox_due")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step == "SCAN o" || step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+    }
 }

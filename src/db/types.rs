@@ -6,7 +6,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 
 use super::DbError;
 use crate::domain::{
-    Currency, EventType, OrderId, OrderStatus, OutboxStatus, ProviderKind, RefundStatus, Transition,
+    Currency, EventType, OrderId, OrderStatus, OutboxStatus, ProviderKind, Reason, RefundStatus, Transition,
     TransitionSource, Verdict,
 };
 
@@ -69,6 +69,7 @@ text_column!(
     EventType => as_str,
     OutboxStatus => as_str,
     Verdict => as_str,
+    Reason => code,
     RefundStatus => as_str,
 );
 
@@ -196,7 +197,15 @@ pub(super) mod tests {
     fn every_verdict_round_trips_and_keeps_its_stored_text() {
         round_trip(&Verdict::ALL);
         let texts: Vec<String> = Verdict::ALL.iter().map(stored).collect();
-        assert_eq!(texts, ["received", "applied", "duplicate", "rejected", "error"]);
+        assert_eq!(texts, ["applied", "duplicate", "ignored", "rejected", "error"]);
+    }
+
+    #[test]
+    fn every_notification_reason_round_trips_as_its_code() {
+        let all: Vec<Reason> = Reason::all().collect();
+        round_trip(&all);
+        let texts: Vec<String> = all.iter().map(stored).collect();
+        assert_eq!(texts, all.iter().map(|r| r.code()).collect::<Vec<_>>());
     }
 
     #[test]

@@ -2,15 +2,21 @@
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
-use super::{DbError, DbResult, Tx};
+use super::checkpointer::Wal;
+use super::{run_cached, DbError, DbResult, Tx};
 
 /// Largest number of jobs committed together; bounds the latency one batch adds.
 const MAX_BATCH: usize = 256;
+/// No job for this long ends a burst: its summary is logged.
+const IDLE: Duration = Duration::from_millis(500);
+/// A burst of at least this many jobs is worth an `info` line; smaller ones log at debug.
+const BURST_REPORTED: u64 = 1000;
 
 trait Job: Send {
     /// Runs inside the batch's savepoint; false means the job failed (and its
@@ -68,7 +74,8 @@ pub(super) struct Writer {
 
 impl Writer {
     /// `open` is held by the thread until its connection is closed (see `Database::threads`).
-    pub(super) fn start(conn: Connection, open: std::sync::Arc<()>) -> DbResult<Writer> {
+    /// `wal` is shared with the checkpoint thread.
+    pub(super) fn start(conn: Connection, wal: Arc<Wal>, open: std::sync::Arc<()>) -> DbResult<Writer> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let (ended, running) = watch::channel(());
         std::thread::Builder::new()
@@ -78,7 +85,7 @@ impl Writer {
                 let _ended = ended;
                 // Returns once every handle (every sender) is gone; `run` owns and closes
                 // the connection before `open` is released.
-                run(conn, queue);
+                run(conn, queue, &wal);
                 drop(open);
             })
             .map_err(|e| DbError::Task(format!("cannot start the database writer: {e}")))?;
@@ -134,45 +141,150 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+/// Jobs per commit, counted in powers of two: how well group commit works under the
+/// load of the moment.
+#[derive(Default)]
+struct Burst {
+    started: Option<Instant>,
+    jobs: u64,
+    commits: u64,
+    /// `by_size[k]`: commits of 2^k to 2^(k+1)-1 jobs.
+    by_size: [u64; 9],
+}
+
+impl Burst {
+    fn add(&mut self, jobs: usize) {
+        self.started.get_or_insert_with(Instant::now);
+        self.jobs += jobs as u64;
+        self.commits += 1;
+        let k = (usize::BITS - 1 - jobs.max(1).leading_zeros()) as usize;
+        self.by_size[k.min(self.by_size.len() - 1)] += 1;
+    }
+
+    /// Logs the burst that just ended and starts a new one.
+    fn report(&mut self) {
+        let Some(started) = self.started else { return };
+        let histogram = self
+            .by_size
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| {
+                let (lo, hi) = (1u64 << k, (1u64 << (k + 1)) - 1);
+                if lo == hi {
+                    format!("{lo}:{n}")
+                } else {
+                    format!("{lo}-{hi}:{n}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let seconds = started.elapsed().saturating_sub(IDLE).as_secs_f64();
+        if self.jobs >= BURST_REPORTED {
+            tracing::info!(
+                jobs = self.jobs,
+                commits = self.commits,
+                seconds,
+                jobs_per_commit = %histogram,
+                "database writer burst"
+            );
+        } else {
+            tracing::debug!(
+                jobs = self.jobs,
+                commits = self.commits,
+                seconds,
+                jobs_per_commit = %histogram,
+                "database writer burst"
+            );
         }
-        let outcome = commit_batch(&conn, &mut batch);
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, jobs = batch.len(), "database batch failed");
-        }
-        for job in batch {
-            job.finish(outcome.clone());
-        }
+        *self = Burst::default();
     }
 }
 
-fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
-    let tx = Tx { conn };
-    for job in batch.iter_mut() {
-        // A failed job only loses its own savepoint; a failed savepoint loses the batch.
-        let step = tx.savepoint_step(|tx| {
-            if job.run(tx) {
-                Ok(())
-            } else {
-                Err(DbError::Abandoned("job failed".to_owned()))
+fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, wal: &Wal) {
+    let mut burst = Burst::default();
+    loop {
+        let first = match queue.recv_timeout(IDLE) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                burst.report();
+                match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
             }
-        });
-        if let Err(e) = step {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(e.to_string());
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let (batch, outcome) = commit_batch(&conn, first, &queue);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, jobs = batch.len(), "database batch failed");
+        }
+        burst.add(batch.len());
+        for job in batch {
+            job.finish(outcome.clone());
+        }
+        wal.after_transaction(&conn);
+    }
+    burst.report();
+}
+
+/// Ends a failed transaction; the failure being reported is the one that led here.
+fn roll_back(conn: &Connection) {
+    let _ = run_cached(conn, "ROLLBACK");
+}
+
+/// Runs `first` and whatever else is queued, each in its own savepoint, as one
+/// transaction. Jobs queued while earlier ones run join the same commit, and before
+/// committing the writer lets the threads that queue jobs run once more: every job
+/// that makes it in shares the commit's WAL writes and fsync instead of paying for
+/// its own.
+fn commit_batch(
+    conn: &Connection,
+    first: Box<dyn Job>,
+    queue: &mpsc::Receiver<Box<dyn Job>>,
+) -> (Vec<Box<dyn Job>>, Result<(), String>) {
+    let mut batch = vec![first];
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
+        return (batch, Err(e.to_string()));
+    }
+    let tx = Tx { conn };
+    let mut next = 0;
+    let mut yielded = false;
+    loop {
+        while next < batch.len() {
+            let job = &mut batch[next];
+            next += 1;
+            // A failed job only loses its own savepoint; a failed savepoint loses the batch.
+            let step = tx.savepoint_step(|tx| {
+                if job.run(tx) {
+                    Ok(())
+                } else {
+                    Err(DbError::Abandoned("job failed".to_owned()))
+                }
+            });
+            if let Err(e) = step {
+                roll_back(conn);
+                return (batch, Err(e.to_string()));
+            }
+            if batch.len() < MAX_BATCH {
+                if let Ok(job) = queue.try_recv() {
+                    batch.push(job);
+                }
+            }
+        }
+        if batch.len() >= MAX_BATCH || yielded {
+            break;
+        }
+        yielded = true;
+        std::thread::yield_now();
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
-    if let Err(e) = conn.execute_batch("COMMIT") {
-        let _ = conn.execute_batch("ROLLBACK");
-        return Err(e.to_string());
+    if let Err(e) = run_cached(conn, "COMMIT") {
+        roll_back(conn);
+        return (batch, Err(e.to_string()));
     }
-    Ok(())
+    (batch, Ok(()))
 }

@@ -1,6 +1,7 @@
 //! Pure business types: money, ids, the order state machine, orders and time. Nothing
 //! here knows about HTTP or SQL.
 
+pub mod admin;
 pub mod api_key;
 pub mod clock;
 pub mod event;
@@ -8,6 +9,7 @@ pub mod ids;
 pub mod money;
 pub mod notification;
 pub mod order;
+pub mod provider_call;
 pub mod refund;
 pub mod status;
 
@@ -15,7 +17,7 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use event::{EventType, OutboxStatus};
 pub use ids::{OrderId, OutTradeNo};
 pub use money::{Amount, Currency};
-pub use notification::Verdict;
+pub use notification::{Reason, Rejection, RejectionCode, Verdict};
 pub use order::{CreateOrderRequest, NewOrder, Order, OrderView, ProviderKind};
 pub use refund::RefundStatus;
 pub use status::{OrderStatus, Transition, TransitionSource};

@@ -1,4 +1,7 @@
-//! What kassa decided about a payment platform's notification.
+//! What kassa decided about a payment platform's notification: a verdict and the
+//! reason that led to it, both from small fixed sets so they can be filtered on and
+//! counted (the reason's text is a stable snake_case code; the human detail is kept
+//! beside it).
 
 use std::str::FromStr;
 
@@ -7,11 +10,15 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// Stored, not decided yet (only ever seen inside the transaction that decides).
-    Received,
+    /// The notice changed the order.
     Applied,
-    /// Already applied, or nothing to change: acknowledged.
+    /// The same change was already applied (a resend, a second copy).
     Duplicate,
+    /// A valid notice that changes nothing (the buyer has not paid yet, a refund
+    /// notice): acknowledged.
+    Ignored,
+    /// Not accepted: forged, malformed, or not matching the order. The platform is
+    /// told `failure`.
     Rejected,
     /// kassa could not decide (storage failed); the platform is asked to resend.
     Error,
@@ -19,21 +26,26 @@ pub enum Verdict {
 
 impl Verdict {
     pub const ALL: [Verdict; 5] = [
-        Verdict::Received,
         Verdict::Applied,
         Verdict::Duplicate,
+        Verdict::Ignored,
         Verdict::Rejected,
         Verdict::Error,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::Received => "received",
             Verdict::Applied => "applied",
             Verdict::Duplicate => "duplicate",
+            Verdict::Ignored => "ignored",
             Verdict::Rejected => "rejected",
             Verdict::Error => "error",
         }
+    }
+
+    /// Whether the platform is told the notice was received, so it stops resending.
+    pub fn acknowledged(self) -> bool {
+        matches!(self, Verdict::Applied | Verdict::Duplicate | Verdict::Ignored)
     }
 }
 
@@ -50,5 +62,218 @@ impl FromStr for Verdict {
             .into_iter()
             .find(|x| x.as_str() == s)
             .ok_or_else(|| format!("unknown verdict {s:?}"))
+    }
+}
+
+/// Why a notification was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionCode {
+    BodyTooLarge,
+    /// Not UTF-8, empty, not a form, a parameter repeated.
+    MalformedBody,
+    MissingSignature,
+    UnsupportedSignType,
+    BadSignature,
+    MissingField,
+    /// A field is present but not in the form the platform documents.
+    MalformedField,
+    AppIdMismatch,
+    SellerIdMismatch,
+    /// The platform is not enabled on this server.
+    ProviderDisabled,
+    UnknownTradeStatus,
+    UnknownOrder,
+    /// The order was created for another platform.
+    ProviderMismatch,
+    CurrencyMismatch,
+    AmountMismatch,
+    /// The change is not allowed from the order's status.
+    NotAllowed,
+}
+
+impl RejectionCode {
+    pub const ALL: [RejectionCode; 16] = [
+        RejectionCode::BodyTooLarge,
+        RejectionCode::MalformedBody,
+        RejectionCode::MissingSignature,
+        RejectionCode::UnsupportedSignType,
+        RejectionCode::BadSignature,
+        RejectionCode::MissingField,
+        RejectionCode::MalformedField,
+        RejectionCode::AppIdMismatch,
+        RejectionCode::SellerIdMismatch,
+        RejectionCode::ProviderDisabled,
+        RejectionCode::UnknownTradeStatus,
+        RejectionCode::UnknownOrder,
+        RejectionCode::ProviderMismatch,
+        RejectionCode::CurrencyMismatch,
+        RejectionCode::AmountMismatch,
+        RejectionCode::NotAllowed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionCode::BodyTooLarge => "body_too_large",
+            RejectionCode::MalformedBody => "malformed_body",
+            RejectionCode::MissingSignature => "missing_signature",
+            RejectionCode::UnsupportedSignType => "unsupported_sign_type",
+            RejectionCode::BadSignature => "bad_signature",
+            RejectionCode::MissingField => "missing_field",
+            RejectionCode::MalformedField => "malformed_field",
+            RejectionCode::AppIdMismatch => "app_id_mismatch",
+            RejectionCode::SellerIdMismatch => "seller_id_mismatch",
+            RejectionCode::ProviderDisabled => "provider_disabled",
+            RejectionCode::UnknownTradeStatus => "unknown_trade_status",
+            RejectionCode::UnknownOrder => "unknown_order",
+            RejectionCode::ProviderMismatch => "provider_mismatch",
+            RejectionCode::CurrencyMismatch => "currency_mismatch",
+            RejectionCode::AmountMismatch => "amount_mismatch",
+            RejectionCode::NotAllowed => "not_allowed",
+        }
+    }
+}
+
+/// A notification not accepted, with the code (for filters and metrics) and what
+/// exactly was wrong (for people).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: RejectionCode,
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(code: RejectionCode, detail: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.detail)
+    }
+}
+
+/// The reason behind a verdict; each reason belongs to exactly one verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// applied: a pending order is paid.
+    Paid,
+    /// applied: a closed order is paid (money taken after the close), flagged late.
+    LatePayment,
+    /// applied: a pending order is closed.
+    Closed,
+    /// duplicate: the order already shows the payment.
+    AlreadyPaid,
+    /// duplicate: the order is already closed.
+    AlreadyClosed,
+    /// ignored: the buyer has not paid yet (Alipay `WAIT_BUYER_PAY`).
+    AwaitingPayment,
+    /// ignored: a refund notice; refunds are settled by kassa's own refund calls.
+    RefundNotice,
+    /// ignored: a close for an order already paid (on Alipay, "fully refunded").
+    CloseAfterPayment,
+    Rejected(RejectionCode),
+    /// error: the notice could not be stored with a decision.
+    StorageFailed,
+}
+
+impl Reason {
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Reason::Paid | Reason::LatePayment | Reason::Closed => Verdict::Applied,
+            Reason::AlreadyPaid | Reason::AlreadyClosed => Verdict::Duplicate,
+            Reason::AwaitingPayment | Reason::RefundNotice | Reason::CloseAfterPayment => Verdict::Ignored,
+            Reason::Rejected(_) => Verdict::Rejected,
+            Reason::StorageFailed => Verdict::Error,
+        }
+    }
+
+    /// The stable snake_case code stored and shown.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Paid => "paid",
+            Reason::LatePayment => "late_payment",
+            Reason::Closed => "closed",
+            Reason::AlreadyPaid => "already_paid",
+            Reason::AlreadyClosed => "already_closed",
+            Reason::AwaitingPayment => "awaiting_payment",
+            Reason::RefundNotice => "refund_notice",
+            Reason::CloseAfterPayment => "close_after_payment",
+            Reason::Rejected(code) => code.as_str(),
+            Reason::StorageFailed => "storage_failed",
+        }
+    }
+
+    /// Every reason, rejections included: the bounded set of codes.
+    pub fn all() -> impl Iterator<Item = Reason> {
+        [
+            Reason::Paid,
+            Reason::LatePayment,
+            Reason::Closed,
+            Reason::AlreadyPaid,
+            Reason::AlreadyClosed,
+            Reason::AwaitingPayment,
+            Reason::RefundNotice,
+            Reason::CloseAfterPayment,
+            Reason::StorageFailed,
+        ]
+        .into_iter()
+        .chain(RejectionCode::ALL.into_iter().map(Reason::Rejected))
+    }
+}
+
+impl FromStr for Reason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reason::all()
+            .find(|r| r.code() == s)
+            .ok_or_else(|| format!("unknown notification reason {s:?}"))
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_code_is_distinct_snake_case_and_reads_back_as_itself() {
+        let all: Vec<Reason> = Reason::all().collect();
+        let mut codes: Vec<&str> = all.iter().map(|r| r.code()).collect();
+        for (reason, code) in all.iter().zip(&codes) {
+            assert!(
+                code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code}"
+            );
+            assert_eq!(code.parse::<Reason>().as_ref(), Ok(reason));
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len(), "codes are distinct");
+    }
+
+    #[test]
+    fn only_applied_duplicate_and_ignored_notices_are_acknowledged() {
+        let acknowledged: Vec<&str> = Verdict::ALL
+            .into_iter()
+            .filter(|v| v.acknowledged())
+            .map(Verdict::as_str)
+            .collect();
+        assert_eq!(acknowledged, ["applied", "duplicate", "ignored"]);
     }
 }

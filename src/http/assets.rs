@@ -13,11 +13,16 @@ struct Asset {
     bytes: &'static [u8],
 }
 
-const ASSETS: [Asset; 3] = [
+const ASSETS: [Asset; 4] = [
     Asset {
         name: "kassa.css",
         content_type: "text/css; charset=utf-8",
         bytes: include_bytes!("../../static/kassa.css"),
+    },
+    Asset {
+        name: "admin.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../static/admin.css"),
     },
     Asset {
         name: "checkout.js",
@@ -31,8 +36,8 @@ const ASSETS: [Asset; 3] = [
     },
 ];
 
-fn versions() -> &'static [String; 3] {
-    static VERSIONS: OnceLock<[String; 3]> = OnceLock::new();
+fn versions() -> &'static [String; 4] {
+    static VERSIONS: OnceLock<[String; 4]> = OnceLock::new();
     VERSIONS.get_or_init(|| {
         ASSETS.map(|a| {
             let hash = digest(&SHA256, a.bytes);

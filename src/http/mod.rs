@@ -1,6 +1,7 @@
 //! Every HTTP surface of kassa itself, mounted by one `configure` that production and
 //! tests share. (The sandbox mounts its own routes beside these when it is on.)
 
+pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod checkout;
@@ -27,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(assets::configure)
         .configure(checkout::configure)
         .configure(notify::configure)
+        .configure(admin::configure)
         .service(web::scope("/api").configure(api::configure));
 }
 

@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 
 use crate::core::Core;
 use crate::db::history::Cause;
-use crate::db::transitions::{Change, Outcome};
+use crate::db::transitions::Outcome;
 use crate::db::{orders, DbError};
 use crate::domain::TransitionSource;
 use crate::providers::TradeState;
-use crate::service::changes;
+use crate::service::orders::pay_change;
+use crate::service::{changes, provider_calls};
 
 /// Provider queries one pass may make.
 pub const MAX_QUERIES_PER_RUN: u32 = 30;
@@ -36,7 +37,7 @@ pub async fn try_run_once(core: &Core, now: DateTime<Utc>) -> Result<LateChecksR
             continue;
         };
         report.orders_checked += 1;
-        let paid = match provider.query(&order).await {
+        let paid = match provider_calls::query(core, provider.as_ref(), &order).await {
             Ok(TradeState::Paid(facts)) if facts.amount == order.amount.minor() => Some(facts),
             Ok(TradeState::Paid(facts)) => {
                 tracing::warn!(order_id = %order.id, reported = facts.amount, "provider reports a different paid amount");
@@ -54,10 +55,7 @@ pub async fn try_run_once(core: &Core, now: DateTime<Utc>) -> Result<LateChecksR
             let Some(facts) = paid else {
                 return Ok(false);
             };
-            let change = Change::Pay {
-                provider_trade_no: facts.provider_trade_no,
-                paid_at: facts.paid_at.unwrap_or(now),
-            };
+            let change = pay_change(facts, now);
             let cause = Cause::system_because(
                 TransitionSource::ProviderQuery,
                 "found paid by the late-notification check",

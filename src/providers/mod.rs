@@ -13,7 +13,10 @@ use crate::domain::{Amount, Currency, Order, OrderId, ProviderKind};
 
 pub mod alipay;
 pub mod keys;
+pub mod notice;
 pub mod wechat;
+
+pub use notice::{IgnoredReason, NoticeEvent, Verified, VerifiedNotice};
 
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
 

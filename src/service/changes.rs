@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::core::Core;
 use crate::db::history::Cause;
-use crate::db::transitions::{self, Change, Outcome};
+use crate::db::transitions::{self, Change, Checked, Expected, Outcome};
 use crate::db::{outbox, DbError, DbResult, Tx};
 use crate::domain::{EventType, Order, OrderId, OrderStatus};
 use crate::webhooks::payload;
@@ -39,14 +39,45 @@ impl Changes {
     ) -> DbResult<Outcome> {
         let outcome = transitions::apply(tx, order_id, change, cause, now)?;
         if let Outcome::Applied { from, order } = &outcome {
-            if let Some(event) = EventType::for_new_status(order.status) {
-                let body = payload::render(order, event, now, &self.public_url)
-                    .map_err(|e| DbError::Abandoned(format!("webhook payload: {e}")))?;
-                outbox::enqueue(tx, &order.id, event, &body, now)?;
-            }
-            self.applied.push((order.clone(), *from));
+            self.announce(tx, order, *from, now)?;
         }
         Ok(outcome)
+    }
+
+    /// As `apply`, only when the order is also what `expected` says
+    /// (`transitions::apply_checked`).
+    pub fn apply_checked(
+        &mut self,
+        tx: &Tx<'_>,
+        order_id: &OrderId,
+        change: &Change,
+        expected: &Expected,
+        now: DateTime<Utc>,
+        cause: impl FnOnce(&Order, OrderStatus) -> DbResult<Cause>,
+    ) -> DbResult<Checked> {
+        let checked = transitions::apply_checked(tx, order_id, change, expected, now, cause)?;
+        if let Checked::Applied { from, order } = &checked {
+            self.announce(tx, order, *from, now)?;
+        }
+        Ok(checked)
+    }
+
+    /// Queues the webhook an applied transition announces, and remembers it for the
+    /// post-commit hook.
+    fn announce(
+        &mut self,
+        tx: &Tx<'_>,
+        order: &Order,
+        from: OrderStatus,
+        now: DateTime<Utc>,
+    ) -> DbResult<()> {
+        if let Some(event) = EventType::for_new_status(order.status) {
+            let body = payload::render(order, event, now, &self.public_url)
+                .map_err(|e| DbError::Abandoned(format!("webhook payload: {e}")))?;
+            outbox::enqueue(tx, &order.id, event, &body, now)?;
+        }
+        self.applied.push((order.clone(), from));
+        Ok(())
     }
 
     /// What was applied, as `(order, from)`.

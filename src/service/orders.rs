@@ -2,14 +2,15 @@
 
 use chrono::{DateTime, Utc};
 
-use super::changes;
+use super::{changes, provider_calls};
 use crate::core::Core;
 use crate::db::history::Cause;
 use crate::db::transitions::{Change, Outcome};
 use crate::db::{idempotency, orders, DbError, Tx};
 use crate::domain::order::{FieldError, OrderRules};
+use crate::domain::provider_call::{CallOutcome, ProviderCall};
 use crate::domain::{CreateOrderRequest, NewOrder, Order, OrderId, OrderStatus, TransitionSource};
-use crate::providers::{PaymentRequest, ProviderError, TradeState};
+use crate::providers::{PaymentFacts, PaymentRequest, ProviderError, TradeState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
@@ -162,6 +163,15 @@ pub async fn create(
                     now,
                 )?;
             }
+            // Logged only once the order exists; a refused creation stores nothing.
+            provider_calls::insert(
+                conn,
+                &new_order.id,
+                new_order.provider,
+                ProviderCall::Precreate,
+                (CallOutcome::Ok, "payment created, QR code issued".to_owned()),
+                now,
+            )?;
             let order = orders::find_by_id(conn, &new_order.id)?
                 .ok_or_else(|| DbError::Corrupt("inserted order vanished".to_owned()))?;
             Ok(Stored::Created(order))
@@ -214,7 +224,7 @@ pub async fn close(
         .ok_or(CloseError::NotFound)?;
     if order.status == OrderStatus::Pending {
         match core.providers.get(order.provider) {
-            Some(provider) => match provider.query(&order).await? {
+            Some(provider) => match provider_calls::query(core, provider.as_ref(), &order).await? {
                 TradeState::Paid(facts) => {
                     if facts.amount != order.amount.minor() {
                         tracing::warn!(order_id = %order.id, expected = order.amount.minor(), reported = facts.amount, "provider reports a different paid amount");
@@ -223,10 +233,7 @@ pub async fn close(
                             reported: facts.amount,
                         });
                     }
-                    let pay = Change::Pay {
-                        provider_trade_no: facts.provider_trade_no,
-                        paid_at: facts.paid_at.unwrap_or(now),
-                    };
+                    let pay = pay_change(facts, now);
                     let query_cause = Cause::system_because(
                         TransitionSource::ProviderQuery,
                         format!("found paid while closing ({})", cause.source.as_str()),
@@ -238,7 +245,7 @@ pub async fn close(
                         },
                     );
                 }
-                TradeState::NotPaid => provider.close(&order).await?,
+                TradeState::NotPaid => provider_calls::close(core, provider.as_ref(), &order).await?,
                 // Already closed at the provider (e.g. its own deadline passed).
                 TradeState::Closed => {}
             },
@@ -252,4 +259,83 @@ pub async fn close(
     }
     // Not pending: the state machine decides (a duplicate, or refused and recorded).
     closed(changes::apply(core, id, Change::Close, cause, now).await?)
+}
+
+/// The payment a provider reported, as the change that records it.
+pub fn pay_change(facts: PaymentFacts, now: DateTime<Utc>) -> Change {
+    Change::Pay {
+        provider_trade_no: facts.provider_trade_no,
+        paid_at: facts.paid_at.unwrap_or(now),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("order not found")]
+    NotFound,
+    #[error("order is {0}; only pending and closed orders are looked up at the provider")]
+    NotQueryable(OrderStatus),
+    #[error(
+        "the provider reports {reported} minor units paid for an order of {expected}; nothing was changed"
+    )]
+    AmountMismatch { expected: i64, reported: i64 },
+    #[error("the order's provider is not enabled")]
+    ProviderMissing,
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// What the provider said about a pending or closed order, and what kassa did.
+#[derive(Debug)]
+pub enum Queried {
+    /// Paid at the provider: recorded as paid now (with `late_payment` when it was closed).
+    Paid(Order),
+    /// Paid at the provider and already recorded so.
+    AlreadyPaid(Order),
+    /// Not paid (or closed) at the provider: nothing changed.
+    NotPaid(Order, TradeState),
+}
+
+/// Asks the provider about the order now and records a payment it reports: a lost
+/// notification becomes `paid` this way (a closed order becomes a late payment, money
+/// is never lost). Never closes anything. The change carries `cause`.
+pub async fn query_provider(
+    core: &Core,
+    id: &OrderId,
+    cause: Cause,
+    now: DateTime<Utc>,
+) -> Result<Queried, QueryError> {
+    let lookup = id.clone();
+    let order = core
+        .db
+        .read(move |c| orders::find_by_id(c, &lookup))
+        .await?
+        .ok_or(QueryError::NotFound)?;
+    if !matches!(order.status, OrderStatus::Pending | OrderStatus::Closed) {
+        return Err(QueryError::NotQueryable(order.status));
+    }
+    let provider = core
+        .providers
+        .get(order.provider)
+        .cloned()
+        .ok_or(QueryError::ProviderMissing)?;
+    let facts = match provider_calls::query(core, provider.as_ref(), &order).await? {
+        TradeState::Paid(facts) => facts,
+        other => return Ok(Queried::NotPaid(order, other)),
+    };
+    if facts.amount != order.amount.minor() {
+        tracing::warn!(order_id = %order.id, expected = order.amount.minor(), reported = facts.amount, "provider reports a different paid amount");
+        return Err(QueryError::AmountMismatch {
+            expected: order.amount.minor(),
+            reported: facts.amount,
+        });
+    }
+    match changes::apply(core, id, pay_change(facts, now), cause, now).await? {
+        Outcome::Applied { order, .. } => Ok(Queried::Paid(order)),
+        Outcome::Duplicate { order } => Ok(Queried::AlreadyPaid(order)),
+        Outcome::Refused { order } => Err(QueryError::NotQueryable(order.status)),
+        Outcome::NotFound => Err(QueryError::NotFound),
+    }
 }

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::changes;
+use super::{changes, provider_calls};
 use crate::core::Core;
 use crate::db::history::Cause;
 use crate::db::refunds::{self, NewRefund, Refund, Settlement};
@@ -14,6 +14,7 @@ use crate::db::transitions::Change;
 use crate::db::{orders, DbError};
 use crate::domain::ids::random_base62;
 use crate::domain::order::{serialize_rfc3339, serialize_rfc3339_opt, FieldError};
+use crate::domain::provider_call::ProviderCall;
 use crate::domain::{Amount, Order, OrderId, OrderStatus, RefundStatus, TransitionSource};
 use crate::providers::{ProviderError, RefundOutcome, RefundRequest, RefundState};
 
@@ -169,13 +170,38 @@ impl From<RefundOutcome> for Settled {
     }
 }
 
+/// Asks the provider for a refund, and logs the call.
+async fn refund_call(
+    core: &Core,
+    provider: &dyn crate::providers::Provider,
+    order: &Order,
+    request: &RefundRequest,
+) -> Result<RefundOutcome, ProviderError> {
+    let result = provider.refund(order, request).await;
+    let (outcome, detail) = match &result {
+        Ok(o) => provider_calls::refund_outcome(o),
+        Err(_) => provider_calls::describe(&result, |_| String::new()),
+    };
+    let amount = request.amount.to_string();
+    let detail = format!("refund {} of {amount}: {detail}", request.refund_no);
+    provider_calls::record(core, order, ProviderCall::Refund, (outcome, detail)).await;
+    result
+}
+
 /// Asks the provider about a refund whose outcome is not known, retrying the refund
 /// with the same number when the provider never saw it.
 async fn resolve(core: &Core, order: &Order, refund: &Refund) -> Settled {
     let Some(provider) = core.providers.get(order.provider).cloned() else {
         return Settled::StillPending;
     };
-    match provider.query_refund(order, &refund.id).await {
+    let state = provider.query_refund(order, &refund.id).await;
+    let described = match &state {
+        Ok(s) => provider_calls::refund_state(s),
+        Err(_) => provider_calls::describe(&state, |_| String::new()),
+    };
+    let described = (described.0, format!("refund {}: {}", refund.id, described.1));
+    provider_calls::record(core, order, ProviderCall::RefundQuery, described).await;
+    match state {
         Ok(RefundState::Succeeded { provider_refund_id }) => Settled::Succeeded(provider_refund_id),
         Ok(RefundState::Failed { code, message }) => Settled::Failed(code, message),
         Ok(RefundState::Processing) | Err(_) => Settled::StillPending,
@@ -189,7 +215,7 @@ async fn resolve(core: &Core, order: &Order, refund: &Refund) -> Settled {
                 amount,
                 reason: refund.reason.clone(),
             };
-            match provider.refund(order, &again).await {
+            match refund_call(core, provider.as_ref(), order, &again).await {
                 Ok(outcome) => outcome.into(),
                 Err(_) => Settled::StillPending,
             }
@@ -300,7 +326,7 @@ pub async fn create(
             .map_err(|e| DbError::Corrupt(e.to_string()))?,
         reason: refund.reason.clone(),
     };
-    let settled = match provider.refund(&order, &call).await {
+    let settled = match refund_call(core, provider.as_ref(), &order, &call).await {
         Ok(RefundOutcome::Processing) => resolve(core, &order, &refund).await,
         Ok(outcome) => outcome.into(),
         Err(ProviderError::Rejected { code, message, .. }) => Settled::Failed(code, message),

@@ -95,6 +95,8 @@ fn every_command_has_help() {
         &["webhooks", "resend", "--help"],
         &["webhooks", "test", "--help"],
         &["webhooks", "status", "--help"],
+        &["admin", "--help"],
+        &["admin", "passwd", "--help"],
     ] {
         let out = run(kassa(dir.path()).args(args));
         assert!(out.status.success(), "{args:?}");

@@ -91,13 +91,20 @@ pub fn install_sandbox_keys(data_dir: &std::path::Path) {
     }
 }
 
+/// The first admin's password in every test app (`KASSA_ADMIN_PASSWORD`).
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
 pub fn settings_for(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Settings {
+    let mut env: Vec<(String, String)> = extra_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "KASSA_ADMIN_PASSWORD") {
+        env.push(("KASSA_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()));
+    }
     let sources = ConfigSources {
         file: None,
-        env: extra_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        env,
         flags: vec![
             (
                 keys::SERVER_DATA_DIR.name,

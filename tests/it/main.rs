@@ -1,6 +1,8 @@
 //! One integration-test crate (one link step). Every test starts the real application
 //! on 127.0.0.1:0 with its own SQLite file in a temp dir and talks HTTP to it.
 
+mod admin;
+mod admin_browser;
 mod alipay_gateway;
 mod api_orders;
 mod browser;

@@ -114,31 +114,36 @@ async fn every_rejection_leaves_the_order_untouched_and_records_why() {
     let id = app.insert_order("shop-2", 1234).await;
     let good = trade_success(&id, "12.34");
     let signed_good = signed_notification(&good);
-    let mut cases: Vec<(&str, String, &str)> = vec![
+    let mut cases: Vec<(&str, String, &str, &str)> = vec![
         (
             "amount mismatch",
             signed_notification(&with(&good, &[("total_amount", "12.35")])),
             "amount mismatch",
+            "amount_mismatch",
         ),
         (
             "amount written differently",
             signed_notification(&with(&good, &[("total_amount", "12.340")])),
             "amount mismatch",
+            "amount_mismatch",
         ),
         (
             "another app_id",
             signed_notification(&with(&good, &[("app_id", "2021000000009999")])),
             "app_id",
+            "app_id_mismatch",
         ),
         (
             "another seller_id",
             signed_notification(&with(&good, &[("seller_id", "2088000000000099")])),
             "seller_id",
+            "seller_id_mismatch",
         ),
         (
             "unknown order",
             signed_notification(&with(&good, &[("out_trade_no", "ord_unknown")])),
             "unknown out_trade_no",
+            "unknown_order",
         ),
         (
             "missing sign",
@@ -148,32 +153,38 @@ async fn every_rejection_leaves_the_order_untouched_and_records_why() {
                 .collect::<Vec<_>>()
                 .join("&"),
             "missing sign",
+            "missing_signature",
         ),
         (
             "sign_type RSA",
             signed_good.replace("sign_type=RSA2", "sign_type=RSA"),
             "sign_type",
+            "unsupported_sign_type",
         ),
         (
             "truncated",
             signed_good[..signed_good.len() - 20].to_owned(),
             "bad signature",
+            "bad_signature",
         ),
         (
             "not a form",
             "{\"trade_status\":\"TRADE_SUCCESS\"}".to_owned(),
             "missing sign",
+            "missing_signature",
         ),
-        ("empty", String::new(), "empty body"),
+        ("empty", String::new(), "empty body", "malformed_body"),
         (
             "oversized",
             format!("{signed_good}&pad={}", "x".repeat(40 * 1024)),
             "larger than",
+            "body_too_large",
         ),
         (
             "unknown trade_status",
             signed_notification(&with(&good, &[("trade_status", "TRADE_PAID")])),
             "unknown trade_status",
+            "unknown_trade_status",
         ),
     ];
     // Any single byte of a signed notification changed: rejected.
@@ -192,6 +203,7 @@ async fn every_rejection_leaves_the_order_untouched_and_records_why() {
             "tampered field",
             signed_good.replacen(&original, &forged, 1),
             "bad signature",
+            "bad_signature",
         ));
     }
     let flipped = {
@@ -200,15 +212,21 @@ async fn every_rejection_leaves_the_order_untouched_and_records_why() {
         bytes[at] = if bytes[at] == b'2' { b'3' } else { b'2' };
         String::from_utf8(bytes).unwrap()
     };
-    cases.push(("one byte of the subject", flipped, "bad signature"));
+    cases.push((
+        "one byte of the subject",
+        flipped,
+        "bad signature",
+        "bad_signature",
+    ));
 
-    for (what, body, reason) in cases {
+    for (what, body, reason, code) in cases {
         let before = app.notifications().await.len();
         let (status, reply) = app.post_alipay_notify(body).await;
         assert_eq!((status, reply.as_str()), (200, "failure"), "{what}");
         let recorded = app.notifications().await;
         assert_eq!(recorded.len(), before + 1, "{what}: stored");
         assert_eq!(recorded[0].verdict.as_str(), "rejected", "{what}");
+        assert_eq!(recorded[0].reason_code.map(|c| c.code()), Some(code), "{what}");
         let why = recorded[0].reason.clone().unwrap_or_default();
         assert!(
             why.contains(reason),
@@ -340,9 +358,9 @@ async fn trade_closed_closes_a_pending_order_but_never_a_paid_one() {
     assert_eq!(stored.len(), 4, "{stored:?}");
     assert_eq!((&stored[0].0, stored[0].1.as_str()), (&p, "applied"));
     assert_eq!((&stored[1].0, stored[1].1.as_str()), (&q, "applied"));
-    assert_eq!((&stored[2].0, stored[2].1.as_str()), (&p, "duplicate"));
+    assert_eq!((&stored[2].0, stored[2].1.as_str()), (&p, "ignored"));
     assert!(stored[2].2.contains("not a close"), "{stored:?}");
-    assert_eq!((&stored[3].0, stored[3].1.as_str()), (&p, "duplicate"));
+    assert_eq!((&stored[3].0, stored[3].1.as_str()), (&p, "ignored"));
     assert!(stored[3].2.contains("refund notice"), "{stored:?}");
 
     assert_eq!(app.order(&pending).await["status"], "closed");

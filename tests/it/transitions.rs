@@ -283,7 +283,13 @@ fn migrations_are_recorded_and_not_rerun() {
     let path = dir.path().join("kassa.db");
     assert_eq!(
         db::migrate(&path).unwrap(),
-        vec!["0001_init", "0002_refunds_checks_sandbox", "0003_webhooks"]
+        vec![
+            "0001_init",
+            "0002_refunds_checks_sandbox",
+            "0003_webhooks",
+            "0004_notification_reasons",
+            "0005_admin"
+        ]
     );
     assert!(db::migrate(&path).unwrap().is_empty());
     let conn = Offline::open(&path).unwrap();

@@ -1,4 +1,6 @@
-//! Payment platforms' asynchronous notifications. Each is stored raw with its verdict
+//! Payment platforms' asynchronous notifications: reading the request and formatting
+//! the reply each platform expects. What a notification means is decided once, for
+//! every platform, by `service::notifications`, which stores it raw with its verdict
 //! before the reply, in the same transaction as the transition it causes.
 
 mod alipay;

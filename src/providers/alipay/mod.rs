@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use self::client::AlipayClient;
-use self::notify::AlipayNotice;
 use super::{
     CreatedPayment, PaymentFacts, PaymentRequest, Provider, ProviderError, ProviderFuture, RefundOutcome,
     RefundRequest, RefundState, TradeState,
@@ -25,7 +24,7 @@ pub struct AlipayProvider {
 
 impl AlipayProvider {
     /// Parses and verifies a notification for this account, or says why it is rejected.
-    pub fn verify_notification(&self, body: &[u8]) -> Result<AlipayNotice, String> {
+    pub fn verify_notification(&self, body: &[u8]) -> super::notice::Verified {
         notify::verify(body, &self.client.notice_expectations())
     }
 }

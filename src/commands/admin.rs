@@ -1,0 +1,34 @@
+//! `kassa admin passwd <user>`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use chrono::Utc;
+
+use super::CommandError;
+use crate::service::admin::change_password_offline;
+
+/// The new password: typed twice without echo on a terminal, else the first line of
+/// standard input (so scripts can pipe it in).
+fn read_password() -> Result<String, CommandError> {
+    let io = |e: std::io::Error| CommandError::new(format!("cannot read the password: {e}"));
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password: ").map_err(io)?;
+        let second = rpassword::prompt_password("Repeat it: ").map_err(io)?;
+        if first != second {
+            return Err(CommandError::new("the two passwords differ; nothing was changed"));
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(io)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+pub fn passwd(db_path: &Path, user: &str, out: &mut impl Write) -> Result<(), CommandError> {
+    let password = read_password()?;
+    change_password_offline(db_path, user, &password, Utc::now())
+        .map_err(|e| CommandError::new(e.to_string()))?;
+    writeln!(out, "password of {user:?} changed; their sessions have ended")
+        .map_err(|e| CommandError::new(e.to_string()))
+}

@@ -1,0 +1,102 @@
+//! Server-side sessions of the admin dashboard, looked up by the SHA-256 of the id the
+//! cookie carries.
+
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::{params, OptionalExtension};
+
+use super::admin_users::{self, AdminUser};
+use super::types::{from_millis, to_millis};
+use super::{DbResult, Tx};
+
+pub struct NewSession<'a> {
+    pub id_hash: &'a [u8],
+    pub user_id: i64,
+    pub csrf_token: &'a str,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub remote_addr: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+pub fn insert(tx: &Tx<'_>, s: &NewSession<'_>) -> DbResult<()> {
+    tx.conn
+        .prepare_cached(
+            "INSERT INTO admin_sessions (id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, remote_addr, user_agent) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            s.id_hash,
+            s.user_id,
+            s.csrf_token,
+            to_millis(s.now),
+            to_millis(s.expires_at),
+            s.remote_addr,
+            s.user_agent
+        ])?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub user: AdminUser,
+}
+
+pub fn find(tx: &Tx<'_>, id_hash: &[u8]) -> DbResult<Option<Session>> {
+    let sql = format!(
+        "SELECT s.csrf_token, s.created_at, s.last_seen_at, s.expires_at, {} \
+         FROM admin_sessions s JOIN admin_users u ON u.id = s.user_id WHERE s.id_hash = ?1",
+        admin_users::COLUMNS
+    );
+    Ok(tx
+        .conn
+        .prepare_cached(&sql)?
+        .query_row([id_hash], |r| {
+            Ok(Session {
+                csrf_token: r.get(0)?,
+                created_at: from_millis(r.get(1)?)?,
+                last_seen_at: from_millis(r.get(2)?)?,
+                expires_at: from_millis(r.get(3)?)?,
+                user: admin_users::from_row_at(r, 4)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn touch(tx: &Tx<'_>, id_hash: &[u8], now: DateTime<Utc>) -> DbResult<()> {
+    tx.conn
+        .prepare_cached("UPDATE admin_sessions SET last_seen_at = ?2 WHERE id_hash = ?1")?
+        .execute(params![id_hash, to_millis(now)])?;
+    Ok(())
+}
+
+/// True when there was such a session.
+pub fn delete(tx: &Tx<'_>, id_hash: &[u8]) -> DbResult<bool> {
+    let n = tx
+        .conn
+        .prepare_cached("DELETE FROM admin_sessions WHERE id_hash = ?1")?
+        .execute([id_hash])?;
+    Ok(n == 1)
+}
+
+/// Deletes every session past its lifetime or idle for `idle`; returns how many.
+pub fn delete_expired(tx: &Tx<'_>, now: DateTime<Utc>, idle: Duration) -> DbResult<usize> {
+    let at = to_millis(now);
+    Ok(tx
+        .conn
+        .prepare_cached("DELETE FROM admin_sessions WHERE expires_at <= ?1 OR last_seen_at <= ?2")?
+        .execute(params![at, at - idle.num_milliseconds()])?)
+}
+
+/// Sessions of a user (for tests and the users page of a later part).
+pub fn count_for_user(tx: &Tx<'_>, username: &str) -> DbResult<i64> {
+    Ok(tx
+        .conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM admin_sessions s JOIN admin_users u ON u.id = s.user_id WHERE u.username = ?1",
+        )?
+        .query_row([username], |r| r.get(0))?)
+}

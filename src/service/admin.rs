@@ -1,0 +1,384 @@
+//! Staff sign-in and sessions: the first admin, password checks behind a limiter whose
+//! state is in the database, server-side sessions with an idle timeout and an absolute
+//! lifetime, and the audit log of what staff do.
+
+use std::path::Path;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::config::Settings;
+use crate::core::Core;
+use crate::db::admin_sessions::{self, NewSession};
+use crate::db::admin_users::{self, AdminUser};
+use crate::db::audit::{self, NewAudit};
+use crate::db::login_attempts::{self, Policy, Scope};
+use crate::db::{Database, DbError, Offline};
+use crate::domain::admin::{self as staff, Role, FIRST_ADMIN};
+use crate::domain::OrderId;
+
+/// Five failures a minute per address and per user name, then a lockout of a minute
+/// that doubles with each further one, up to an hour.
+pub const LIMITS: Policy = Policy {
+    max_failures: 5,
+    window: Duration::minutes(1),
+    lockout: Duration::minutes(1),
+    max_lockout: Duration::hours(1),
+    forget_after: Duration::days(1),
+};
+
+/// A session's last use is written at most this often.
+const TOUCH_EVERY: Duration = Duration::minutes(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Hash(#[from] staff::HashError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no admin user named {0:?}")]
+    NoSuchUser(String),
+    #[error("password check failed: {0}")]
+    Task(String),
+}
+
+/// The user created on first start.
+#[derive(Debug, Clone)]
+pub struct FirstAdmin {
+    pub username: &'static str,
+    /// The generated password, to print once; `None` when it came from
+    /// `KASSA_ADMIN_PASSWORD`.
+    pub generated_password: Option<String>,
+}
+
+/// Creates the `admin` user (role owner) when there is no user at all, with the
+/// password from `KASSA_ADMIN_PASSWORD` or a random one. Runs at start-up, on a
+/// connection of its own.
+pub fn ensure_first_admin_blocking(
+    db: &Database,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<Option<FirstAdmin>, AdminError> {
+    let mut conn = Offline::open(db.path())?;
+    if conn.read(admin_users::count)? > 0 {
+        return Ok(None);
+    }
+    let (password, generated) = match &settings.admin.initial_password {
+        Some(p) => {
+            staff::check_password(p.expose())
+                .map_err(|e| AdminError::Invalid(format!("{}: {e}", crate::config::ADMIN_PASSWORD_ENV)))?;
+            (p.expose().to_owned(), false)
+        }
+        None => (staff::generate_password(), true),
+    };
+    let hash = staff::hash_password(&password)?;
+    let created = conn.immediate(|tx| {
+        // Another instance may have created it since the count.
+        if admin_users::count(tx)? > 0 {
+            return Ok(false);
+        }
+        let id = admin_users::insert(tx, FIRST_ADMIN, &hash, Role::Owner, now)?;
+        audit::insert(
+            tx,
+            &NewAudit {
+                at: now,
+                actor: "kassa",
+                action: "user.create",
+                order_id: None,
+                reason: Some("first start"),
+                remote_addr: None,
+                outcome: "done",
+                detail: Some(FIRST_ADMIN),
+            },
+        )?;
+        Ok(id.is_some())
+    })?;
+    Ok(created.then(|| FirstAdmin {
+        username: FIRST_ADMIN,
+        generated_password: generated.then_some(password),
+    }))
+}
+
+/// Sets `username`'s password (from the command line, beside a running server or not)
+/// and ends every session of that user.
+pub fn change_password_offline(
+    db_path: &Path,
+    username: &str,
+    password: &str,
+    now: DateTime<Utc>,
+) -> Result<(), AdminError> {
+    staff::check_password(password).map_err(AdminError::Invalid)?;
+    let mut conn = Offline::open(db_path)?;
+    conn.migrate()?;
+    if conn
+        .read(|tx| admin_users::find_by_username(tx, username))?
+        .is_none()
+    {
+        return Err(AdminError::NoSuchUser(username.to_owned()));
+    }
+    let hash = staff::hash_password(password)?;
+    let changed = conn.immediate(|tx| {
+        let changed = admin_users::set_password(tx, username, &hash, now, None)?;
+        if changed {
+            audit::insert(
+                tx,
+                &NewAudit {
+                    at: now,
+                    actor: "cli",
+                    action: "user.password",
+                    order_id: None,
+                    reason: None,
+                    remote_addr: None,
+                    outcome: "done",
+                    detail: Some(username),
+                },
+            )?;
+        }
+        Ok(changed)
+    })?;
+    if changed {
+        Ok(())
+    } else {
+        Err(AdminError::NoSuchUser(username.to_owned()))
+    }
+}
+
+/// What a sign-in form submitted, and from where.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+    pub remote_addr: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum SignIn {
+    /// A new session: `token` goes in the cookie, only its hash is stored.
+    Started { token: String, user: AdminUser },
+    /// Unknown user, disabled user or wrong password: one answer for all three.
+    Refused,
+    /// Too many failures from this address or for this name.
+    Locked { until: DateTime<Utc> },
+}
+
+/// The limiter's key for a typed user name: case and length do not make a new key.
+fn name_key(username: &str) -> String {
+    username.trim().to_lowercase().chars().take(64).collect()
+}
+
+fn address_key(remote_addr: Option<&str>) -> String {
+    remote_addr.unwrap_or("unknown").to_owned()
+}
+
+/// Checks a password, behind the limiter: a locked address or name is not even
+/// checked. Slow on purpose (argon2id), off the async workers.
+pub async fn sign_in(core: &Core, credentials: Credentials) -> Result<SignIn, AdminError> {
+    let now = core.now();
+    let name = name_key(&credentials.username);
+    let address = address_key(credentials.remote_addr.as_deref());
+    let (typed, keys) = (credentials.username.clone(), (name.clone(), address.clone()));
+    let (user, locked) = core
+        .db
+        .read(move |tx| {
+            let (name, address) = keys;
+            let locked = [
+                login_attempts::locked_until(tx, Scope::Username, &name, now)?,
+                login_attempts::locked_until(tx, Scope::Address, &address, now)?,
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            Ok((admin_users::find_by_username(tx, &typed)?, locked))
+        })
+        .await?;
+    if let Some(until) = locked {
+        return Ok(SignIn::Locked { until });
+    }
+    let password = credentials.password.clone();
+    let stored = user
+        .as_ref()
+        .filter(|u| u.disabled_at.is_none())
+        .map(|u| u.password_hash.clone());
+    let matches = tokio::task::spawn_blocking(move || match stored {
+        Some(hash) => staff::verify_password(&password, &hash),
+        None => staff::verify_nobody(&password),
+    })
+    .await
+    .map_err(|e| AdminError::Task(e.to_string()))?;
+    let actor: String = credentials.username.chars().take(64).collect();
+    let remote_addr = credentials.remote_addr.clone();
+    let Some(user) = user.filter(|_| matches) else {
+        core.db
+            .write(move |tx| {
+                login_attempts::record_failure(tx, Scope::Username, &name, now, &LIMITS)?;
+                login_attempts::record_failure(tx, Scope::Address, &address, now, &LIMITS)?;
+                audit::insert(
+                    tx,
+                    &NewAudit {
+                        at: now,
+                        actor: &actor,
+                        action: "sign_in",
+                        order_id: None,
+                        reason: None,
+                        remote_addr: remote_addr.as_deref(),
+                        outcome: "refused",
+                        detail: Some("wrong user name or password"),
+                    },
+                )
+            })
+            .await?;
+        return Ok(SignIn::Refused);
+    };
+    let token = staff::new_session_token();
+    let (id_hash, csrf) = (staff::session_hash(&token), staff::new_csrf_token());
+    let (idle, lifetime) = (core.settings.admin.session_idle, core.settings.admin.session_max);
+    let (user_id, username, user_agent) = (user.id, user.username.clone(), credentials.user_agent);
+    core.db
+        .write(move |tx| {
+            admin_sessions::delete_expired(tx, now, idle)?;
+            login_attempts::prune(tx, now, LIMITS.forget_after)?;
+            admin_sessions::insert(
+                tx,
+                &NewSession {
+                    id_hash: &id_hash,
+                    user_id,
+                    csrf_token: &csrf,
+                    now,
+                    expires_at: now + lifetime,
+                    remote_addr: remote_addr.as_deref(),
+                    user_agent: user_agent.as_deref(),
+                },
+            )?;
+            login_attempts::clear(tx, Scope::Username, &name)?;
+            audit::insert(
+                tx,
+                &NewAudit {
+                    at: now,
+                    actor: &username,
+                    action: "sign_in",
+                    order_id: None,
+                    reason: None,
+                    remote_addr: remote_addr.as_deref(),
+                    outcome: "done",
+                    detail: None,
+                },
+            )
+        })
+        .await?;
+    Ok(SignIn::Started { token, user })
+}
+
+/// A signed-in staff user, as every admin page gets it.
+#[derive(Debug, Clone)]
+pub struct Staff {
+    pub username: String,
+    pub role: Role,
+    /// The session's anti-forgery token, in every form and checked on every POST.
+    pub csrf_token: String,
+    pub session_hash: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub enum SessionCheck {
+    Valid(Staff),
+    /// It existed but ran out (idle or in all); it is deleted now.
+    Expired,
+    Missing,
+}
+
+/// Looks up the session a cookie names, ends it when it ran out, and notes its use.
+pub async fn check_session(core: &Core, token: &str) -> Result<SessionCheck, DbError> {
+    let now = core.now();
+    let id_hash = staff::session_hash(token);
+    let lookup = id_hash.clone();
+    let Some(session) = core.db.read(move |tx| admin_sessions::find(tx, &lookup)).await? else {
+        return Ok(SessionCheck::Missing);
+    };
+    let idle = core.settings.admin.session_idle;
+    let ended = now >= session.expires_at || now - session.last_seen_at >= idle;
+    if ended || session.user.disabled_at.is_some() {
+        let gone = id_hash.clone();
+        core.db.write(move |tx| admin_sessions::delete(tx, &gone)).await?;
+        return Ok(if ended {
+            SessionCheck::Expired
+        } else {
+            SessionCheck::Missing
+        });
+    }
+    if now - session.last_seen_at >= TOUCH_EVERY {
+        let seen = id_hash.clone();
+        core.db
+            .write(move |tx| admin_sessions::touch(tx, &seen, now))
+            .await?;
+    }
+    Ok(SessionCheck::Valid(Staff {
+        username: session.user.username,
+        role: session.user.role,
+        csrf_token: session.csrf_token,
+        session_hash: id_hash,
+    }))
+}
+
+/// Ends a session.
+pub async fn sign_out(core: &Core, staff: &Staff, remote_addr: Option<String>) -> Result<(), DbError> {
+    let (id_hash, username, now) = (staff.session_hash.clone(), staff.username.clone(), core.now());
+    core.db
+        .write(move |tx| {
+            admin_sessions::delete(tx, &id_hash)?;
+            audit::insert(
+                tx,
+                &NewAudit {
+                    at: now,
+                    actor: &username,
+                    action: "sign_out",
+                    order_id: None,
+                    reason: None,
+                    remote_addr: remote_addr.as_deref(),
+                    outcome: "done",
+                    detail: None,
+                },
+            )
+        })
+        .await
+}
+
+/// One admin action for the audit log.
+#[derive(Debug, Clone)]
+pub struct Action {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: &'static str,
+    pub order_id: Option<OrderId>,
+    pub reason: Option<String>,
+    pub remote_addr: Option<String>,
+}
+
+impl Action {
+    /// Records the action with how it ended.
+    pub async fn record(
+        self,
+        core: &Core,
+        outcome: &'static str,
+        detail: Option<String>,
+    ) -> Result<(), DbError> {
+        core.db
+            .write(move |tx| {
+                audit::insert(
+                    tx,
+                    &NewAudit {
+                        at: self.at,
+                        actor: &self.actor,
+                        action: self.action,
+                        order_id: self.order_id.as_ref(),
+                        reason: self.reason.as_deref(),
+                        remote_addr: self.remote_addr.as_deref(),
+                        outcome,
+                        detail: detail.as_deref(),
+                    },
+                )
+            })
+            .await
+    }
+}
