@@ -54,10 +54,7 @@ impl<'a> Staff<'a> {
     pub fn new(app: &'a TestApp) -> Staff<'a> {
         Staff {
             app,
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            client: crate::helpers::http_client(),
             jar: Mutex::new(BTreeMap::new()),
             language: "en",
         }
@@ -650,7 +647,7 @@ mod sign_in {
             .strip_prefix("kassa listening on ")
             .expect("the first line is the address")
             .to_owned();
-        let client = reqwest::Client::new();
+        let client = crate::helpers::http_client();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !client
             .get(format!("{address}/healthz"))
@@ -675,10 +672,7 @@ mod sign_in {
     }
 
     async fn sign_in_over_http(address: &str, password: &str) -> u16 {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let client = crate::helpers::http_client();
         let form = client.get(format!("{address}/admin/login")).send().await.unwrap();
         let cookie = form
             .headers()

@@ -59,7 +59,7 @@ async fn start_server(dir: &Path, env: &[(&str, &str)]) -> Server {
         .expect("prints its address")
         .to_owned();
     let server = Server { child, address };
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     for _ in 0..100 {
         if client
             .get(format!("{}/healthz", server.address))
@@ -183,7 +183,7 @@ async fn an_api_key_created_by_the_cli_opens_the_api_of_the_running_server() {
     let key = text(&created.stdout).trim().to_owned();
     assert!(key.starts_with("kassa_sk_") && key.len() > 40, "{key}");
 
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let listed = client
         .get(format!("{}/api/v1/orders", server.address))
         .bearer_auth(&key)
@@ -491,7 +491,7 @@ async fn out_of_the_box_the_binary_takes_orders_through_the_sandbox() {
     let server = start_server(dir.path(), &[]).await;
     let created = run(kassa(dir.path()).args(["apikey", "create", "shop"]));
     let key = text(&created.stdout).trim().to_owned();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
 
     let body =
         serde_json::json!({"out_trade_no": "o1", "amount": 100, "subject": "Tea", "provider": "alipay"});
@@ -595,7 +595,7 @@ async fn the_running_binary_takes_a_sandbox_payment_all_the_way_to_a_signed_webh
     let key = text(&run(kassa(dir.path()).args(["apikey", "create", "shop"])).stdout)
         .trim()
         .to_owned();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let body =
         serde_json::json!({"out_trade_no": "e2e-1", "amount": 1234, "subject": "Tea", "provider": "alipay"});
     let order: Value = client
@@ -704,7 +704,7 @@ async fn a_webhook_pending_when_the_server_is_killed_is_delivered_by_the_next_se
     let key = text(&run(kassa(dir.path()).args(["apikey", "create", "shop"])).stdout)
         .trim()
         .to_owned();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let mut ids = Vec::new();
     for out_trade_no in ["killed-closed", "killed-pending"] {
         let body = serde_json::json!({"out_trade_no": out_trade_no, "amount": 100, "subject": "Tea", "provider": "alipay"});

@@ -259,10 +259,7 @@ impl TestApp {
             clock,
             provider,
             api_key,
-            client: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            client: http_client(),
             data_dir,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             mode,
@@ -487,4 +484,17 @@ pub async fn error_code(response: reqwest::Response) -> (u16, String, Value) {
         "error.message: {body}"
     );
     (status, code, body)
+}
+
+/// The HTTP client every test talks to kassa with: no redirects followed, and an idle
+/// connection is never reused after a second. kassa closes idle connections after its
+/// keep-alive (5 s); a test that blocks its runtime longer (the first oracle call builds
+/// the Python environment) would otherwise send its next request on a connection the
+/// server already closed and fail with `IncompleteMessage`.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap()
 }
