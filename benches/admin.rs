@@ -20,7 +20,10 @@
 //! 3. Each page is fetched `KASSA_BENCH_REQUESTS` (200) times in turn, one request at a
 //!    time, with a fresh cursor or search term each time where it has one.
 //! 4. The export of every order, and of a filter, streamed and counted.
-//! 5. What each of the three indexes the list added saves its page's query, and what
+//! 5. The overview: its page over HTTP as staff see it (figures kept 5 s), and its
+//!    figures computed without the cache (the last 45 days also hold a notification,
+//!    a webhook event and its attempts per payment).
+//! 6. What each of the three indexes the list added saves its page's query, and what
 //!    they cost an insert: orders per second into a fresh database with and without
 //!    them, one order per transaction, alternating.
 
@@ -37,6 +40,8 @@ type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 const PASSWORD: &str = "bench password 1234";
 const DAY_MS: i64 = 86_400_000;
+/// Days of notifications and webhooks seeded before now.
+const RECENT_DAYS: i64 = 45;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -85,6 +90,7 @@ fn seed(path: &Path, n: usize, now_ms: i64) -> BenchResult<Seeded> {
     let tx = conn.transaction()?;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut samples = Vec::new();
+    let mut recent = Vec::new();
     {
         let mut insert = tx.prepare(
             "INSERT INTO orders (id, out_trade_no, amount, currency, subject, provider, status, qr_code, metadata, \
@@ -128,9 +134,52 @@ fn seed(path: &Path, n: usize, now_ms: i64) -> BenchResult<Seeded> {
                 closed_at,
                 created + 60_000,
             ])?;
+            if paid && created >= now_ms - RECENT_DAYS * DAY_MS {
+                recent.push((id.clone(), created + 30_000));
+            }
             if i % (n / 1000).max(1) == 0 {
                 samples.push((id, out_trade_no, trade_no));
             }
+        }
+    }
+    // The overview reads the last 30 days of notifications, webhook events and
+    // attempts: one of each per payment of the last 45 days (a notification in twelve
+    // is a duplicate, an attempt in twenty answers 500 and is retried), in arrival
+    // order as kassa writes them.
+    {
+        let mut notification = tx.prepare(
+            "INSERT INTO notifications (provider, received_at, remote_addr, headers, body, order_id, verdict, reason_code, reason) \
+             VALUES ('alipay', ?1, '203.0.113.9', '{}', CAST('trade_status=TRADE_SUCCESS' AS BLOB), ?2, ?3, ?4, NULL)",
+        )?;
+        let mut outbox = tx.prepare(
+            "INSERT INTO webhook_outbox (event_id, order_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at, url) \
+             VALUES (?1, ?2, 'order.paid', '{}', 'delivered', ?3, ?4, ?4, ?4, 'https://shop.example/hook') RETURNING id",
+        )?;
+        let mut attempt = tx.prepare(
+            "INSERT INTO webhook_attempts (outbox_id, at, url, http_status, latency_ms) VALUES (?1, ?2, 'https://shop.example/hook', ?3, 20)",
+        )?;
+        for (id, at) in &recent {
+            let duplicate = rng.below(12) == 0;
+            let (verdict, code) = if duplicate {
+                ("duplicate", "already_paid")
+            } else {
+                ("applied", "paid")
+            };
+            notification.execute(params![at, id, verdict, code])?;
+            let retried = rng.below(20) == 0;
+            let row: i64 = outbox.query_row(
+                params![
+                    format!("msg_{}", rng.base62(24)),
+                    id,
+                    if retried { 2 } else { 1 },
+                    at + 1000
+                ],
+                |r| r.get(0),
+            )?;
+            if retried {
+                attempt.execute(params![row, at + 1000, 500])?;
+            }
+            attempt.execute(params![row, at + 2000, 200])?;
         }
     }
     tx.commit()?;
@@ -139,8 +188,11 @@ fn seed(path: &Path, n: usize, now_ms: i64) -> BenchResult<Seeded> {
         let mut stmt = conn.prepare(
             "SELECT created_at, id FROM orders INDEXED BY orders_by_created ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?1",
         )?;
+        // Twenty cursors from halfway down, spread over the second half but never past
+        // its end: 997 rows apart in a large table, closer in a small one.
+        let step = (n / 2 / 20).clamp(1, 997);
         for k in 0..20 {
-            let offset = n / 2 + k * 997;
+            let offset = (n / 2 + k * step).min(n.saturating_sub(1));
             let (ms, id): (i64, String) = stmt.query_row([offset as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
             deep.push(format!("c{ms}.{id}"));
         }
@@ -412,7 +464,7 @@ async fn run() -> BenchResult<()> {
         .await?,
     );
     table.push(
-        measure(&client, "a page 500,000 rows deep", requests, |i| {
+        measure(&client, &format!("a page {} rows deep", n / 2), requests, |i| {
             format!("/admin/orders?after={}", s.deep[i % s.deep.len()])
         })
         .await?,
@@ -487,6 +539,13 @@ async fn run() -> BenchResult<()> {
         })
         .await?,
     );
+    let overview = measure(
+        &client,
+        "overview (figures kept 5 s, as staff see it)",
+        requests,
+        |_| "/admin".into(),
+    )
+    .await?;
     println!("load after pages: {}", load());
 
     println!();
@@ -529,6 +588,64 @@ async fn run() -> BenchResult<()> {
 
     handle.stop(true).await;
     serving.await??;
+
+    // The overview's figures computed without the page's 5-second cache, after the
+    // server stopped (the computation runs on this thread): every day read (what the
+    // first view costs, and one every `SETTLED_FOR`), and the refresh every 5 s, which
+    // reads only the days not settled.
+    let offline = kassa::db::Offline::open(&dir.path().join("kassa.db"))?;
+    let tz: chrono_tz::Tz = "Asia/Shanghai".parse().map_err(|_| "zone")?;
+    let rounds = requests.min(50);
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    let mut figures = None;
+    for _ in 0..rounds {
+        let now = chrono::Utc::now();
+        let started = Instant::now();
+        let full = offline.read(|tx| kassa::service::overview::compute(tx, now, tz))?;
+        cold.push(started.elapsed());
+        let settled = kassa::service::overview::settled_days(&full, now, tz);
+        let started = Instant::now();
+        let refreshed = offline.read(|tx| kassa::service::overview::compute_with(tx, now, tz, &settled))?;
+        warm.push(started.elapsed());
+        if refreshed != full {
+            return Err("the refresh from settled days differs from a full computation".into());
+        }
+        figures = Some(full);
+    }
+    drop(offline);
+    cold.sort();
+    warm.sort();
+    let total = figures.as_ref().map(|f| f.total()).unwrap_or_default();
+    println!();
+    println!(
+        "| overview ({n} orders; its 30 days hold {} orders, {} notifications, {} webhook attempts) | p50 ms | p99 ms | p99 < 100 ms |",
+        total.created,
+        total.received(),
+        total.attempts
+    );
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| page over HTTP, {requests} requests, one at a time | {:.1} | {:.1} | {} |",
+        overview.p50,
+        overview.p99,
+        if overview.p99 < 100.0 { "yes" } else { "NO" }
+    );
+    for (name, times) in [
+        (
+            "figures refreshed (settled days kept), what a view costs every 5 s",
+            &warm,
+        ),
+        (
+            "figures computed from every day (the first view; every 10 min)",
+            &cold,
+        ),
+    ] {
+        let (p50, p99) = (percentile(times, 0.5), percentile(times, 0.99));
+        println!(
+            "| {name}, {rounds} times | {p50:.1} | {p99:.1} | {} |",
+            if p99 < 100.0 { "yes" } else { "NO" }
+        );
+    }
 
     let trade_no = seeded
         .samples

@@ -59,6 +59,17 @@ pub enum AdminCommand {
         /// The user, e.g. admin.
         user: String,
     },
+    /// Add a user with a role; the password is read as for `passwd`.
+    Add {
+        /// The new user's name (letters, digits, '.', '_', '-', '@').
+        user: String,
+        /// owner (everything), operator (orders, close, refund, query, re-send) or
+        /// viewer (read only).
+        #[arg(long, default_value = "viewer")]
+        role: crate::domain::admin::Role,
+    },
+    /// Remove a user and end their sessions (the last owner stays).
+    Remove { user: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -86,6 +86,12 @@ fn main() -> ExitCode {
         Some(Command::Admin(AdminCommand::Passwd { user })) => {
             commands::admin::passwd(&db_path, &user, &mut stdout.lock())
         }
+        Some(Command::Admin(AdminCommand::Add { user, role })) => {
+            commands::admin::add(&db_path, &user, role, &mut stdout.lock())
+        }
+        Some(Command::Admin(AdminCommand::Remove { user })) => {
+            commands::admin::remove(&db_path, &user, &mut stdout.lock())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,14 +164,14 @@ fn serve(settings: Settings) -> Result<(), CommandError> {
         if let Some(sandbox) = app.sandbox() {
             let _ = writeln!(
                 out,
-                "sandbox: on (simulated Alipay at {}/sandbox/, keys in {}); no real money moves",
+                "sandbox: on (simulated Alipay and WeChat Pay at {}/sandbox/, keys in {}); no real money moves",
                 core.public_url(),
                 sandbox.keys.dir.display()
             );
             if !app.address().ip().is_loopback() {
                 // Anyone who reaches the sandbox wallet can "pay" an order with no money.
                 tracing::warn!(
-                    "the sandbox is on and kassa listens on {}: orders can be paid with simulated money; configure [alipay] and set [sandbox] enabled = false before going live",
+                    "the sandbox is on and kassa listens on {}: orders can be paid with simulated money; configure [alipay] or [wechat] and set [sandbox] enabled = false before going live",
                     app.address()
                 );
             }

@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
@@ -20,6 +21,10 @@ use crate::jobs::{late_checks, refund_settlement};
 use crate::providers::alipay::client::{self, AlipayClient};
 use crate::providers::alipay::AlipayProvider;
 use crate::providers::keys::{SigningKey, VerifyingKey};
+use crate::providers::wechat::client::{self as wechat_client, WechatClient};
+use crate::providers::wechat::{
+    ApiV3Key, MerchantSigner, PlatformCertificate, PlatformKeys, PlatformPublicKey, WechatProvider,
+};
 use crate::providers::Providers;
 use crate::sandbox::{self, Sandbox, SANDBOX_APP_ID};
 use crate::service::admin::{ensure_first_admin_blocking, AdminError, FirstAdmin};
@@ -43,6 +48,7 @@ fn providers_from_settings(
     sandbox_keys: Option<&sandbox::keys::SandboxKeys>,
     local: SocketAddr,
     clock: Arc<dyn Clock>,
+    timeout: Duration,
 ) -> Result<Providers, StartupError> {
     let problem = |key: &str, e: &dyn std::fmt::Display| StartupError::Provider(format!("{key}: {e}"));
     let (app_id, gateway, app_key, alipay_key, seller_id) = if settings.alipay.is_configured() {
@@ -67,10 +73,117 @@ fn providers_from_settings(
     } else {
         return Ok(Providers::none());
     };
-    let client = AlipayClient::new(app_id, gateway, app_key, alipay_key, client::TIMEOUT)
+    let client = AlipayClient::new(app_id, gateway, app_key, alipay_key, timeout)
         .map_err(StartupError::Provider)?
         .with_seller_id(seller_id);
     Ok(Providers::none().with_alipay(Arc::new(AlipayProvider { client, clock })))
+}
+
+/// The configured WeChat Pay merchant, or kassa's client of the sandbox's WeChat side
+/// when WeChat Pay is not configured and the sandbox is on.
+fn wechat_from_settings(
+    settings: &Settings,
+    sandbox_keys: Option<&sandbox::keys::SandboxKeys>,
+    local: SocketAddr,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+) -> Result<Option<Arc<WechatProvider>>, StartupError> {
+    let problem = |key: &str, e: &dyn std::fmt::Display| StartupError::Provider(format!("{key}: {e}"));
+    let w = &settings.wechat;
+    let (mchid, appid, serial_no, merchant_key, platform, apiv3, api_base) = if w.is_configured() {
+        let key_path = w.merchant_private_key_file.clone().unwrap_or_default();
+        let merchant_key =
+            SigningKey::from_file(&key_path).map_err(|e| problem("wechat.merchant_private_key_file", &e))?;
+        let public = match &w.platform_public_key_file {
+            Some(path) => Some(
+                PlatformPublicKey::from_file(w.platform_public_key_id.clone(), path)
+                    .map_err(|e| problem("wechat.platform_public_key_file", &e))?,
+            ),
+            None => None,
+        };
+        let mut certificates = Vec::new();
+        for path in &w.platform_certificate_files {
+            certificates.extend(
+                PlatformCertificate::from_file(path)
+                    .map_err(|e| problem("wechat.platform_certificate_files", &e))?,
+            );
+        }
+        let platform = PlatformKeys::new(public, certificates).map_err(|e| problem("wechat", &e))?;
+        let apiv3 =
+            ApiV3Key::new(w.apiv3_key.expose().as_bytes()).map_err(|e| problem("wechat.apiv3_key", &e))?;
+        (
+            w.mchid.clone(),
+            w.appid.clone(),
+            w.merchant_serial_no.clone(),
+            merchant_key,
+            platform,
+            apiv3,
+            w.api_base.clone(),
+        )
+    } else if let Some(keys) = sandbox_keys {
+        use sandbox::keys as sk;
+        let merchant_key = SigningKey::from_file(&keys.wechat_merchant_private_path())
+            .map_err(|e| problem("sandbox WeChat merchant key", &e))?;
+        let public =
+            PlatformPublicKey::from_file(sk::WECHAT_PUBLIC_KEY_ID, &keys.wechat_platform_public_path())
+                .map_err(|e| problem("sandbox WeChat platform key", &e))?;
+        // Both modes, as during WeChat's switch: the certificate_mode fault signs with
+        // the certificate.
+        let certificates = keys
+            .wechat
+            .certificate
+            .iter()
+            .map(|(cert, _)| cert.clone())
+            .collect();
+        let platform =
+            PlatformKeys::new(Some(public), certificates).map_err(|e| problem("sandbox WeChat keys", &e))?;
+        (
+            sk::WECHAT_MCHID.to_owned(),
+            sk::WECHAT_APPID.to_owned(),
+            sk::WECHAT_MERCHANT_SERIAL_NO.to_owned(),
+            merchant_key,
+            platform,
+            sk::wechat_apiv3(keys),
+            format!("http://{local}/sandbox/wechat"),
+        )
+    } else {
+        return Ok(None);
+    };
+    let now = clock.now();
+    tracing::info!(mchid = %mchid, keys = %platform.describe(), "WeChat Pay platform keys");
+    for cert in platform.expiring_soon(now) {
+        tracing::warn!(
+            serial = cert.serial(),
+            not_after = %cert.not_after(),
+            "WeChat Pay platform certificate expires within {} days (or has expired); download its successor or switch to the platform public key",
+            crate::providers::wechat::platform_keys::EXPIRY_WARNING_DAYS
+        );
+    }
+    let notify_url = format!(
+        "{}/notify/wechat",
+        settings.server.public_url.trim_end_matches('/')
+    );
+    if w.is_configured() {
+        let public = url::Url::parse(&settings.server.public_url).ok();
+        if public.as_ref().is_some_and(|u| u.scheme() != "https") {
+            tracing::warn!(
+                public_url = %settings.server.public_url,
+                "WeChat Pay calls notify URLs on public hosts over HTTPS only: server.public_url is not https, so notifications may never arrive"
+            );
+        }
+        if public.as_ref().is_some_and(|u| u.query().is_some()) {
+            tracing::warn!(
+                public_url = %settings.server.public_url,
+                "server.public_url carries a query string, which WeChat Pay drops from notify URLs"
+            );
+        }
+    }
+    let signer = MerchantSigner::new(mchid.clone(), serial_no, merchant_key);
+    let client = WechatClient::new(
+        mchid, appid, signer, platform, apiv3, api_base, notify_url, timeout,
+    )
+    .map_err(StartupError::Provider)?;
+    Ok(Some(Arc::new(WechatProvider { client, clock })))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +202,10 @@ pub enum StartupError {
 pub enum ProviderSetup {
     /// From the settings: the configured Alipay account, or the built-in sandbox.
     FromSettings,
+    /// As `FromSettings`, but each provider call gives up after this instead of the
+    /// clients' own 15 s: tests, so that a platform that never answers costs them a
+    /// second, not fifteen.
+    FromSettingsTimingOutAfter(Duration),
     /// These, as they are (tests use a test double).
     Given(Providers),
 }
@@ -173,13 +290,34 @@ impl Application {
         };
         let providers = match options.providers {
             ProviderSetup::Given(p) => p,
-            ProviderSetup::FromSettings => {
-                providers_from_settings(&settings, sandbox_keys.as_ref(), local, options.clock.clone())?
+            setup => {
+                let timeouts = match setup {
+                    ProviderSetup::FromSettingsTimingOutAfter(t) => (t, t),
+                    _ => (client::TIMEOUT, wechat_client::TIMEOUT),
+                };
+                let providers = providers_from_settings(
+                    &settings,
+                    sandbox_keys.as_ref(),
+                    local,
+                    options.clock.clone(),
+                    timeouts.0,
+                )?;
+                match wechat_from_settings(
+                    &settings,
+                    sandbox_keys.as_ref(),
+                    local,
+                    options.clock.clone(),
+                    timeouts.1,
+                )? {
+                    Some(wechat) => providers.with_wechat(wechat),
+                    None => providers,
+                }
             }
         };
         crate::webhooks::ensure_secret_blocking(&db, &settings, options.clock.now())?;
         let first_admin = ensure_first_admin_blocking(&db, &settings, options.clock.now())?;
-        let sandbox_payments = sandbox_keys.is_some() && !settings.alipay.is_configured();
+        let sandbox_payments =
+            sandbox_keys.is_some() && !settings.alipay.is_configured() && !settings.wechat.is_configured();
         let core = Core {
             db,
             providers,
@@ -196,6 +334,7 @@ impl Application {
         let state = AppState {
             core,
             sandbox_payments,
+            overview: Default::default(),
         };
         let data = web::Data::new(state.clone());
         let sandbox_data = sandbox.clone().map(web::Data::from);

@@ -1,4 +1,4 @@
-//! `kassa admin passwd <user>`.
+//! `kassa admin passwd | add | remove <user>`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -6,7 +6,9 @@ use std::path::Path;
 use chrono::Utc;
 
 use super::CommandError;
+use crate::domain::admin::Role;
 use crate::service::admin::change_password_offline;
+use crate::service::staff::{add_user_offline, remove_user_offline};
 
 /// The new password: typed twice without echo on a terminal, else the first line of
 /// standard input (so scripts can pipe it in).
@@ -31,4 +33,16 @@ pub fn passwd(db_path: &Path, user: &str, out: &mut impl Write) -> Result<(), Co
         .map_err(|e| CommandError::new(e.to_string()))?;
     writeln!(out, "password of {user:?} changed; their sessions have ended")
         .map_err(|e| CommandError::new(e.to_string()))
+}
+
+pub fn add(db_path: &Path, user: &str, role: Role, out: &mut impl Write) -> Result<(), CommandError> {
+    let password = read_password()?;
+    add_user_offline(db_path, user, &password, role, Utc::now())
+        .map_err(|e| CommandError::new(e.to_string()))?;
+    writeln!(out, "added {user:?} as {role}").map_err(|e| CommandError::new(e.to_string()))
+}
+
+pub fn remove(db_path: &Path, user: &str, out: &mut impl Write) -> Result<(), CommandError> {
+    remove_user_offline(db_path, user, Utc::now()).map_err(|e| CommandError::new(e.to_string()))?;
+    writeln!(out, "removed {user:?}; their sessions have ended").map_err(|e| CommandError::new(e.to_string()))
 }

@@ -89,7 +89,7 @@ pub const WECHAT_MCHID: Key<String> = Key::new(
     "wechat.mchid",
     "",
     text,
-    "WeChat Pay merchant id; setting it enables WeChat Pay (the other `wechat` keys are then required)",
+    "WeChat Pay merchant id; setting it enables WeChat Pay (the merchant keys, and a platform public key or certificates, are then required)",
 );
 pub const WECHAT_APPID: Key<String> = Key::new("wechat.appid", "", text, "WeChat Pay app id");
 pub const WECHAT_APIV3_KEY: Key<Secret> =
@@ -110,13 +110,25 @@ pub const WECHAT_PLATFORM_PUBLIC_KEY_FILE: Key<Option<PathBuf>> = Key::new(
     "wechat.platform_public_key_file",
     "",
     optional_path,
-    "WeChat Pay platform public key, PEM",
+    "public-key mode: WeChat Pay platform public key, PEM",
+);
+pub const WECHAT_PLATFORM_PUBLIC_KEY_ID: Key<String> = Key::new(
+    "wechat.platform_public_key_id",
+    "",
+    text,
+    "id of the platform public key (`PUB_KEY_ID_…`)",
 );
 pub const WECHAT_PLATFORM_SERIAL: Key<String> = Key::new(
     "wechat.platform_serial",
     "",
     text,
-    "id of the platform public key (`PUB_KEY_ID_…`)",
+    "older name of `wechat.platform_public_key_id`",
+);
+pub const WECHAT_PLATFORM_CERTIFICATE_FILES: Key<Vec<PathBuf>> = Key::new(
+    "wechat.platform_certificate_files",
+    "",
+    path_list,
+    "certificate mode (or both, during WeChat's switch): platform certificates, PEM; a TOML array or comma-separated",
 );
 pub const WECHAT_API_BASE: Key<String> = Key::new(
     "wechat.api_base",
@@ -178,6 +190,12 @@ pub const ADMIN_SESSION_MAX: Key<Duration> = Key::new(
     session_length,
     "an admin session ends this long after sign-in, however active (`1m` to `30d`)",
 );
+pub const ADMIN_REQUIRE_TOTP: Key<bool> = Key::new(
+    "admin.require_totp",
+    "false",
+    boolean,
+    "every staff user must sign in with a TOTP code; owners can also require it on `/admin/users`",
+);
 
 /// In the order `kassa config` and the README list them.
 pub const ALL: &[&dyn AnyKey] = &[
@@ -200,7 +218,9 @@ pub const ALL: &[&dyn AnyKey] = &[
     &WECHAT_MERCHANT_SERIAL_NO,
     &WECHAT_MERCHANT_PRIVATE_KEY_FILE,
     &WECHAT_PLATFORM_PUBLIC_KEY_FILE,
+    &WECHAT_PLATFORM_PUBLIC_KEY_ID,
     &WECHAT_PLATFORM_SERIAL,
+    &WECHAT_PLATFORM_CERTIFICATE_FILES,
     &WECHAT_API_BASE,
     &SANDBOX_ENABLED,
     &SANDBOX_TIME_SCALE,
@@ -212,14 +232,14 @@ pub const ALL: &[&dyn AnyKey] = &[
     &BACKUP_KEEP,
     &ADMIN_SESSION_IDLE,
     &ADMIN_SESSION_MAX,
+    &ADMIN_REQUIRE_TOTP,
 ];
 
-/// Keys that must be set once `wechat.mchid` is.
+/// Keys that must be set once `wechat.mchid` is (besides a platform public key or
+/// certificate, checked apart).
 pub const WECHAT_REQUIRED: &[&dyn AnyKey] = &[
     &WECHAT_APPID,
     &WECHAT_APIV3_KEY,
     &WECHAT_MERCHANT_SERIAL_NO,
     &WECHAT_MERCHANT_PRIVATE_KEY_FILE,
-    &WECHAT_PLATFORM_PUBLIC_KEY_FILE,
-    &WECHAT_PLATFORM_SERIAL,
 ];

@@ -224,7 +224,9 @@ pub struct WechatSettings {
     pub merchant_serial_no: String,
     pub merchant_private_key_file: Option<PathBuf>,
     pub platform_public_key_file: Option<PathBuf>,
-    pub platform_serial: String,
+    /// `PUB_KEY_ID_…` (also read from its older name, `platform_serial`).
+    pub platform_public_key_id: String,
+    pub platform_certificate_files: Vec<PathBuf>,
     pub api_base: String,
 }
 
@@ -257,6 +259,9 @@ pub struct BackupSettings {
 pub struct AdminSettings {
     pub session_idle: Duration,
     pub session_max: Duration,
+    /// Every user must sign in with a second factor (owners can also require it from
+    /// the dashboard; either is enough).
+    pub require_totp: bool,
     /// `KASSA_ADMIN_PASSWORD`: the first admin's password instead of a random one. Not
     /// a key: a password does not belong in a config file.
     pub initial_password: Option<Secret>,
@@ -407,6 +412,12 @@ fn read_file_layer(path: &Path, raw: &mut Raw, warnings: &mut Vec<String>) -> Re
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
+                // A list of paths: read as the comma-separated form.
+                toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                    .iter()
+                    .filter_map(toml::Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 other => {
                     problems.push(ConfigProblem {
                         key: name.clone(),
@@ -496,6 +507,26 @@ impl Values {
                     require(*key, "is required when wechat.mchid is set");
                 }
             }
+            let key_file = self.is_set(&keys::WECHAT_PLATFORM_PUBLIC_KEY_FILE);
+            let key_id = self.is_set(&keys::WECHAT_PLATFORM_PUBLIC_KEY_ID)
+                || self.is_set(&keys::WECHAT_PLATFORM_SERIAL);
+            let certificates = self.is_set(&keys::WECHAT_PLATFORM_CERTIFICATE_FILES);
+            if key_file && !key_id {
+                require(
+                    &keys::WECHAT_PLATFORM_PUBLIC_KEY_ID,
+                    "is required when wechat.platform_public_key_file is set",
+                );
+            } else if key_id && !key_file {
+                require(
+                    &keys::WECHAT_PLATFORM_PUBLIC_KEY_FILE,
+                    "is required when wechat.platform_public_key_id is set",
+                );
+            } else if !key_file && !certificates {
+                require(
+                    &keys::WECHAT_PLATFORM_PUBLIC_KEY_FILE,
+                    "or wechat.platform_certificate_files is required when wechat.mchid is set",
+                );
+            }
         }
         problems
     }
@@ -537,7 +568,12 @@ impl Values {
                 merchant_serial_no: self.get(&WECHAT_MERCHANT_SERIAL_NO)?,
                 merchant_private_key_file: self.get(&WECHAT_MERCHANT_PRIVATE_KEY_FILE)?,
                 platform_public_key_file: self.get(&WECHAT_PLATFORM_PUBLIC_KEY_FILE)?,
-                platform_serial: self.get(&WECHAT_PLATFORM_SERIAL)?,
+                platform_public_key_id: if self.is_set(&WECHAT_PLATFORM_PUBLIC_KEY_ID) {
+                    self.get(&WECHAT_PLATFORM_PUBLIC_KEY_ID)?
+                } else {
+                    self.get(&WECHAT_PLATFORM_SERIAL)?
+                },
+                platform_certificate_files: self.get(&WECHAT_PLATFORM_CERTIFICATE_FILES)?,
                 api_base: self.get(&WECHAT_API_BASE)?,
             },
             sandbox: SandboxSettings {
@@ -557,6 +593,7 @@ impl Values {
             admin: AdminSettings {
                 session_idle: self.get(&ADMIN_SESSION_IDLE)?,
                 session_max: self.get(&ADMIN_SESSION_MAX)?,
+                require_totp: self.get(&ADMIN_REQUIRE_TOTP)?,
                 initial_password,
             },
             provenance: self

@@ -68,6 +68,15 @@ pub fn optional_path(v: &str) -> Result<Option<PathBuf>, String> {
     Ok((!v.is_empty()).then(|| PathBuf::from(v)))
 }
 
+/// Paths separated by commas (a TOML array is read the same way).
+pub fn path_list(v: &str) -> Result<Vec<PathBuf>, String> {
+    Ok(v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect())
+}
+
 pub fn merchant_name(v: &str) -> Result<String, String> {
     if v.is_empty() || v.chars().count() > 128 {
         Err("must be 1 to 128 characters".to_owned())
@@ -166,4 +175,12 @@ pub fn session_length(v: &str) -> Result<Duration, String> {
         return Err("must be between 1m and 30d".to_owned());
     }
     Ok(d)
+}
+
+pub fn boolean(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("must be true or false, got {v:?}")),
+    }
 }

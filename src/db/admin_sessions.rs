@@ -100,3 +100,75 @@ pub fn count_for_user(tx: &Tx<'_>, username: &str) -> DbResult<i64> {
         )?
         .query_row([username], |r| r.get(0))?)
 }
+
+/// A sign-in waiting for its second factor.
+pub struct NewPending<'a> {
+    pub id_hash: &'a [u8],
+    pub user_id: i64,
+    pub csrf_token: &'a str,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub next: &'a str,
+    pub remote_addr: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+pub fn insert_pending(tx: &Tx<'_>, p: &NewPending<'_>) -> DbResult<()> {
+    tx.conn
+        .prepare_cached("DELETE FROM admin_pending_logins WHERE expires_at <= ?1")?
+        .execute([to_millis(p.now)])?;
+    tx.conn
+        .prepare_cached(
+            "INSERT INTO admin_pending_logins (id_hash, user_id, csrf_token, created_at, expires_at, next, remote_addr, user_agent) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            p.id_hash,
+            p.user_id,
+            p.csrf_token,
+            to_millis(p.now),
+            to_millis(p.expires_at),
+            p.next,
+            p.remote_addr,
+            p.user_agent
+        ])?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+    pub next: String,
+    pub user_agent: Option<String>,
+    pub user: AdminUser,
+}
+
+pub fn find_pending(tx: &Tx<'_>, id_hash: &[u8]) -> DbResult<Option<Pending>> {
+    let sql = format!(
+        "SELECT p.csrf_token, p.expires_at, p.next, p.user_agent, {} \
+         FROM admin_pending_logins p JOIN admin_users u ON u.id = p.user_id WHERE p.id_hash = ?1",
+        admin_users::COLUMNS
+    );
+    Ok(tx
+        .conn
+        .prepare_cached(&sql)?
+        .query_row([id_hash], |r| {
+            Ok(Pending {
+                csrf_token: r.get(0)?,
+                expires_at: from_millis(r.get(1)?)?,
+                next: r.get(2)?,
+                user_agent: r.get(3)?,
+                user: admin_users::from_row_at(r, 4)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn delete_pending(tx: &Tx<'_>, id_hash: &[u8]) -> DbResult<bool> {
+    let n = tx
+        .conn
+        .prepare_cached("DELETE FROM admin_pending_logins WHERE id_hash = ?1")?
+        .execute([id_hash])?;
+    Ok(n == 1)
+}

@@ -18,10 +18,18 @@ pub struct AdminUser {
     pub created_at: DateTime<Utc>,
     pub password_changed_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
+    /// The confirmed second-factor secret (base32); `None`: no second factor.
+    pub totp_secret: Option<String>,
+    /// An enrolment begun, not yet confirmed with a code.
+    pub totp_pending_secret: Option<String>,
+    pub totp_enabled_at: Option<DateTime<Utc>>,
+    /// The step of the last code accepted: codes of it and before are refused.
+    pub totp_last_step: Option<i64>,
 }
 
 pub(super) const COLUMNS: &str =
-    "u.id, u.username, u.password_hash, u.role, u.created_at, u.password_changed_at, u.disabled_at";
+    "u.id, u.username, u.password_hash, u.role, u.created_at, u.password_changed_at, u.disabled_at, \
+     u.totp_secret, u.totp_pending_secret, u.totp_enabled_at, u.totp_last_step";
 
 /// Reads the user from `COLUMNS`, starting at column `at`.
 pub(super) fn from_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<AdminUser> {
@@ -33,6 +41,10 @@ pub(super) fn from_row_at(r: &Row<'_>, at: usize) -> rusqlite::Result<AdminUser>
         created_at: from_millis(r.get(at + 4)?)?,
         password_changed_at: from_millis(r.get(at + 5)?)?,
         disabled_at: opt_from_millis(r.get(at + 6)?)?,
+        totp_secret: r.get(at + 7)?,
+        totp_pending_secret: r.get(at + 8)?,
+        totp_enabled_at: opt_from_millis(r.get(at + 9)?)?,
+        totp_last_step: r.get(at + 10)?,
     })
 }
 
@@ -104,6 +116,142 @@ pub fn set_role(tx: &Tx<'_>, username: &str, role: Role) -> DbResult<bool> {
         .prepare_cached("UPDATE admin_users SET role = ?2 WHERE username = ?1")?
         .execute(params![username, role])?;
     Ok(n == 1)
+}
+
+/// Every user, by name.
+pub fn list(tx: &Tx<'_>) -> DbResult<Vec<AdminUser>> {
+    let sql = format!("SELECT {COLUMNS} FROM admin_users u ORDER BY u.username");
+    let mut stmt = tx.conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([], |r| from_row_at(r, 0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Owners who can still sign in.
+pub fn count_active_owners(tx: &Tx<'_>) -> DbResult<i64> {
+    Ok(tx
+        .conn
+        .prepare_cached("SELECT COUNT(*) FROM admin_users WHERE role = 'owner' AND disabled_at IS NULL")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Deletes a user with their sessions, pending sign-ins and recovery codes (the audit
+/// log keeps their name). False when there is no such user.
+pub fn delete(tx: &Tx<'_>, username: &str) -> DbResult<bool> {
+    let Some(user) = find_by_username(tx, username)? else {
+        return Ok(false);
+    };
+    for table in ["admin_sessions", "admin_pending_logins", "admin_recovery_codes"] {
+        tx.conn
+            .prepare_cached(&format!("DELETE FROM {table} WHERE user_id = ?1"))?
+            .execute([user.id])?;
+    }
+    tx.conn
+        .prepare_cached("DELETE FROM admin_users WHERE id = ?1")?
+        .execute([user.id])?;
+    Ok(true)
+}
+
+/// Starts (or restarts) an enrolment with `secret`, to be confirmed by a code.
+pub fn set_pending_totp(tx: &Tx<'_>, user_id: i64, secret: &str) -> DbResult<()> {
+    tx.conn
+        .prepare_cached("UPDATE admin_users SET totp_pending_secret = ?2 WHERE id = ?1")?
+        .execute(params![user_id, secret])?;
+    Ok(())
+}
+
+/// Confirms the pending enrolment (the code of `step` matched it): the pending secret
+/// becomes the user's, with new recovery codes (their hashes) replacing any old ones.
+/// False when the pending secret changed meanwhile.
+pub fn enable_totp(
+    tx: &Tx<'_>,
+    user_id: i64,
+    secret: &str,
+    step: i64,
+    recovery_hashes: &[Vec<u8>],
+    now: DateTime<Utc>,
+) -> DbResult<bool> {
+    let n = tx
+        .conn
+        .prepare_cached(
+            "UPDATE admin_users SET totp_secret = ?2, totp_pending_secret = NULL, totp_enabled_at = ?3, totp_last_step = ?4 \
+             WHERE id = ?1 AND totp_pending_secret = ?2",
+        )?
+        .execute(params![user_id, secret, to_millis(now), step])?;
+    if n != 1 {
+        return Ok(false);
+    }
+    tx.conn
+        .prepare_cached("DELETE FROM admin_recovery_codes WHERE user_id = ?1")?
+        .execute([user_id])?;
+    let mut insert = tx
+        .conn
+        .prepare_cached("INSERT INTO admin_recovery_codes (user_id, code_hash) VALUES (?1, ?2)")?;
+    for hash in recovery_hashes {
+        insert.execute(params![user_id, hash])?;
+    }
+    Ok(true)
+}
+
+/// Turns the second factor off (an owner resetting a user who lost their device).
+pub fn disable_totp(tx: &Tx<'_>, user_id: i64) -> DbResult<()> {
+    tx.conn
+        .prepare_cached(
+            "UPDATE admin_users SET totp_secret = NULL, totp_pending_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL WHERE id = ?1",
+        )?
+        .execute([user_id])?;
+    tx.conn
+        .prepare_cached("DELETE FROM admin_recovery_codes WHERE user_id = ?1")?
+        .execute([user_id])?;
+    Ok(())
+}
+
+/// Records the step of an accepted code, only if it is later than the last one: two
+/// sign-ins racing with one code cannot both pass. True when recorded.
+pub fn use_totp_step(tx: &Tx<'_>, user_id: i64, step: i64) -> DbResult<bool> {
+    let n = tx
+        .conn
+        .prepare_cached(
+            "UPDATE admin_users SET totp_last_step = ?2 WHERE id = ?1 AND (totp_last_step IS NULL OR totp_last_step < ?2)",
+        )?
+        .execute(params![user_id, step])?;
+    Ok(n == 1)
+}
+
+/// Uses up a recovery code. True when it was one of the user's and unused.
+pub fn use_recovery_code(tx: &Tx<'_>, user_id: i64, hash: &[u8], now: DateTime<Utc>) -> DbResult<bool> {
+    let n = tx
+        .conn
+        .prepare_cached(
+            "UPDATE admin_recovery_codes SET used_at = ?3 WHERE user_id = ?1 AND code_hash = ?2 AND used_at IS NULL",
+        )?
+        .execute(params![user_id, hash, to_millis(now)])?;
+    Ok(n == 1)
+}
+
+/// Recovery codes not used yet.
+pub fn recovery_codes_left(tx: &Tx<'_>, user_id: i64) -> DbResult<i64> {
+    Ok(tx
+        .conn
+        .prepare_cached("SELECT COUNT(*) FROM admin_recovery_codes WHERE user_id = ?1 AND used_at IS NULL")?
+        .query_row([user_id], |r| r.get(0))?)
+}
+
+/// A dashboard setting (`admin_settings`).
+pub fn setting(tx: &Tx<'_>, name: &str) -> DbResult<Option<String>> {
+    Ok(tx
+        .conn
+        .prepare_cached("SELECT value FROM admin_settings WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn set_setting(tx: &Tx<'_>, name: &str, value: &str) -> DbResult<()> {
+    tx.conn
+        .prepare_cached(
+            "INSERT INTO admin_settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
+        )?
+        .execute(params![name, value])?;
+    Ok(())
 }
 
 #[cfg(test)]

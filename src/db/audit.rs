@@ -83,3 +83,38 @@ pub fn list_recent(tx: &Tx<'_>, limit: u32) -> DbResult<Vec<AuditEntry>> {
     let rows = stmt.query_map([limit], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// What the audit page filters by; every part optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub before: Option<DateTime<Utc>>,
+    /// Rows older than this id (the next page).
+    pub before_id: Option<i64>,
+}
+
+/// Newest first, walking the primary key; times filter by `at`, which grows with the id.
+pub fn list(tx: &Tx<'_>, f: &AuditFilter, limit: u32) -> DbResult<Vec<AuditEntry>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2) \
+         AND (?3 IS NULL OR outcome = ?3) AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) \
+         AND (?6 IS NULL OR id < ?6) ORDER BY id DESC LIMIT ?7"
+    );
+    let mut stmt = tx.conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![
+            f.actor,
+            f.action,
+            f.outcome,
+            f.from.map(to_millis),
+            f.before.map(to_millis),
+            f.before_id,
+            limit
+        ],
+        from_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,5 +1,6 @@
-//! The sign-in limiter's state: failures per client address and per user name within a
-//! window, and a lockout that grows with each one.
+//! The limiter's state (sign-in passwords, second-factor codes, and passwords typed
+//! again to reveal the webhook secret, each under keys of its own): failures per client
+//! address and per user name within a window, and a lockout that grows with each one.
 
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{params, OptionalExtension};

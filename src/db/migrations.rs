@@ -17,6 +17,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0004_notification_reasons.sql"),
     ),
     ("0005_admin", include_str!("migrations/0005_admin.sql")),
+    (
+        "0006_admin_staff",
+        include_str!("migrations/0006_admin_staff.sql"),
+    ),
 ];
 
 /// Schema version this binary writes.

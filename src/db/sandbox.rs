@@ -246,6 +246,16 @@ pub fn find_refund(tx: &Tx<'_>, out_trade_no: &str, out_request_no: &str) -> DbR
         .optional()?)
 }
 
+/// A refund by its request number alone (WeChat's refund query names no trade):
+/// `(out_trade_no, amount)`.
+pub fn find_refund_by_request_no(tx: &Tx<'_>, out_request_no: &str) -> DbResult<Option<(String, i64)>> {
+    Ok(tx
+        .conn
+        .prepare_cached("SELECT out_trade_no, amount FROM sandbox_refunds WHERE out_request_no = ?1 LIMIT 1")?
+        .query_row([out_request_no], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub id: i64,

@@ -40,8 +40,39 @@ impl Role {
 
     /// Whether the role may change orders (close, refund, query the provider, re-send).
     pub fn may_act_on_orders(self) -> bool {
-        matches!(self, Role::Owner | Role::Operator)
+        self.may(Permission::ActOnOrders)
     }
+
+    /// The one place that says what each role may do; every page and action asks it.
+    pub fn may(self, permission: Permission) -> bool {
+        match self {
+            Role::Owner => true,
+            Role::Operator => matches!(
+                permission,
+                Permission::Read | Permission::ActOnOrders | Permission::Resend
+            ),
+            Role::Viewer => permission == Permission::Read,
+        }
+    }
+}
+
+/// What a page or an action needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// The overview, orders, notifications and webhook logs; one's own profile.
+    Read,
+    /// Close, refund, query the provider.
+    ActOnOrders,
+    /// Re-send webhook deliveries (one, or every failed one matching a filter).
+    Resend,
+    /// Webhook endpoints and the signing secret: reveal, rotate, ping, re-enable.
+    ManageWebhooks,
+    /// Create, list and revoke API keys.
+    ManageApiKeys,
+    /// Staff users, their roles and the two-factor requirement.
+    ManageUsers,
+    /// The audit log.
+    ReadAudit,
 }
 
 impl fmt::Display for Role {

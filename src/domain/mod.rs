@@ -12,6 +12,7 @@ pub mod order;
 pub mod provider_call;
 pub mod refund;
 pub mod status;
+pub mod totp;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use event::{EventType, OutboxStatus};

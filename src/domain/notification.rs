@@ -90,10 +90,25 @@ pub enum RejectionCode {
     AmountMismatch,
     /// The change is not allowed from the order's status.
     NotAllowed,
+    /// A header the platform always sends is absent (WeChat `Wechatpay-*`).
+    MissingHeader,
+    /// The signed timestamp is more than 5 minutes off the server's clock.
+    StaleTimestamp,
+    /// No configured platform key or certificate has this `Wechatpay-Serial`.
+    UnknownSerial,
+    /// A resource encrypted with an algorithm kassa does not implement.
+    UnsupportedAlgorithm,
+    /// The resource does not open with the APIv3 key (wrong key, changed ciphertext).
+    DecryptFailed,
+    MchidMismatch,
+    /// A refund's end contradicts how kassa already settled it (WeChat `REFUND.SUCCESS`
+    /// for a refund recorded as failed): money may have moved that kassa freed again,
+    /// so a person must look.
+    RefundConflict,
 }
 
 impl RejectionCode {
-    pub const ALL: [RejectionCode; 16] = [
+    pub const ALL: [RejectionCode; 23] = [
         RejectionCode::BodyTooLarge,
         RejectionCode::MalformedBody,
         RejectionCode::MissingSignature,
@@ -110,6 +125,13 @@ impl RejectionCode {
         RejectionCode::CurrencyMismatch,
         RejectionCode::AmountMismatch,
         RejectionCode::NotAllowed,
+        RejectionCode::MissingHeader,
+        RejectionCode::StaleTimestamp,
+        RejectionCode::UnknownSerial,
+        RejectionCode::UnsupportedAlgorithm,
+        RejectionCode::DecryptFailed,
+        RejectionCode::MchidMismatch,
+        RejectionCode::RefundConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,6 +152,13 @@ impl RejectionCode {
             RejectionCode::CurrencyMismatch => "currency_mismatch",
             RejectionCode::AmountMismatch => "amount_mismatch",
             RejectionCode::NotAllowed => "not_allowed",
+            RejectionCode::MissingHeader => "missing_header",
+            RejectionCode::StaleTimestamp => "stale_timestamp",
+            RejectionCode::UnknownSerial => "unknown_serial",
+            RejectionCode::UnsupportedAlgorithm => "unsupported_algorithm",
+            RejectionCode::DecryptFailed => "decrypt_failed",
+            RejectionCode::MchidMismatch => "mchid_mismatch",
+            RejectionCode::RefundConflict => "refund_conflict",
         }
     }
 }
@@ -176,6 +205,21 @@ pub enum Reason {
     RefundNotice,
     /// ignored: a close for an order already paid (on Alipay, "fully refunded").
     CloseAfterPayment,
+    /// ignored: a valid notice of an event kassa does not act on.
+    UnhandledEvent,
+    /// applied: a pending refund succeeded (WeChat `REFUND.SUCCESS`).
+    RefundSucceeded,
+    /// applied: a pending refund failed (WeChat `REFUND.CLOSED`).
+    RefundFailed,
+    /// ignored: the refund could not reach the buyer's card (WeChat `REFUND.ABNORMAL`);
+    /// the merchant may still complete it by hand in the platform's console, so it stays
+    /// pending and holds its amount.
+    RefundAbnormal,
+    /// applied: a refund kassa did not make (the platform's merchant console) is recorded
+    /// and applied.
+    ExternalRefund,
+    /// duplicate: the refund is already settled.
+    RefundAlreadySettled,
     Rejected(RejectionCode),
     /// error: the notice could not be stored with a decision.
     StorageFailed,
@@ -184,9 +228,18 @@ pub enum Reason {
 impl Reason {
     pub fn verdict(self) -> Verdict {
         match self {
-            Reason::Paid | Reason::LatePayment | Reason::Closed => Verdict::Applied,
-            Reason::AlreadyPaid | Reason::AlreadyClosed => Verdict::Duplicate,
-            Reason::AwaitingPayment | Reason::RefundNotice | Reason::CloseAfterPayment => Verdict::Ignored,
+            Reason::Paid
+            | Reason::LatePayment
+            | Reason::Closed
+            | Reason::RefundSucceeded
+            | Reason::RefundFailed
+            | Reason::ExternalRefund => Verdict::Applied,
+            Reason::AlreadyPaid | Reason::AlreadyClosed | Reason::RefundAlreadySettled => Verdict::Duplicate,
+            Reason::AwaitingPayment
+            | Reason::RefundNotice
+            | Reason::CloseAfterPayment
+            | Reason::UnhandledEvent
+            | Reason::RefundAbnormal => Verdict::Ignored,
             Reason::Rejected(_) => Verdict::Rejected,
             Reason::StorageFailed => Verdict::Error,
         }
@@ -203,6 +256,12 @@ impl Reason {
             Reason::AwaitingPayment => "awaiting_payment",
             Reason::RefundNotice => "refund_notice",
             Reason::CloseAfterPayment => "close_after_payment",
+            Reason::UnhandledEvent => "unhandled_event",
+            Reason::RefundSucceeded => "refund_succeeded",
+            Reason::RefundFailed => "refund_failed",
+            Reason::RefundAbnormal => "refund_abnormal",
+            Reason::ExternalRefund => "external_refund",
+            Reason::RefundAlreadySettled => "refund_already_settled",
             Reason::Rejected(code) => code.as_str(),
             Reason::StorageFailed => "storage_failed",
         }
@@ -219,6 +278,12 @@ impl Reason {
             Reason::AwaitingPayment,
             Reason::RefundNotice,
             Reason::CloseAfterPayment,
+            Reason::UnhandledEvent,
+            Reason::RefundSucceeded,
+            Reason::RefundFailed,
+            Reason::RefundAbnormal,
+            Reason::ExternalRefund,
+            Reason::RefundAlreadySettled,
             Reason::StorageFailed,
         ]
         .into_iter()

@@ -87,6 +87,8 @@ struct PayPage<'a> {
     provider_class: &'static str,
     scan_with: &'static str,
     open_in_app: &'static str,
+    /// Shown on phones instead of an app link the browser cannot open.
+    phone_note: Option<&'static str>,
     qr_svg: String,
     qr_code: &'a str,
     expires_in: i64,
@@ -184,6 +186,10 @@ async fn show_checkout(
         provider_class,
         scan_with,
         open_in_app,
+        // A Native QR code (`weixin://wxpay/…`) opens nowhere but in WeChat's scanner;
+        // the sandbox's wallet link still opens in the browser.
+        phone_note: (order.provider == ProviderKind::Wechat && !qr_code.starts_with("http"))
+            .then_some(t.wechat_phone_note),
         qr_svg,
         qr_code: &qr_code,
         expires_in: seconds_left(&order, now),

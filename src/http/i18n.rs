@@ -92,6 +92,9 @@ pub struct Texts {
     pub scan_wechat: &'static str,
     pub open_alipay: &'static str,
     pub open_wechat: &'static str,
+    /// WeChat Native payment on the phone that shows the code: it cannot be scanned
+    /// there, and WeChat opens no payment link from a browser.
+    pub wechat_phone_note: &'static str,
     pub qr_label_alipay: &'static str,
     pub qr_label_wechat: &'static str,
     pub expires_in: &'static str,
@@ -131,6 +134,7 @@ static ZH: Texts = Texts {
     scan_wechat: "请使用微信扫码付款",
     open_alipay: "打开支付宝付款",
     open_wechat: "打开微信付款",
+    wechat_phone_note: "微信扫码支付需要用另一台设备显示此二维码（例如电脑），再用手机微信扫一扫付款。",
     qr_label_alipay: "支付宝付款二维码",
     qr_label_wechat: "微信支付付款二维码",
     expires_in: "剩余付款时间",
@@ -170,6 +174,7 @@ static EN: Texts = Texts {
     scan_wechat: "Scan with WeChat to pay",
     open_alipay: "Open Alipay to pay",
     open_wechat: "Open WeChat to pay",
+    wechat_phone_note: "WeChat Pay QR codes must be scanned with WeChat from another device: open this page on a computer, then scan the code with your phone.",
     qr_label_alipay: "QR code to pay with Alipay",
     qr_label_wechat: "QR code to pay with WeChat Pay",
     expires_in: "Time left to pay",

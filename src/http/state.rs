@@ -2,14 +2,18 @@
 //! the pages need.
 
 use std::ops::Deref;
+use std::sync::Arc;
 
 use crate::core::Core;
+use crate::service::overview::OverviewCache;
 
 #[derive(Clone)]
 pub struct AppState {
     pub core: Core,
     /// Payments go to the built-in sandbox: checkout pages say no real money moves.
     pub sandbox_payments: bool,
+    /// The dashboard overview's figures, kept for a few seconds.
+    pub overview: Arc<OverviewCache>,
 }
 
 impl Deref for AppState {

@@ -16,7 +16,7 @@ pub mod keys;
 pub mod notice;
 pub mod wechat;
 
-pub use notice::{IgnoredReason, NoticeEvent, Verified, VerifiedNotice};
+pub use notice::{IgnoredReason, NoticeEvent, RefundEnd, RefundNotice, Verified, VerifiedNotice};
 
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
 
@@ -125,6 +125,8 @@ pub struct Providers {
     enabled: BTreeMap<ProviderKind, Arc<dyn Provider>>,
     /// The Alipay account whose notifications kassa accepts.
     alipay: Option<Arc<alipay::AlipayProvider>>,
+    /// The WeChat Pay merchant whose notifications kassa accepts.
+    wechat: Option<Arc<wechat::WechatProvider>>,
 }
 
 impl Providers {
@@ -141,6 +143,16 @@ impl Providers {
     pub fn with_alipay(mut self, provider: Arc<alipay::AlipayProvider>) -> Providers {
         self.alipay = Some(provider.clone());
         self.with(provider)
+    }
+
+    /// WeChat Pay, whose merchant also checks the notifications kassa receives.
+    pub fn with_wechat(mut self, provider: Arc<wechat::WechatProvider>) -> Providers {
+        self.wechat = Some(provider.clone());
+        self.with(provider)
+    }
+
+    pub fn wechat(&self) -> Option<&wechat::WechatProvider> {
+        self.wechat.as_deref()
     }
 
     pub fn get(&self, kind: ProviderKind) -> Option<&Arc<dyn Provider>> {

@@ -36,14 +36,44 @@ pub enum NoticeEvent {
         refund_no: Option<String>,
         refunded_at: Option<DateTime<Utc>>,
     },
+    /// The end of one refund, named by kassa's refund number (WeChat `REFUND.*`).
+    RefundSettled(RefundNotice),
     /// A valid notice about nothing kassa acts on.
     Ignored(IgnoredReason),
+}
+
+/// How one refund ended at the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundNotice {
+    /// The refund's number as kassa sent it (WeChat `out_refund_no`); a refund made in
+    /// the platform's merchant console carries a number kassa never issued.
+    pub refund_no: String,
+    pub provider_refund_id: Option<String>,
+    /// This refund's amount (not a running total).
+    pub amount: Amount,
+    /// The order's amount as the platform states it (WeChat `amount.total`), checked
+    /// against kassa's order when given.
+    pub order_total: Option<Amount>,
+    pub outcome: RefundEnd,
+    pub settled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundEnd {
+    Succeeded,
+    /// The money could not reach the buyer (WeChat `ABNORMAL`); the merchant may still
+    /// complete the refund by hand, after which it succeeds, so it is not an end yet.
+    Abnormal,
+    /// The platform's status (`CLOSED`) as the failure code.
+    Failed(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IgnoredReason {
     /// The trade exists, the buyer has not paid (Alipay `WAIT_BUYER_PAY`).
     AwaitingPayment,
+    /// An event type kassa does not act on.
+    OtherEvent,
 }
 
 /// What a provider's notify module hands to the pipeline.

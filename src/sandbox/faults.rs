@@ -1,6 +1,7 @@
 //! Fault switches, per trade or global, for testing how a merchant handles a misbehaving
 //! platform: delay, duplicate deliveries, dropped first deliveries, out-of-order
-//! TRADE_CLOSED, a wrong amount, a bad signature.
+//! TRADE_CLOSED, a wrong amount, a bad signature; for WeChat Pay also a stale timestamp
+//! and certificate mode.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -10,6 +11,8 @@ use super::Sandbox;
 use crate::db::{sandbox, Database, DbError};
 
 pub const GLOBAL: &str = "global";
+/// The global switches of the WeChat Pay side.
+pub const WECHAT_GLOBAL: &str = "wechat:global";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,8 +27,14 @@ pub struct Faults {
     pub tamper_amount: bool,
     /// A signature that does not match the parameters.
     pub bad_signature: bool,
-    /// After TRADE_SUCCESS, a stale TRADE_CLOSED arrives.
+    /// After TRADE_SUCCESS, a stale TRADE_CLOSED arrives (Alipay; WeChat Pay sends no
+    /// close notifications).
     pub out_of_order: bool,
+    /// WeChat Pay: `Wechatpay-Timestamp` ten minutes in the past, validly signed.
+    pub stale_timestamp: bool,
+    /// WeChat Pay: signed with the sandbox's platform certificate instead of its public
+    /// key, as during WeChat's switch between the two.
+    pub certificate_mode: bool,
 }
 
 impl Faults {
@@ -53,6 +62,19 @@ impl Faults {
     pub fn parse(json: &str) -> Faults {
         serde_json::from_str(json).unwrap_or_default()
     }
+}
+
+/// `check`, and a switch this sandbox can honour: `certificate_mode` needs a platform
+/// certificate.
+pub fn usable(faults: &Faults, sandbox: &Sandbox) -> Result<(), String> {
+    faults.check()?;
+    if faults.certificate_mode && sandbox.keys.wechat.certificate.is_none() {
+        return Err(
+            "certificate_mode needs a sandbox platform certificate (data/sandbox/wechat_platform_cert.pem)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// The scope of one trade's switches.
@@ -90,7 +112,7 @@ async fn respond_set(sandbox: web::Data<Sandbox>, scope: String, body: web::Byte
         Ok(f) => f,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     };
-    if let Err(m) = faults.check() {
+    if let Err(m) = usable(&faults, &sandbox) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, m);
     }
     match store(&sandbox.core.db, scope, faults).await {
@@ -105,6 +127,14 @@ pub async fn get_global(sandbox: web::Data<Sandbox>) -> HttpResponse {
 
 pub async fn set_global(sandbox: web::Data<Sandbox>, body: web::Bytes) -> HttpResponse {
     respond_set(sandbox, GLOBAL.to_owned(), body).await
+}
+
+pub async fn get_wechat_global(sandbox: web::Data<Sandbox>) -> HttpResponse {
+    respond_get(sandbox, WECHAT_GLOBAL.to_owned()).await
+}
+
+pub async fn set_wechat_global(sandbox: web::Data<Sandbox>, body: web::Bytes) -> HttpResponse {
+    respond_set(sandbox, WECHAT_GLOBAL.to_owned(), body).await
 }
 
 pub async fn get_trade(sandbox: web::Data<Sandbox>, path: web::Path<String>) -> HttpResponse {

@@ -1,13 +1,16 @@
 //! The built-in sandbox: a simulated payment platform mounted into the same server
 //! under `/sandbox/`, with its own state and tables. It speaks Alipay's real protocol
 //! (signed requests, signed responses, signed notifications with Alipay's retry
-//! schedule) using the providers' signing code, so kassa's own Alipay client talks to
-//! it over real HTTP exactly as to Alipay. It is mounted only when it is on.
+//! schedule) and WeChat Pay's API v3 (signed answers, encrypted and signed
+//! notifications on WeChat's schedule) using the providers' signing code, so kassa's own
+//! clients talk to it over real HTTP exactly as to the platforms. It is mounted only
+//! when it is on.
 
 pub mod alipay;
 pub mod faults;
 pub mod keys;
 pub mod wallet;
+pub mod wechat;
 
 use std::sync::Arc;
 
@@ -74,6 +77,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/sandbox/alipay/faults/{out_trade_no}")
             .route(web::get().to(faults::get_trade))
             .route(web::post().to(faults::set_trade)),
+    )
+    .service(
+        web::resource("/sandbox/wechat/faults")
+            .route(web::get().to(faults::get_wechat_global))
+            .route(web::post().to(faults::set_wechat_global)),
+    )
+    .service(
+        web::resource("/sandbox/wechat/faults/{out_trade_no}")
+            .route(web::get().to(faults::get_trade))
+            .route(web::post().to(faults::set_trade)),
+    )
+    .service(
+        web::resource("/sandbox/wechat/v3/{tail:.*}")
+            .route(web::post().to(wechat::gateway::handle))
+            .route(web::get().to(wechat::gateway::handle)),
     )
     .route("/sandbox/wallet/{token}", web::get().to(wallet::show))
     .route("/sandbox/wallet/{token}/pay", web::post().to(wallet::pay))

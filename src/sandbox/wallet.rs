@@ -1,7 +1,7 @@
-//! The simulated wallet: what a phone shows after scanning a sandbox QR code. Opening
-//! it "scans" the code (the trade now exists, as on Alipay); Pay completes it and
-//! queues the signed notification; Cancel leaves it waiting, as a buyer who closes the
-//! cashier does.
+//! The simulated wallet: what a phone shows after scanning a sandbox QR code, Alipay's
+//! or WeChat Pay's. Opening it "scans" the code (an Alipay trade now exists); Pay
+//! completes it and queues the platform's signed notification; Cancel leaves it
+//! waiting, as a buyer who closes the cashier does.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,6 +11,8 @@ use serde::Deserialize;
 use super::alipay::gateway::new_trade_no;
 use super::alipay::notifier;
 use super::faults::{self, Faults};
+use super::wechat::notifier as wechat_notifier;
+use super::wechat::{is_wechat, new_transaction_id, trade_state};
 use super::Sandbox;
 use crate::db::sandbox::{self as store, Delivery, SandboxTrade, SandboxTradeStatus as Status};
 use crate::db::DbError;
@@ -27,6 +29,10 @@ struct WalletPage<'a> {
     payable: bool,
     faults: Faults,
     deliveries: &'a [Delivery],
+    /// A WeChat Pay trade: the page looks like WeChat's (green) instead of Alipay's.
+    wechat: bool,
+    /// The trade's status in its platform's words (`WAIT_BUYER_PAY`, `NOTPAY`).
+    state: &'static str,
 }
 
 #[derive(Deserialize)]
@@ -90,7 +96,8 @@ pub async fn show(
             })
             .await
             .map_err(failed(&req))?;
-        if closed {
+        // Alipay tells the merchant about the close; WeChat Pay sends no close notice.
+        if closed && !is_wechat(&scanned) {
             notifier::enqueue(&sandbox, &scanned, Status::TradeClosed, None, now)
                 .await
                 .map_err(failed(&req))?;
@@ -132,6 +139,12 @@ pub async fn show(
         payable: trade.status == Status::WaitBuyerPay,
         faults: own_faults,
         deliveries: &deliveries,
+        wechat: is_wechat(&trade),
+        state: if is_wechat(&trade) {
+            trade_state(&trade)
+        } else {
+            trade.status.as_str()
+        },
     };
     let html = page
         .render()
@@ -160,16 +173,31 @@ pub async fn pay(
         return Ok(back_to(&token, ""));
     }
     // The payment and its notification commit together.
-    let trade_no = trade.trade_no.clone().unwrap_or_else(|| new_trade_no(now));
+    let wechat = is_wechat(&trade);
+    let trade_no = trade.trade_no.clone().unwrap_or_else(|| {
+        if wechat {
+            new_transaction_id(now)
+        } else {
+            new_trade_no(now)
+        }
+    });
     let paid = SandboxTrade {
         status: Status::TradeSuccess,
         trade_no: Some(trade_no.clone()),
         paid_at: Some(now),
         ..trade
     };
-    let prepared = notifier::prepare(&sandbox, &paid, Status::TradeSuccess, None, now)
-        .await
-        .map_err(failed(&req))?;
+    let prepared = if wechat {
+        wechat_notifier::prepare_payment(&sandbox, &paid, now)
+            .await
+            .map_err(failed(&req))?
+            .map(Prepared::Wechat)
+    } else {
+        notifier::prepare(&sandbox, &paid, Status::TradeSuccess, None, now)
+            .await
+            .map_err(failed(&req))?
+            .map(Prepared::Alipay)
+    };
     let no = paid.out_trade_no.clone();
     let moved = sandbox
         .core
@@ -184,8 +212,10 @@ pub async fn pay(
                 now,
             )?;
             if moved {
-                if let Some(p) = &prepared {
-                    p.store(c, now)?;
+                match &prepared {
+                    Some(Prepared::Alipay(p)) => p.store(c, now)?,
+                    Some(Prepared::Wechat(p)) => p.store(c, now)?,
+                    None => {}
                 }
             }
             Ok(moved)
@@ -196,6 +226,12 @@ pub async fn pay(
         sandbox.wake.notify_one();
     }
     Ok(back_to(&token, ""))
+}
+
+/// A payment's notification, as the trade's platform sends it.
+enum Prepared {
+    Alipay(notifier::Prepared),
+    Wechat(wechat_notifier::Prepared),
 }
 
 pub async fn cancel(path: web::Path<String>) -> HttpResponse {
@@ -216,6 +252,10 @@ pub struct FaultsForm {
     bad_signature: Option<String>,
     #[serde(default)]
     out_of_order: Option<String>,
+    #[serde(default)]
+    stale_timestamp: Option<String>,
+    #[serde(default)]
+    certificate_mode: Option<String>,
 }
 
 fn number(field: &Option<String>) -> Result<u32, String> {
@@ -241,8 +281,10 @@ pub async fn set_faults(
             tamper_amount: form.tamper_amount.is_some(),
             bad_signature: form.bad_signature.is_some(),
             out_of_order: form.out_of_order.is_some(),
+            stale_timestamp: form.stale_timestamp.is_some(),
+            certificate_mode: form.certificate_mode.is_some(),
         };
-        f.check()?;
+        faults::usable(&f, &sandbox)?;
         Ok(f)
     })();
     let faults = parsed.map_err(|m| PageError::invalid(m).for_request(&req))?;

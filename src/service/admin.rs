@@ -8,12 +8,13 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::config::Settings;
 use crate::core::Core;
-use crate::db::admin_sessions::{self, NewSession};
+use crate::db::admin_sessions::{self, NewPending, NewSession};
 use crate::db::admin_users::{self, AdminUser};
 use crate::db::audit::{self, NewAudit};
 use crate::db::login_attempts::{self, Policy, Scope};
 use crate::db::{Database, DbError, Offline};
 use crate::domain::admin::{self as staff, Role, FIRST_ADMIN};
+use crate::domain::totp;
 use crate::domain::OrderId;
 
 /// Five failures a minute per address and per user name, then a lockout of a minute
@@ -151,12 +152,17 @@ pub struct Credentials {
     pub password: String,
     pub remote_addr: Option<String>,
     pub user_agent: Option<String>,
+    /// Where to go once signed in (kept through the second-factor step).
+    pub next: String,
 }
 
 #[derive(Debug)]
 pub enum SignIn {
     /// A new session: `token` goes in the cookie, only its hash is stored.
     Started { token: String, user: AdminUser },
+    /// The password was right; the user's second factor is still to come. `token`
+    /// names the pending sign-in (its own cookie), which gives no rights.
+    SecondFactor { token: String },
     /// Unknown user, disabled user or wrong password: one answer for all three.
     Refused,
     /// Too many failures from this address or for this name.
@@ -231,10 +237,64 @@ pub async fn sign_in(core: &Core, credentials: Credentials) -> Result<SignIn, Ad
             .await?;
         return Ok(SignIn::Refused);
     };
-    let token = staff::new_session_token();
-    let (id_hash, csrf) = (staff::session_hash(&token), staff::new_csrf_token());
+    if user.totp_secret.is_some() {
+        let token = staff::new_session_token();
+        let (id_hash, csrf) = (staff::session_hash(&token), staff::new_csrf_token());
+        let (user_id, next, user_agent) = (user.id, credentials.next.clone(), credentials.user_agent.clone());
+        core.db
+            .write(move |tx| {
+                admin_sessions::insert_pending(
+                    tx,
+                    &NewPending {
+                        id_hash: &id_hash,
+                        user_id,
+                        csrf_token: &csrf,
+                        now,
+                        expires_at: now + SECOND_FACTOR_WAIT,
+                        next: &next,
+                        remote_addr: remote_addr.as_deref(),
+                        user_agent: user_agent.as_deref(),
+                    },
+                )
+            })
+            .await?;
+        return Ok(SignIn::SecondFactor { token });
+    }
+    let (token, user_id) = (staff::new_session_token(), user.id);
+    start_session(
+        core,
+        &token,
+        user_id,
+        &user.username,
+        remote_addr,
+        credentials.user_agent,
+        Some(name),
+        None,
+    )
+    .await?;
+    Ok(SignIn::Started { token, user })
+}
+
+/// How long the code form waits after a right password.
+pub const SECOND_FACTOR_WAIT: Duration = Duration::minutes(5);
+
+/// Writes a new session for `token` (and forgets the name's failures), with the audit
+/// line of the sign-in.
+#[allow(clippy::too_many_arguments)]
+async fn start_session(
+    core: &Core,
+    token: &str,
+    user_id: i64,
+    username: &str,
+    remote_addr: Option<String>,
+    user_agent: Option<String>,
+    clear_name: Option<String>,
+    detail: Option<&'static str>,
+) -> Result<(), AdminError> {
+    let now = core.now();
+    let (id_hash, csrf) = (staff::session_hash(token), staff::new_csrf_token());
     let (idle, lifetime) = (core.settings.admin.session_idle, core.settings.admin.session_max);
-    let (user_id, username, user_agent) = (user.id, user.username.clone(), credentials.user_agent);
+    let username = username.to_owned();
     core.db
         .write(move |tx| {
             admin_sessions::delete_expired(tx, now, idle)?;
@@ -251,7 +311,9 @@ pub async fn sign_in(core: &Core, credentials: Credentials) -> Result<SignIn, Ad
                     user_agent: user_agent.as_deref(),
                 },
             )?;
-            login_attempts::clear(tx, Scope::Username, &name)?;
+            if let Some(name) = &clear_name {
+                login_attempts::clear(tx, Scope::Username, name)?;
+            }
             audit::insert(
                 tx,
                 &NewAudit {
@@ -262,12 +324,144 @@ pub async fn sign_in(core: &Core, credentials: Credentials) -> Result<SignIn, Ad
                     reason: None,
                     remote_addr: remote_addr.as_deref(),
                     outcome: "done",
-                    detail: None,
+                    detail,
                 },
             )
         })
         .await?;
-    Ok(SignIn::Started { token, user })
+    Ok(())
+}
+
+/// What came of a second-factor code.
+#[derive(Debug)]
+pub enum SecondFactor {
+    /// The session, and where to go.
+    Started {
+        token: String,
+        next: String,
+    },
+    /// A wrong code (or a used one): the form again.
+    Refused,
+    Locked {
+        until: DateTime<Utc>,
+    },
+    /// No such pending sign-in, or it waited too long: start again with the password.
+    Expired,
+}
+
+/// The limiter's key for second-factor codes of a user: counted apart from passwords,
+/// with the same limits.
+fn code_key(username: &str) -> String {
+    format!("totp:{}", name_key(username))
+}
+
+/// Checks the code (or a recovery code) of a pending sign-in, behind the same limiter
+/// as passwords; a right one turns it into a session.
+pub async fn second_factor(
+    core: &Core,
+    pending_token: &str,
+    typed: &str,
+    remote_addr: Option<String>,
+) -> Result<SecondFactor, AdminError> {
+    let now = core.now();
+    let pending_hash = staff::session_hash(pending_token);
+    let lookup = pending_hash.clone();
+    let Some(pending) = core
+        .db
+        .read(move |tx| admin_sessions::find_pending(tx, &lookup))
+        .await?
+    else {
+        return Ok(SecondFactor::Expired);
+    };
+    let user = pending.user.clone();
+    if now >= pending.expires_at || user.disabled_at.is_some() {
+        core.db
+            .write(move |tx| admin_sessions::delete_pending(tx, &pending_hash))
+            .await?;
+        return Ok(SecondFactor::Expired);
+    }
+    let (name, address) = (code_key(&user.username), address_key(remote_addr.as_deref()));
+    let keys = (name.clone(), address.clone());
+    let locked = core
+        .db
+        .read(move |tx| {
+            let (name, address) = keys;
+            Ok([
+                login_attempts::locked_until(tx, Scope::Username, &name, now)?,
+                login_attempts::locked_until(tx, Scope::Address, &address, now)?,
+            ]
+            .into_iter()
+            .flatten()
+            .max())
+        })
+        .await?;
+    if let Some(until) = locked {
+        return Ok(SecondFactor::Locked { until });
+    }
+    let secret = user.totp_secret.clone().unwrap_or_default();
+    let typed = typed.trim().to_owned();
+    let (user_id, username) = (user.id, user.username.clone());
+    let step = crate::domain::totp::verify(&secret, &typed, now.timestamp(), user.totp_last_step);
+    let recovery = (step.is_none() && totp::is_recovery_code(&typed)).then(|| totp::recovery_hash(&typed));
+    let actor = username.clone();
+    let addr = remote_addr.clone();
+    let accepted = core
+        .db
+        .write(move |tx| {
+            let accepted = match (step, &recovery) {
+                (Some(step), _) => admin_users::use_totp_step(tx, user_id, step)?.then_some("code"),
+                (None, Some(hash)) => {
+                    admin_users::use_recovery_code(tx, user_id, hash, now)?.then_some("recovery code")
+                }
+                (None, None) => None,
+            };
+            if accepted.is_none() {
+                login_attempts::record_failure(tx, Scope::Username, &name, now, &LIMITS)?;
+                login_attempts::record_failure(tx, Scope::Address, &address, now, &LIMITS)?;
+                audit::insert(
+                    tx,
+                    &NewAudit {
+                        at: now,
+                        actor: &actor,
+                        action: "sign_in",
+                        order_id: None,
+                        reason: None,
+                        remote_addr: addr.as_deref(),
+                        outcome: "refused",
+                        detail: Some("wrong second-factor code"),
+                    },
+                )?;
+            } else {
+                login_attempts::clear(tx, Scope::Username, &name)?;
+                admin_sessions::delete_pending(tx, &pending_hash)?;
+            }
+            Ok(accepted)
+        })
+        .await?;
+    let Some(how) = accepted else {
+        return Ok(SecondFactor::Refused);
+    };
+    let token = staff::new_session_token();
+    let detail = if how == "code" {
+        "password and code"
+    } else {
+        "password and recovery code"
+    };
+    start_session(
+        core,
+        &token,
+        user_id,
+        &username,
+        remote_addr,
+        pending.user_agent,
+        Some(name_key(&username)),
+        Some(detail),
+    )
+    .await?;
+    Ok(SecondFactor::Started {
+        token,
+        next: pending.next,
+    })
 }
 
 /// A signed-in staff user, as every admin page gets it.
@@ -278,6 +472,25 @@ pub struct Staff {
     /// The session's anti-forgery token, in every form and checked on every POST.
     pub csrf_token: String,
     pub session_hash: Vec<u8>,
+    pub user_id: i64,
+    pub totp_enabled: bool,
+    /// A second factor is required and this user has none yet: the profile page (to
+    /// enrol) is all they may open.
+    pub must_enrol: bool,
+}
+
+impl Staff {
+    pub fn may(&self, permission: staff::Permission) -> bool {
+        self.role.may(permission)
+    }
+}
+
+/// The `admin_settings` name of the owners' "everyone signs in with a code".
+pub const REQUIRE_TOTP_SETTING: &str = "require_totp";
+
+/// Whether every user must have a second factor: by configuration or by an owner.
+pub fn totp_required(settings: &Settings, stored: Option<&str>) -> bool {
+    settings.admin.require_totp || stored == Some("1")
 }
 
 #[derive(Debug)]
@@ -293,7 +506,18 @@ pub async fn check_session(core: &Core, token: &str) -> Result<SessionCheck, DbE
     let now = core.now();
     let id_hash = staff::session_hash(token);
     let lookup = id_hash.clone();
-    let Some(session) = core.db.read(move |tx| admin_sessions::find(tx, &lookup)).await? else {
+    let found = core
+        .db
+        .read(move |tx| {
+            let session = admin_sessions::find(tx, &lookup)?;
+            let required = match &session {
+                Some(s) if s.user.totp_secret.is_none() => admin_users::setting(tx, REQUIRE_TOTP_SETTING)?,
+                _ => None,
+            };
+            Ok((session, required))
+        })
+        .await?;
+    let (Some(session), required) = found else {
         return Ok(SessionCheck::Missing);
     };
     let idle = core.settings.admin.session_idle;
@@ -313,11 +537,15 @@ pub async fn check_session(core: &Core, token: &str) -> Result<SessionCheck, DbE
             .write(move |tx| admin_sessions::touch(tx, &seen, now))
             .await?;
     }
+    let totp_enabled = session.user.totp_secret.is_some();
     Ok(SessionCheck::Valid(Staff {
         username: session.user.username,
         role: session.user.role,
         csrf_token: session.csrf_token,
         session_hash: id_hash,
+        user_id: session.user.id,
+        totp_enabled,
+        must_enrol: !totp_enabled && totp_required(&core.settings, required.as_deref()),
     }))
 }
 
@@ -381,4 +609,91 @@ impl Action {
             })
             .await
     }
+}
+
+/// What came of typing one's password again to see something secret.
+#[derive(Debug)]
+pub enum Reauth {
+    Confirmed,
+    Refused,
+    /// Too many wrong passwords: not even checked.
+    Locked {
+        until: DateTime<Utc>,
+    },
+}
+
+/// The limiter's keys for passwords typed again while signed in: counted apart from
+/// sign-in (so a stolen session cannot lock its user out of signing in), per user and
+/// per address, with the same limits.
+fn reauth_keys(username: &str, remote_addr: Option<&str>) -> (String, String) {
+    (
+        format!("reauth:{}", name_key(username)),
+        format!("reauth:{}", address_key(remote_addr)),
+    )
+}
+
+/// Checks the signed-in user's password again (`action.actor`), behind the same
+/// limiter as sign-in: a session alone cannot try password after password. Every
+/// attempt, the locked-out ones too, is written to the audit log as `action`.
+pub async fn confirm_password(core: &Core, action: &Action, password: String) -> Result<Reauth, AdminError> {
+    let now = core.now();
+    let (name, address) = reauth_keys(&action.actor, action.remote_addr.as_deref());
+    let (username, keys) = (action.actor.clone(), (name.clone(), address.clone()));
+    let (stored, locked) = core
+        .db
+        .read(move |tx| {
+            let (name, address) = keys;
+            let locked = [
+                login_attempts::locked_until(tx, Scope::Username, &name, now)?,
+                login_attempts::locked_until(tx, Scope::Address, &address, now)?,
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            let user = admin_users::find_by_username(tx, &username)?;
+            Ok((user.map(|u| u.password_hash), locked))
+        })
+        .await?;
+    if let Some(until) = locked {
+        action
+            .clone()
+            .record(core, "refused", Some("too many wrong passwords".to_owned()))
+            .await?;
+        return Ok(Reauth::Locked { until });
+    }
+    let matches = tokio::task::spawn_blocking(move || match stored {
+        Some(hash) => staff::verify_password(&password, &hash),
+        None => staff::verify_nobody(&password),
+    })
+    .await
+    .map_err(|e| AdminError::Task(e.to_string()))?;
+    let line = action.clone();
+    core.db
+        .write(move |tx| {
+            if matches {
+                login_attempts::clear(tx, Scope::Username, &name)?;
+            } else {
+                login_attempts::record_failure(tx, Scope::Username, &name, now, &LIMITS)?;
+                login_attempts::record_failure(tx, Scope::Address, &address, now, &LIMITS)?;
+            }
+            audit::insert(
+                tx,
+                &NewAudit {
+                    at: line.at,
+                    actor: &line.actor,
+                    action: line.action,
+                    order_id: line.order_id.as_ref(),
+                    reason: line.reason.as_deref(),
+                    remote_addr: line.remote_addr.as_deref(),
+                    outcome: if matches { "done" } else { "refused" },
+                    detail: (!matches).then_some("wrong password"),
+                },
+            )
+        })
+        .await?;
+    Ok(if matches {
+        Reauth::Confirmed
+    } else {
+        Reauth::Refused
+    })
 }

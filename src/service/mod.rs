@@ -6,5 +6,7 @@ pub mod changes;
 pub mod export;
 pub mod notifications;
 pub mod orders;
+pub mod overview;
 pub mod provider_calls;
 pub mod refunds;
+pub mod staff;

@@ -11,13 +11,14 @@ use chrono::{DateTime, Utc};
 use crate::core::Core;
 use crate::db::history::Cause;
 use crate::db::notifications::{self, Decided, NewNotification};
-use crate::db::transitions::{self, Change, Checked, Expected, Found};
+use crate::db::refunds::{self, NewRefund, Settlement};
+use crate::db::transitions::{self, Change, Checked, Expected, Found, Outcome};
 use crate::db::{DbResult, Tx};
 use crate::domain::{
-    Amount, OrderId, OrderStatus, ProviderKind, Reason, RejectionCode as Code, Transition, TransitionSource,
-    Verdict,
+    Amount, OrderId, OrderStatus, ProviderKind, Reason, RefundStatus, RejectionCode as Code, Transition,
+    TransitionSource, Verdict,
 };
-use crate::providers::{IgnoredReason, NoticeEvent, Verified, VerifiedNotice};
+use crate::providers::{IgnoredReason, NoticeEvent, RefundEnd, RefundNotice, Verified, VerifiedNotice};
 use crate::service::changes::{self, Changes};
 
 /// A notification as received, stored whatever the verdict.
@@ -109,6 +110,11 @@ pub fn record(
             let detail = "the buyer has not paid yet";
             return without_change(tx, raw, notice, Reason::AwaitingPayment, detail);
         }
+        NoticeEvent::Ignored(IgnoredReason::OtherEvent) => {
+            let detail = "an event kassa does not act on";
+            return without_change(tx, raw, notice, Reason::UnhandledEvent, detail);
+        }
+        NoticeEvent::RefundSettled(refund) => return settle_refund(tx, changes, raw, notice, refund),
     };
     let expected = Expected {
         provider: notice.provider,
@@ -139,6 +145,255 @@ pub fn record(
         }
     }
 }
+
+/// A refund's end: settles kassa's refund row (and moves the order when it succeeded),
+/// or records a refund kassa never made, in the notification's transaction. A resend
+/// finds the row settled and changes nothing.
+fn settle_refund(
+    tx: &Tx<'_>,
+    changes: &mut Changes,
+    raw: &NewNotification<'_>,
+    notice: &VerifiedNotice,
+    refund: &RefundNotice,
+) -> DbResult<Decision> {
+    let id = &notice.order_id;
+    let found = transitions::find(tx, id)?;
+    // The order's total the platform states must be kassa's, as for a payment.
+    let expected = Expected {
+        provider: notice.provider,
+        amount: refund.order_total,
+    };
+    let dedupe = notice.dedupe_key.as_deref();
+    let rejected = |code, detail: String| Decision::about(id, Reason::Rejected(code), Some(detail));
+    let early = match (mismatch(notice, &expected, found.as_ref()), found) {
+        (Some(decision), _) => Some(decision),
+        (None, Some(found)) if found.currency != refund.amount.currency() => Some(rejected(
+            Code::CurrencyMismatch,
+            format!(
+                "currency mismatch: the refund is in {} but the order is in {}",
+                refund.amount.currency(),
+                found.currency
+            ),
+        )),
+        _ => None,
+    };
+    if let Some(decision) = early {
+        store(tx, raw, &decision, dedupe)?;
+        return Ok(decision);
+    }
+    let row = refunds::find_by_id(tx, &refund.refund_no)?;
+    let now = raw.received_at;
+    let settled_at = refund.settled_at.unwrap_or(now);
+    let Some(row) = row else {
+        return external_refund(tx, changes, raw, notice, refund);
+    };
+    if row.order_id != *id {
+        let decision = rejected(
+            Code::UnknownOrder,
+            format!("refund {} belongs to another order", refund.refund_no),
+        );
+        store(tx, raw, &decision, dedupe)?;
+        return Ok(decision);
+    }
+    if row.amount != refund.amount.minor() {
+        let decision = rejected(
+            Code::AmountMismatch,
+            format!(
+                "amount mismatch: the notice refunds {} but refund {} is {} minor units",
+                refund.amount.to_decimal_string(),
+                row.id,
+                row.amount
+            ),
+        );
+        store(tx, raw, &decision, dedupe)?;
+        return Ok(decision);
+    }
+    if row.status != RefundStatus::Pending {
+        let contradicts = matches!(
+            (&refund.outcome, row.status),
+            (RefundEnd::Succeeded, RefundStatus::Failed) | (RefundEnd::Failed(_), RefundStatus::Succeeded)
+        );
+        if contradicts {
+            let detail = format!(
+                "refund {} is {} in kassa but the platform reports it {}",
+                row.id,
+                row.status,
+                refund_end(&refund.outcome)
+            );
+            tracing::warn!(order_id = %id, refund_id = %row.id, %detail, "refund notice contradicts kassa's record; needs a person");
+            let decision = rejected(Code::RefundConflict, detail);
+            store(tx, raw, &decision, dedupe)?;
+            return Ok(decision);
+        }
+        let decision = Decision::about(
+            id,
+            Reason::RefundAlreadySettled,
+            Some(format!("refund {} is already {}", row.id, row.status)),
+        );
+        store(tx, raw, &decision, dedupe)?;
+        return Ok(decision);
+    }
+    match &refund.outcome {
+        RefundEnd::Succeeded => {
+            let decision = Decision::about(id, Reason::RefundSucceeded, Some(format!("refund {}", row.id)));
+            let stored = store(tx, raw, &decision, dedupe)?;
+            let settlement = Settlement::Succeeded {
+                provider_refund_id: refund.provider_refund_id.as_deref(),
+            };
+            if refunds::settle(tx, &row.id, &settlement, settled_at)? {
+                let change = Change::Refund { amount: row.amount };
+                let outcome = changes.apply(tx, id, &change, &cause(notice, stored), now)?;
+                must_apply(id, &row.id, outcome)?;
+            }
+            Ok(decision)
+        }
+        RefundEnd::Abnormal => {
+            let detail = format!(
+                "refund {} did not reach the buyer (ABNORMAL); it stays pending until the merchant completes or closes it in the platform's console",
+                row.id
+            );
+            tracing::warn!(order_id = %id, refund_id = %row.id, "WeChat Pay refund is ABNORMAL; the merchant must complete it in the console");
+            let decision = Decision::about(id, Reason::RefundAbnormal, Some(detail));
+            store(tx, raw, &decision, dedupe)?;
+            Ok(decision)
+        }
+        RefundEnd::Failed(status) => {
+            let decision = Decision::about(
+                id,
+                Reason::RefundFailed,
+                Some(format!("refund {} ended {status}", row.id)),
+            );
+            store(tx, raw, &decision, dedupe)?;
+            let settlement = Settlement::Failed {
+                code: status,
+                message: "the platform reported the refund as not completed",
+            };
+            refunds::settle(tx, &row.id, &settlement, settled_at)?;
+            Ok(decision)
+        }
+    }
+}
+
+fn refund_end(end: &RefundEnd) -> &str {
+    match end {
+        RefundEnd::Succeeded => "succeeded",
+        RefundEnd::Abnormal => "abnormal",
+        RefundEnd::Failed(status) => status,
+    }
+}
+
+/// A settled refund that does not move its order means the order and its refunds
+/// disagree: the whole transaction is undone (the platform resends) rather than
+/// keep a settled row without its transition.
+fn must_apply(order_id: &OrderId, refund_id: &str, outcome: Outcome) -> DbResult<()> {
+    match outcome {
+        Outcome::Applied { .. } => Ok(()),
+        other => Err(crate::db::DbError::Corrupt(format!(
+            "refund {refund_id} settled but order {order_id} did not take it: {}",
+            match other {
+                Outcome::Duplicate { .. } => "duplicate",
+                Outcome::Refused { .. } => "refused",
+                _ => "not found",
+            }
+        ))),
+    }
+}
+
+/// A refund the platform reports that kassa never asked for (made in the platform's
+/// merchant console): the money left, so it is recorded as a refund row of its own,
+/// numbered as the platform numbers it, and applied to the order. A failed one is only
+/// acknowledged.
+fn external_refund(
+    tx: &Tx<'_>,
+    changes: &mut Changes,
+    raw: &NewNotification<'_>,
+    notice: &VerifiedNotice,
+    refund: &RefundNotice,
+) -> DbResult<Decision> {
+    let id = &notice.order_id;
+    let dedupe = notice.dedupe_key.as_deref();
+    if refund.outcome != RefundEnd::Succeeded {
+        let detail = format!(
+            "refund {} (not made by kassa) ended {}",
+            refund.refund_no,
+            refund_end(&refund.outcome)
+        );
+        let decision = Decision::about(id, Reason::RefundNotice, Some(detail));
+        store(tx, raw, &decision, dedupe)?;
+        return Ok(decision);
+    }
+    let now = raw.received_at;
+    if !insert_external_refund(tx, id, refund, now)? {
+        let detail = format!(
+            "refund {} of {} (made outside kassa) does not fit the order: not refundable, or not that much left",
+            refund.refund_no,
+            refund.amount.to_decimal_string()
+        );
+        let decision = Decision::about(id, Reason::Rejected(Code::NotAllowed), Some(detail));
+        store(tx, raw, &decision, dedupe)?;
+        return Ok(decision);
+    }
+    let detail = format!(
+        "refund {} made outside kassa, recorded from the platform's notice",
+        refund.refund_no
+    );
+    let decision = Decision::about(id, Reason::ExternalRefund, Some(detail));
+    let stored = store(tx, raw, &decision, dedupe)?;
+    apply_external_refund(tx, changes, id, refund, &cause(notice, stored), now)?;
+    Ok(decision)
+}
+
+/// Stores a refund made outside kassa as a pending row numbered as the platform numbers
+/// it; `false` when it does not fit (the order is not refundable or has not that much
+/// left). Shared by every platform that reports such refunds.
+pub fn insert_external_refund(
+    tx: &Tx<'_>,
+    order_id: &OrderId,
+    refund: &RefundNotice,
+    now: DateTime<Utc>,
+) -> DbResult<bool> {
+    refunds::insert_within_balance(
+        tx,
+        &NewRefund {
+            id: &refund.refund_no,
+            order_id,
+            merchant_refund_id: None,
+            amount: refund.amount.minor(),
+            reason: EXTERNAL_REFUND_REASON,
+            now,
+        },
+    )
+}
+
+/// Settles the row `insert_external_refund` stored as succeeded and moves the order.
+pub fn apply_external_refund(
+    tx: &Tx<'_>,
+    changes: &mut Changes,
+    order_id: &OrderId,
+    refund: &RefundNotice,
+    cause: &Cause,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    let settlement = Settlement::Succeeded {
+        provider_refund_id: refund.provider_refund_id.as_deref(),
+    };
+    if refunds::settle(
+        tx,
+        &refund.refund_no,
+        &settlement,
+        refund.settled_at.unwrap_or(now),
+    )? {
+        let change = Change::Refund {
+            amount: refund.amount.minor(),
+        };
+        let outcome = changes.apply(tx, order_id, &change, cause, now)?;
+        must_apply(order_id, &refund.refund_no, outcome)?;
+    }
+    Ok(())
+}
+
+/// The reason stored on a refund row kassa learnt of from the platform.
+pub const EXTERNAL_REFUND_REASON: &str = "refunded outside kassa (the platform's merchant console)";
 
 /// A valid notice that asks for no change: still checked against its order.
 fn without_change(

@@ -339,7 +339,11 @@ mod sign_in {
         assert_eq!(refused, ["admin", "nobody"]);
 
         let right = staff.try_sign_in("admin", ADMIN_PASSWORD).await;
-        assert_eq!((right.status, right.location()), (303, "/admin/orders"));
+        assert_eq!(
+            (right.status, right.location()),
+            (303, "/admin"),
+            "to the overview"
+        );
         let set_cookie: Vec<&str> = right
             .headers
             .get_all("set-cookie")
@@ -362,6 +366,64 @@ mod sign_in {
         assert_eq!(stored.len(), 32, "only a SHA-256 of the id is stored");
         assert!(!String::from_utf8_lossy(&stored).contains(&token));
         assert_eq!(staff.get("/admin/orders").await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn after_signing_in_staff_land_on_the_overview_unless_the_form_carried_a_dashboard_page_to_go_back_to(
+    ) {
+        let app = TestApp::spawn().await;
+        // What the form's hidden `next` carried, and where the browser is sent.
+        for (next, lands) in [
+            (None, "/admin"),
+            (Some("/admin"), "/admin"),
+            (Some("/admin/orders"), "/admin/orders"),
+            (
+                Some("/admin/webhooks?status=failed"),
+                "/admin/webhooks?status=failed",
+            ),
+            (Some("https://evil.example/admin"), "/admin"),
+            (Some("//evil.example/admin"), "/admin"),
+            (Some("/administrator"), "/admin"),
+            (Some("/admin//evil.example"), "/admin"),
+            (Some("/admin/login"), "/admin"),
+            (Some("/pay/ord_1"), "/admin"),
+        ] {
+            let staff = Staff::new(&app);
+            let query = next
+                .map(|n| {
+                    let mut q = url::form_urlencoded::Serializer::new(String::new());
+                    q.append_pair("next", n);
+                    format!("?{}", q.finish())
+                })
+                .unwrap_or_default();
+            let form = staff.get(&format!("/admin/login{query}")).await;
+            assert_eq!(form.status, 200, "{next:?}: {}", form.body);
+            // The form keeps only a safe destination, and the POST checks again
+            // whatever a forged form sends.
+            let carried = format!("name=\"next\" value=\"{}\"", lands.replace('&', "&#38;"));
+            assert!(form.body.contains(&carried), "{next:?}: {}", form.body);
+            let mut fields = vec![
+                ("csrf", csrf_of(&form.body)),
+                ("username", "admin".to_owned()),
+                ("password", ADMIN_PASSWORD.to_owned()),
+            ];
+            if let Some(n) = next {
+                fields.push(("next", n.to_owned()));
+            }
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let signed = staff.post("/admin/login", &fields).await;
+            assert_eq!((signed.status, signed.location()), (303, lands), "{next:?}");
+            assert!(staff.cookie("kassa_admin").is_some(), "{next:?}: signed in");
+            let landed = staff.get(lands).await;
+            assert_eq!(landed.status, 200, "{next:?}: {}", landed.body);
+        }
+        assert_eq!(
+            count(
+                &app,
+                "SELECT COUNT(*) FROM audit_log WHERE action = 'sign_in' AND outcome = 'done'"
+            ),
+            10
+        );
     }
 
     #[tokio::test]

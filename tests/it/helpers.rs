@@ -44,6 +44,8 @@ pub const ALIPAY_SELLER_ID: &str = "2088102177000000";
 enum Mode {
     Fake,
     Settings,
+    /// From the settings, every provider call giving up after this.
+    SettingsTimingOutAfter(std::time::Duration),
 }
 
 /// A socket that shares its port with other SO_REUSEPORT sockets of this user: a
@@ -76,7 +78,7 @@ pub fn unique() -> u64 {
     N.fetch_add(1, Ordering::SeqCst)
 }
 
-/// The test vectors' Alipay keys as the sandbox's own.
+/// The test vectors' Alipay and WeChat Pay keys as the sandbox's own.
 pub fn install_sandbox_keys(data_dir: &std::path::Path) {
     let keys = format!("{}/tests/vectors/keys", env!("CARGO_MANIFEST_DIR"));
     let dir = data_dir.join("sandbox");
@@ -86,10 +88,23 @@ pub fn install_sandbox_keys(data_dir: &std::path::Path) {
         ("alipay_app_public.pem", "alipay_app_public.pem"),
         ("alipay_platform_private_pkcs8.pem", "alipay_platform_private.pem"),
         ("alipay_platform_public.pem", "alipay_platform_public.pem"),
+        ("wechat_merchant_private_pkcs8.pem", "wechat_merchant_private.pem"),
+        ("wechat_merchant_public.pem", "wechat_merchant_public.pem"),
+        ("wechat_platform_private_pkcs8.pem", "wechat_platform_private.pem"),
+        ("wechat_platform_public.pem", "wechat_platform_public.pem"),
+        ("wechat_platform_cert.pem", "wechat_platform_cert.pem"),
+        (
+            "wechat_platform_cert_private_pkcs8.pem",
+            "wechat_platform_cert_private.pem",
+        ),
     ] {
         std::fs::copy(format!("{keys}/{from}"), dir.join(to)).unwrap();
     }
+    std::fs::write(dir.join("wechat_apiv3_key"), WECHAT_APIV3_KEY).unwrap();
 }
+
+/// The test vectors' APIv3 key.
+pub const WECHAT_APIV3_KEY: &str = "kassaTestApiV3Key0123456789abcdE";
 
 /// The first admin's password in every test app (`KASSA_ADMIN_PASSWORD`).
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -163,6 +178,21 @@ impl TestApp {
         TestApp::launch(tempfile::tempdir().unwrap(), Mode::Settings, env, listener()).await
     }
 
+    /// As `spawn_with_settings`, each provider call giving up after `timeout` instead of
+    /// 15 s: a platform that never answers is a real timeout, and a short one.
+    pub async fn spawn_with_settings_timing_out_after(
+        env: &[(&str, &str)],
+        timeout: std::time::Duration,
+    ) -> TestApp {
+        TestApp::launch(
+            tempfile::tempdir().unwrap(),
+            Mode::SettingsTimingOutAfter(timeout),
+            env,
+            listener(),
+        )
+        .await
+    }
+
     /// A restart: stops this kassa (its HTTP server gracefully, as SIGTERM does, then
     /// its database writer), asserts that it is gone, and starts kassa again on the same
     /// data directory and the same address. Anything a test still holds of the old app
@@ -228,6 +258,7 @@ impl TestApp {
         let providers = match mode {
             Mode::Fake => ProviderSetup::Given(Providers::none().with(provider.clone())),
             Mode::Settings => ProviderSetup::FromSettings,
+            Mode::SettingsTimingOutAfter(t) => ProviderSetup::FromSettingsTimingOutAfter(t),
         };
         let app = Application::build_on(
             settings,

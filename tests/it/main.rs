@@ -3,6 +3,8 @@
 
 mod admin;
 mod admin_browser;
+mod admin_overview_browser;
+mod admin_staff;
 mod alipay_gateway;
 mod api_orders;
 mod browser;
@@ -13,14 +15,19 @@ mod fake_provider;
 mod gateway_standin;
 mod helpers;
 mod notify_alipay;
+mod notify_wechat;
 mod oracle;
 mod pages;
 mod qr_decode;
 mod receiver;
 mod refunds;
 mod sandbox_alipay;
+mod sandbox_wechat;
 mod stored;
 mod supervisor;
 mod transitions;
 mod webdriver;
 mod webhooks;
+mod wechat_browser;
+mod wechat_client;
+mod wechat_oracle;

@@ -1,5 +1,6 @@
-//! The independent Alipay implementation (PyPI python-alipay-sdk) that signs and checks
-//! what kassa must agree with, run as `tests/python/alipay_oracle.py` in a virtualenv
+//! The independent implementations that sign and check what kassa must agree with:
+//! PyPI python-alipay-sdk (`tests/python/alipay_oracle.py`), standardwebhooks and
+//! wechatpayv3 with cryptography (`tests/python/wechat_oracle.py`), run in a virtualenv
 //! the tests create on first use (under the target directory).
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use serde_json::Value;
 const REQUIREMENTS: &str = include_str!("../python/requirements.txt");
 const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/alipay_oracle.py");
 const WEBHOOK_ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/webhook_oracle.py");
+const WECHAT_ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/wechat_oracle.py");
 
 fn venv_python() -> &'static PathBuf {
     // A failed set-up is kept too: every later test fails at once with the same message
@@ -89,6 +91,11 @@ fn prepare_venv() -> Result<PathBuf, String> {
 /// Runs one oracle command.
 pub fn oracle(command: Value) -> Value {
     run_script(ORACLE, command)
+}
+
+/// Runs one command of the WeChat Pay oracle (PyPI `wechatpayv3` and `cryptography`).
+pub fn wechat_oracle(command: Value) -> Value {
+    run_script(WECHAT_ORACLE, command)
 }
 
 /// Verifies a delivery with PyPI's standardwebhooks: Ok(event type) or Err(reason).

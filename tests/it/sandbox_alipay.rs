@@ -711,7 +711,7 @@ async fn the_wallet_page_sets_fault_switches_and_refuses_bad_ones() {
     assert_eq!(
         faults,
         json!({"delay_seconds": 0, "duplicates": 1, "drop_first": 2, "tamper_amount": false,
-        "bad_signature": true, "out_of_order": false})
+        "bad_signature": true, "out_of_order": false, "stale_timestamp": false, "certificate_mode": false})
     );
     let bad_json = app
         .client

@@ -288,7 +288,8 @@ fn migrations_are_recorded_and_not_rerun() {
             "0002_refunds_checks_sandbox",
             "0003_webhooks",
             "0004_notification_reasons",
-            "0005_admin"
+            "0005_admin",
+            "0006_admin_staff"
         ]
     );
     assert!(db::migrate(&path).unwrap().is_empty());

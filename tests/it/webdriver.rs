@@ -294,7 +294,8 @@ impl Browser {
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": args}
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"}
         }}});
         let created: Value = http
             .post(format!("{base}/session"))
@@ -353,6 +354,15 @@ impl Browser {
         let v: Value = request.send().await.unwrap().json().await.unwrap();
         assert!(v["value"].get("error").is_none(), "webdriver {path}: {v}");
         v["value"].clone()
+    }
+
+    /// The browser console's entries since the last call (chromedriver's log endpoint).
+    pub async fn console_log(&self) -> Vec<Value> {
+        self.call(reqwest::Method::POST, "/se/log", Some(json!({"type": "browser"})))
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub async fn goto(&self, url: &str) {

@@ -11,10 +11,12 @@ use super::texts::fill;
 use super::{
     cookie, remote_addr, removal, render, secure_cookies, see_other, AdminError, Base, Form, SignedIn,
 };
-use super::{LOGIN_COOKIE, SESSION_COOKIE};
+use super::{LOGIN_COOKIE, PENDING_COOKIE, SESSION_COOKIE};
+use crate::db::admin_sessions;
+use crate::domain::admin::session_hash;
 use crate::domain::admin::{new_csrf_token, same_secret};
 use crate::http::state::AppState;
-use crate::service::admin::{self as auth, Credentials, SessionCheck, SignIn};
+use crate::service::admin::{self as auth, Credentials, SecondFactor, SessionCheck, SignIn};
 
 #[derive(Template)]
 #[template(path = "admin/login.html")]
@@ -27,18 +29,23 @@ struct LoginPage {
     notice: Option<&'static str>,
 }
 
-/// Where to go after signing in: a dashboard path, never another site.
+/// Where staff land after signing in when no page asked for it: the overview.
+const LANDING: &str = "/admin";
+
+/// Where to go after signing in: a path of the dashboard itself (relative, same site,
+/// under `/admin`), never another site nor the sign-in form; else the overview.
 fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
-            if n.starts_with("/admin")
+            if (n == "/admin" || n.starts_with("/admin/") || n.starts_with("/admin?"))
                 && !n.starts_with("/admin/login")
                 && !n.contains("//")
-                && !n.contains('\\') =>
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
         {
             n.to_owned()
         }
-        _ => "/admin/orders".to_owned(),
+        _ => LANDING.to_owned(),
     }
 }
 
@@ -109,6 +116,7 @@ pub async fn sign_in(
         username: username.clone(),
         password: form.get("password").unwrap_or_default().to_owned(),
         remote_addr: remote_addr(&req),
+        next: next.clone(),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
@@ -126,6 +134,17 @@ pub async fn sign_in(
             let mut response = see_other(&next);
             let set = response
                 .add_cookie(&cookie(SESSION_COOKIE, token, secure))
+                .and_then(|()| response.add_cookie(&removal(LOGIN_COOKIE, secure)));
+            if let Err(e) = set {
+                return Err(AdminError::internal(base.lang, &e));
+            }
+            Ok(response)
+        }
+        SignIn::SecondFactor { token } => {
+            let mut response = see_other("/admin/login/code");
+            let secure = secure_cookies(&state);
+            let set = response
+                .add_cookie(&cookie(PENDING_COOKIE, token, secure))
                 .and_then(|()| response.add_cookie(&removal(LOGIN_COOKIE, secure)));
             if let Err(e) = set {
                 return Err(AdminError::internal(base.lang, &e));
@@ -161,6 +180,114 @@ pub async fn sign_in(
     }
 }
 
+#[derive(Template)]
+#[template(path = "admin/login_code.html")]
+struct CodePage {
+    base: Base,
+    csrf: String,
+    message: Option<String>,
+}
+
+/// The pending sign-in the cookie names, if it is still waiting.
+async fn pending(state: &AppState, req: &HttpRequest) -> Result<Option<admin_sessions::Pending>, AdminError> {
+    let lang = Base::new(req, None).lang;
+    let Some(token) = req.cookie(PENDING_COOKIE).map(|c| c.value().to_owned()) else {
+        return Ok(None);
+    };
+    let hash = session_hash(&token);
+    let now = state.now();
+    let found = state
+        .db
+        .read(move |tx| admin_sessions::find_pending(tx, &hash))
+        .await
+        .map_err(|e| AdminError::internal(lang, &e))?;
+    Ok(found.filter(|p| now < p.expires_at))
+}
+
+/// Back to the password form, saying the sign-in must start again.
+fn start_again(state: &AppState) -> HttpResponse {
+    let mut response = see_other("/admin/login?expired=1");
+    if let Err(e) = response.add_cookie(&removal(PENDING_COOKIE, secure_cookies(state))) {
+        tracing::warn!(error = %e, "cannot clear the pending sign-in cookie");
+    }
+    response
+}
+
+/// The second step of signing in: the code from the authenticator app.
+pub async fn code_form(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, AdminError> {
+    let Some(p) = pending(&state, &req).await? else {
+        return Ok(start_again(&state));
+    };
+    let page = CodePage {
+        base: Base::new(&req, None),
+        csrf: p.csrf_token,
+        message: None,
+    };
+    render(&page, &page.base, StatusCode::OK)
+}
+
+pub async fn code_submit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let form = Form::parse(&body);
+    let base = Base::new(&req, None);
+    let Some(p) = pending(&state, &req).await? else {
+        return Ok(start_again(&state));
+    };
+    if !form.get("csrf").is_some_and(|t| same_secret(t, &p.csrf_token)) {
+        tracing::warn!("code form refused: anti-forgery token missing or wrong");
+        return Err(AdminError::Forbidden(base.lang));
+    }
+    let token = req
+        .cookie(PENDING_COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    let typed = form.get("code").unwrap_or_default();
+    let t = base.t;
+    let again = |status: StatusCode, message: String| {
+        let page = CodePage {
+            base: Base::new(&req, None),
+            csrf: p.csrf_token.clone(),
+            message: Some(message),
+        };
+        render(&page, &page.base, status)
+    };
+    match auth::second_factor(&state, &token, typed, remote_addr(&req))
+        .await
+        .map_err(|e| AdminError::internal(base.lang, &e))?
+    {
+        SecondFactor::Started { token, next } => {
+            let secure = secure_cookies(&state);
+            let mut response = see_other(&safe_next(Some(&next)));
+            let set = response
+                .add_cookie(&cookie(SESSION_COOKIE, token, secure))
+                .and_then(|()| response.add_cookie(&removal(PENDING_COOKIE, secure)));
+            if let Err(e) = set {
+                return Err(AdminError::internal(base.lang, &e));
+            }
+            Ok(response)
+        }
+        SecondFactor::Refused => again(
+            StatusCode::OK,
+            base.tr("The code is wrong or was used already.", "验证码错误或已被使用。")
+                .to_owned(),
+        ),
+        SecondFactor::Locked { until } => {
+            let seconds = (((until - state.now()).num_milliseconds().max(0) + 999) / 1000)
+                .max(1)
+                .to_string();
+            let mut response = again(StatusCode::TOO_MANY_REQUESTS, fill(t.locked_out, &[&seconds]))?;
+            if let Ok(value) = header::HeaderValue::from_str(&seconds) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            Ok(response)
+        }
+        SecondFactor::Expired => Ok(start_again(&state)),
+    }
+}
+
 pub async fn sign_out(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -184,22 +311,33 @@ mod tests {
     use super::safe_next;
 
     #[test]
-    fn only_dashboard_paths_are_gone_back_to() {
-        assert_eq!(safe_next(Some("/admin/orders/ord_1")), "/admin/orders/ord_1");
-        assert_eq!(
-            safe_next(Some("/admin/orders?status=paid")),
-            "/admin/orders?status=paid"
-        );
+    fn only_dashboard_paths_are_gone_back_to_and_anything_else_lands_on_the_overview() {
+        for good in [
+            "/admin",
+            "/admin?lang=en",
+            "/admin/orders",
+            "/admin/orders/ord_1",
+            "/admin/orders?status=paid",
+            "/admin/webhooks?status=failed",
+        ] {
+            assert_eq!(safe_next(Some(good)), good);
+        }
         for bad in [
             "https://evil.example/",
             "//evil.example",
             "/pay/x",
             "/admin//evil",
             "/admin/login",
+            "/admin/login/code",
             "/admin\\x",
+            "/administrator",
+            "/admin.evil.example",
+            "admin/orders",
+            "/admin/orders\r\nSet-Cookie: x=1",
+            "",
         ] {
-            assert_eq!(safe_next(Some(bad)), "/admin/orders", "{bad}");
+            assert_eq!(safe_next(Some(bad)), "/admin", "{bad:?}");
         }
-        assert_eq!(safe_next(None), "/admin/orders");
+        assert_eq!(safe_next(None), "/admin");
     }
 }

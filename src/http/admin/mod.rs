@@ -6,12 +6,17 @@
 //! session's anti-forgery token (`Form::check_csrf`). Every response carries the pages'
 //! security headers and `Cache-Control: no-store`. Pages work without JavaScript.
 
+pub mod charts;
 pub mod export;
 pub mod login;
+pub mod logs;
 pub mod order_actions;
 pub mod order_detail;
 pub mod orders;
+pub mod overview;
+pub mod staff;
 pub mod texts;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,15 +37,17 @@ use super::error::error_chain;
 use super::i18n::{self, Lang};
 use super::state::AppState;
 use super::PAGE_CSP;
-use crate::domain::admin::same_secret;
+use crate::domain::admin::{same_secret, Permission, Role};
 use crate::domain::ids::random_base62;
 use crate::domain::{Amount, Currency, OrderStatus};
-use crate::service::admin::{self as auth, SessionCheck, Staff};
+use crate::service::admin::{self as auth, Action, SessionCheck, Staff};
 
 /// The session cookie: its value is the session id, whose hash is the session's key.
 pub const SESSION_COOKIE: &str = "kassa_admin";
 /// The sign-in form's anti-forgery token, before there is a session to hold one.
 pub const LOGIN_COOKIE: &str = "kassa_admin_login";
+/// A sign-in whose password was right, waiting for its second factor.
+pub const PENDING_COOKIE: &str = "kassa_admin_pending";
 /// Cookies are sent to the dashboard only.
 const COOKIE_PATH: &str = "/admin";
 
@@ -60,8 +67,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .wrap(admin_headers())
-            .route("", web::get().to(home))
-            .route("/", web::get().to(home))
+            .route("", web::get().to(overview::overview_page))
+            .route("/", web::get().to(overview::overview_page))
             .service(
                 web::resource("/login")
                     .route(web::get().to(login::login_form))
@@ -73,6 +80,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::post().to(login::sign_out))
                     .default_service(web::to(not_found)),
             )
+            .service(
+                web::resource("/login/code")
+                    .route(web::get().to(login::code_form))
+                    .route(web::post().to(login::code_submit))
+                    .default_service(web::to(not_found)),
+            )
+            .route("/notifications", web::get().to(logs::list_notifications))
+            .route("/notifications/{id}", web::get().to(logs::show_notification))
+            .route("/webhooks", web::get().to(webhooks::webhooks_page))
+            .service(post("/webhooks/resend", webhooks::resend_one))
+            .service(post("/webhooks/resend-matching", webhooks::resend_matching))
+            .service(post("/webhooks/ping", webhooks::ping))
+            .service(post("/webhooks/reenable", webhooks::reenable))
+            .service(post("/webhooks/secret", webhooks::reveal_secret))
+            .service(post("/webhooks/rotate", webhooks::rotate_secret))
+            .route("/users", web::get().to(staff::users_page))
+            .service(post("/users/add", staff::add_user))
+            .service(post("/users/role", staff::change_role))
+            .service(post("/users/remove", staff::remove_user))
+            .service(post("/users/reset-totp", staff::reset_totp))
+            .service(post("/users/require-totp", staff::require_totp))
+            .route("/profile", web::get().to(staff::profile_page))
+            .service(post("/profile/totp", staff::profile_totp))
+            .route("/api-keys", web::get().to(staff::api_keys_page))
+            .service(post("/api-keys/create", staff::create_api_key))
+            .service(post("/api-keys/revoke", staff::revoke_api_key))
+            .route("/audit", web::get().to(staff::audit_page))
+            .service(post("/orders/{id}/acknowledge", overview::acknowledge_late))
             .route("/orders", web::get().to(orders::list_orders))
             .route("/orders.csv", web::get().to(export::export_orders))
             .route("/orders/{id}", web::get().to(order_detail::show_order))
@@ -90,11 +125,6 @@ fn admin_headers() -> DefaultHeaders {
         .add((header::CONTENT_SECURITY_POLICY, PAGE_CSP))
         .add((header::X_FRAME_OPTIONS, "DENY"))
         .add((header::CACHE_CONTROL, "no-store"))
-}
-
-/// The overview is a later part; until then the dashboard opens on the orders.
-async fn home(_staff: SignedIn) -> HttpResponse {
-    see_other("/admin/orders")
 }
 
 async fn not_found(req: HttpRequest, staff: SignedIn) -> Result<HttpResponse, AdminError> {
@@ -129,6 +159,35 @@ pub fn removal(name: &str, secure: bool) -> Cookie<'_> {
     c
 }
 
+/// A posted action's first steps, shared by the staff and webhook pages: the CSRF token,
+/// then the role (a refusal is audited); returns the form and the audit line's start,
+/// with the form's `reason` when one was typed.
+pub(super) async fn begin(
+    state: &AppState,
+    req: &HttpRequest,
+    staff: &SignedIn,
+    body: &Bytes,
+    permission: Permission,
+    name: &'static str,
+) -> Result<(Form, Action), AdminError> {
+    let lang = Base::new(req, Some(&staff.0)).lang;
+    let form = Form::parse(body);
+    form.check_csrf(&staff.0, lang)?;
+    let action = Action {
+        at: state.now(),
+        actor: staff.0.username.clone(),
+        action: name,
+        order_id: None,
+        reason: form
+            .get("reason")
+            .map(|r| r.trim().chars().take(200).collect::<String>())
+            .filter(|r| !r.is_empty()),
+        remote_addr: remote_addr(req),
+    };
+    staff.require_action(state, &action, permission, lang).await?;
+    Ok((form, action))
+}
+
 /// The client's address as the connection shows it (behind a reverse proxy, the
 /// proxy's).
 pub fn remote_addr(req: &HttpRequest) -> Option<String> {
@@ -145,6 +204,10 @@ pub enum AdminError {
     },
     /// A missing or wrong anti-forgery token: nothing was done.
     Forbidden(Lang),
+    /// The user's role may not open this page or take this action: nothing was done.
+    NotAllowed(Lang),
+    /// Two-factor sign-in is required and the user has not enrolled: to the profile.
+    MustEnrol,
     NotFound(Lang, &'static str),
     /// Logged with its whole chain under this id, which the page shows.
     Internal(Lang, String),
@@ -163,6 +226,8 @@ impl std::fmt::Display for AdminError {
         match self {
             AdminError::SignIn { .. } => f.write_str("not signed in"),
             AdminError::Forbidden(_) => f.write_str("anti-forgery token missing or wrong"),
+            AdminError::NotAllowed(_) => f.write_str("the role may not do this"),
+            AdminError::MustEnrol => f.write_str("two-factor sign-in must be set up first"),
             AdminError::NotFound(_, what) => write!(f, "not found: {what}"),
             AdminError::Internal(_, id) => write!(f, "internal error {id}"),
         }
@@ -183,7 +248,8 @@ impl ResponseError for AdminError {
     fn status_code(&self) -> StatusCode {
         match self {
             AdminError::SignIn { .. } => StatusCode::SEE_OTHER,
-            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AdminError::Forbidden(_) | AdminError::NotAllowed(_) => StatusCode::FORBIDDEN,
+            AdminError::MustEnrol => StatusCode::SEE_OTHER,
             AdminError::NotFound(..) => StatusCode::NOT_FOUND,
             AdminError::Internal(..) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -211,6 +277,15 @@ impl ResponseError for AdminError {
                 let t = AdminTexts::of(*lang);
                 (*lang, t.forbidden_title, t.form_expired, None, true)
             }
+            AdminError::NotAllowed(lang) => {
+                let t = AdminTexts::of(*lang);
+                let message = match lang {
+                    Lang::En => "Your role does not allow this. Nothing was changed.",
+                    _ => "您的角色无权进行此操作。什么都没有改变。",
+                };
+                (*lang, t.forbidden_title, message, None, false)
+            }
+            AdminError::MustEnrol => return see_other("/admin/profile?enrol=1"),
             AdminError::NotFound(lang, message) => (
                 *lang,
                 AdminTexts::of(*lang).not_found_title,
@@ -288,6 +363,7 @@ impl FromRequest for SignedIn {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
         let lang = i18n::negotiate(req).0;
+        let path = req.path().to_owned();
         // Only a page can be gone back to; a form's POST cannot be replayed.
         let next = (req.method() == actix_web::http::Method::GET).then(|| match req.query_string() {
             "" => req.path().to_owned(),
@@ -301,6 +377,11 @@ impl FromRequest for SignedIn {
                 return Err(AdminError::SignIn { next, expired: false });
             };
             match auth::check_session(&state, &token).await {
+                Ok(SessionCheck::Valid(staff))
+                    if staff.must_enrol && !ENROL_PATHS.contains(&path.as_str()) =>
+                {
+                    Err(AdminError::MustEnrol)
+                }
                 Ok(SessionCheck::Valid(staff)) => Ok(SignedIn(staff)),
                 Ok(SessionCheck::Expired) => Err(AdminError::SignIn { next, expired: true }),
                 Ok(SessionCheck::Missing) => Err(AdminError::SignIn { next, expired: false }),
@@ -308,6 +389,57 @@ impl FromRequest for SignedIn {
             }
         })
     }
+}
+
+/// What a user who must enrol in two-factor sign-in may open before they have.
+const ENROL_PATHS: [&str; 3] = ["/admin/profile", "/admin/profile/totp", "/admin/logout"];
+
+impl SignedIn {
+    /// The role check every page and action makes before anything else (after the
+    /// anti-forgery token on a POST).
+    pub fn require(&self, permission: Permission, lang: Lang) -> Result<(), AdminError> {
+        if self.0.may(permission) {
+            Ok(())
+        } else {
+            tracing::warn!(user = %self.0.username, role = %self.0.role, ?permission, "admin request refused: role");
+            Err(AdminError::NotAllowed(lang))
+        }
+    }
+
+    /// The role check of an action (a POST), after its anti-forgery token: a refusal
+    /// is also written to the audit log as `action` (who, from where, what), as the
+    /// order actions' refusals are. A refused page view writes no line.
+    pub async fn require_action(
+        &self,
+        state: &AppState,
+        action: &Action,
+        permission: Permission,
+        lang: Lang,
+    ) -> Result<(), AdminError> {
+        let refused = self.require(permission, lang);
+        if refused.is_err() {
+            action
+                .clone()
+                .record(state, "refused", Some(role_refusal(self.0.role, permission)))
+                .await
+                .map_err(|e| AdminError::internal(lang, &e))?;
+        }
+        refused
+    }
+}
+
+/// The audit log's words for a role refusal.
+pub fn role_refusal(role: Role, permission: Permission) -> String {
+    let what = match permission {
+        Permission::Read => "read the dashboard",
+        Permission::ActOnOrders => "act on orders",
+        Permission::Resend => "re-send webhooks",
+        Permission::ManageWebhooks => "manage webhooks",
+        Permission::ManageApiKeys => "manage API keys",
+        Permission::ManageUsers => "manage users",
+        Permission::ReadAudit => "read the audit log",
+    };
+    format!("role {role} may not {what}")
 }
 
 /// A submitted form (`application/x-www-form-urlencoded`), read whatever its fields:
@@ -340,6 +472,8 @@ impl Form {
 pub struct StaffView {
     pub username: String,
     pub role: &'static str,
+    /// Owners see the pages only they may open.
+    pub owner: bool,
 }
 
 /// What every dashboard page's layout needs.
@@ -353,6 +487,8 @@ pub struct Base {
     /// For the sign-out form.
     pub csrf: String,
     pub tz: String,
+    /// This page's path (for the menu's current page).
+    pub path: String,
     /// This page in the other languages.
     pub lang_zh: String,
     pub lang_en: String,
@@ -400,13 +536,24 @@ impl Base {
             staff: staff.map(|s| StaffView {
                 username: s.username.clone(),
                 role: s.role.as_str(),
+                owner: s.may(Permission::ManageUsers),
             }),
             csrf: staff.map(|s| s.csrf_token.clone()).unwrap_or_default(),
             tz,
+            path: req.path().to_owned(),
             lang_zh: with_lang("zh-CN"),
             lang_en: with_lang("en"),
             remember_lang,
             secure,
+        }
+    }
+
+    /// The words of the dashboard's later pages, given in both languages where they
+    /// are used.
+    pub fn tr(&self, en: &'static str, zh: &'static str) -> &'static str {
+        match self.lang {
+            Lang::En => en,
+            _ => zh,
         }
     }
 
@@ -421,6 +568,7 @@ impl Base {
             staff: None,
             csrf: String::new(),
             tz: String::new(),
+            path: String::new(),
             lang_zh: "?lang=zh-CN".to_owned(),
             lang_en: "?lang=en".to_owned(),
             remember_lang: false,

@@ -12,10 +12,11 @@ use chrono::{DateTime, Utc};
 
 use super::order_detail::{order_page, resendable, Notice, Typed};
 use super::texts::{fill, AdminTexts};
-use super::{remote_addr, see_other, AdminError, Base, Form, SignedIn};
+use super::{remote_addr, role_refusal, see_other, AdminError, Base, Form, SignedIn};
 use crate::db::history::Cause;
 use crate::db::refunds::Refund;
 use crate::db::{orders, outbox, timeline};
+use crate::domain::admin::Permission;
 use crate::domain::{Amount, Order, OrderId, OrderStatus, RefundStatus, TransitionSource};
 use crate::http::i18n::Lang;
 use crate::http::state::AppState;
@@ -92,7 +93,7 @@ impl<'a> Request<'a> {
                 .refuse(
                     StatusCode::FORBIDDEN,
                     self.t.refused_role.to_owned(),
-                    "role may not change orders",
+                    &role_refusal(self.staff.role, Permission::ActOnOrders),
                 )
                 .await
                 .map(Some);

@@ -4,13 +4,15 @@
 //! before the reply, in the same transaction as the transition it causes.
 
 mod alipay;
+mod wechat;
 
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::HttpRequest;
 use futures_util::StreamExt;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/notify/alipay", web::post().to(alipay::receive_alipay_notify));
+    cfg.route("/notify/alipay", web::post().to(alipay::receive_alipay_notify))
+        .route("/notify/wechat", web::post().to(wechat::receive_wechat_notify));
 }
 
 /// Largest notification body kept; real ones are a few KB.

@@ -5,6 +5,8 @@
 //! from the network.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -21,6 +23,14 @@ pub const PUBLIC_KEY_ID_PREFIX: &str = "PUB_KEY_ID_";
 
 /// A platform certificate this close to its expiry is worth a start-up warning.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// A message verified with an expired certificate is worth a warning at most this often
+/// per certificate: every notification WeChat signs with it, and any replay of one
+/// within its five minutes, would otherwise add a line to the log.
+pub const EXPIRED_USE_WARNING_INTERVAL_SECONDS: u64 = 3600;
+
+/// No warning about an expired certificate's use has gone out yet.
+const NEVER: i64 = i64::MIN;
 
 const RSA_ENCRYPTION_OID: &str = "1.2.840.113549.1.1.1";
 
@@ -82,6 +92,9 @@ pub struct PlatformCertificate {
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
     key: VerifyingKey,
+    /// When (unix seconds) the last warning about a use after expiry went out; shared by
+    /// the copies of this certificate, so that they warn as one.
+    expired_use_warned_at: Arc<AtomicI64>,
 }
 
 impl PlatformCertificate {
@@ -155,6 +168,7 @@ impl PlatformCertificate {
             not_before,
             not_after,
             key,
+            expired_use_warned_at: Arc::new(AtomicI64::new(NEVER)),
         })
     }
 
@@ -174,6 +188,24 @@ impl PlatformCertificate {
     /// Informational only: an expired certificate still verifies, WeChat decides.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         now > self.not_after
+    }
+
+    /// Whether a message verified with this certificate at `now` deserves a warning: it
+    /// has expired, and no warning about it went out in the last
+    /// [`EXPIRED_USE_WARNING_INTERVAL_SECONDS`]. A `true` counts as that warning.
+    pub fn expired_use_worth_warning(&self, now: DateTime<Utc>) -> bool {
+        if !self.is_expired(now) {
+            return false;
+        }
+        let at = now.timestamp();
+        let last = self.expired_use_warned_at.load(Ordering::Relaxed);
+        if last != NEVER && at.abs_diff(last) < EXPIRED_USE_WARNING_INTERVAL_SECONDS {
+            return false;
+        }
+        // Of two messages verified at once, one warns.
+        self.expired_use_warned_at
+            .compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Expired already, or expiring within [`EXPIRY_WARNING_DAYS`] of `now`.
@@ -591,6 +623,27 @@ dO1geKQhfxYNIgcCIDpAQh7oboQhG/muebAozyXShV0kvVbXD3Sd5FzpNK5z
         let body = v["body"].as_str().unwrap().as_bytes();
         assert!(verify_vector(&keys, &v, header(&v, "Wechatpay-Serial"), body).is_ok());
         assert_eq!(keys.expiring_soon(after_expiry).len(), 1);
+    }
+
+    #[test]
+    fn using_an_expired_certificate_is_worth_a_warning_once_an_hour_shared_by_its_copies() {
+        let cert = certificate();
+        let copy = cert.clone();
+        let expired = cert.not_after() + Duration::seconds(1);
+        assert!(
+            !cert.expired_use_worth_warning(cert.not_after()),
+            "not expired yet"
+        );
+        assert!(cert.expired_use_worth_warning(expired));
+        assert!(!cert.expired_use_worth_warning(expired));
+        assert!(!copy.expired_use_worth_warning(expired + Duration::seconds(3599)));
+        assert!(copy.expired_use_worth_warning(expired + Duration::seconds(3600)));
+        assert!(!cert.expired_use_worth_warning(expired + Duration::seconds(3601)));
+        let other = certificate();
+        assert!(
+            other.expired_use_worth_warning(expired),
+            "each certificate for itself"
+        );
     }
 
     #[test]

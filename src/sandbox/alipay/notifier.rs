@@ -1,4 +1,5 @@
-//! The simulated platform's notifier: POSTs signed notifications to the merchant's
+//! The simulated platform's notifier (the WeChat side's deliveries run through the
+//! same loop, see `sandbox::wechat::notifier`): POSTs signed notifications to the merchant's
 //! `notify_url` and repeats them on Alipay's schedule (4m, 10m, 10m, 1h, 2h, 6h, 15h,
 //! divided by `time_scale`) until the answer is `success`. Deliveries are rows, so a
 //! restart loses none.
@@ -251,13 +252,26 @@ pub async fn try_run_once(sandbox: &Sandbox, now: DateTime<Utc>) -> Result<Notif
     let due = db.read(move |c| store::due_deliveries(c, now, BATCH)).await?;
     let mut report = NotifierReport::default();
     for delivery in due {
-        let (ok, response) = attempt(sandbox, &delivery, now).await;
+        // One queue for both platforms: a WeChat delivery carries its notification as
+        // a `wechat` object and follows WeChat's schedule.
+        let (ok, response, schedule): (bool, String, &[Duration]) =
+            match crate::sandbox::wechat::notifier::event_of(&delivery.params) {
+                Some(event) => {
+                    let (ok, response) =
+                        crate::sandbox::wechat::notifier::attempt(sandbox, &delivery, &event, now).await;
+                    (ok, response, &crate::sandbox::wechat::notifier::RETRY_SCHEDULE)
+                }
+                None => {
+                    let (ok, response) = attempt(sandbox, &delivery, now).await;
+                    (ok, response, &RETRY_SCHEDULE)
+                }
+            };
         report.attempted += 1;
         report.acknowledged += usize::from(ok);
         let done = usize::try_from(delivery.attempts).unwrap_or(0) + 1;
         let next = (!ok)
             .then(|| {
-                RETRY_SCHEDULE
+                schedule
                     .get(done - 1)
                     .map(|d| now + scaled(*d, sandbox.time_scale))
             })
