@@ -85,7 +85,8 @@ pub fn find_by_username(tx: &Tx<'_>, username: &str) -> DbResult<Option<AdminUse
 }
 
 /// Sets a new password hash and ends the user's sessions, except `keep` (the session
-/// of a user changing their own password). False when there is no such user.
+/// of a user changing their own password), and their pending sign-ins (the old password
+/// let them in). False when there is no such user.
 pub fn set_password(
     tx: &Tx<'_>,
     username: &str,
@@ -106,7 +107,16 @@ pub fn set_password(
     tx.conn
         .prepare_cached("DELETE FROM admin_sessions WHERE user_id = ?1 AND id_hash IS NOT ?2")?
         .execute(params![id, keep])?;
+    delete_pending_logins(tx, id)?;
     Ok(true)
+}
+
+/// Deletes a user's sign-ins waiting for a second factor.
+fn delete_pending_logins(tx: &Tx<'_>, user_id: i64) -> DbResult<()> {
+    tx.conn
+        .prepare_cached("DELETE FROM admin_pending_logins WHERE user_id = ?1")?
+        .execute([user_id])?;
+    Ok(())
 }
 
 /// Changes a user's role (the command line and the users page of a later part).
@@ -160,8 +170,9 @@ pub fn set_pending_totp(tx: &Tx<'_>, user_id: i64, secret: &str) -> DbResult<()>
 }
 
 /// Confirms the pending enrolment (the code of `step` matched it): the pending secret
-/// becomes the user's, with new recovery codes (their hashes) replacing any old ones.
-/// False when the pending secret changed meanwhile.
+/// becomes the user's, with new recovery codes (their hashes) replacing any old ones,
+/// and the user's sessions other than `keep` end (they were opened by the password
+/// alone). False when the pending secret changed meanwhile.
 pub fn enable_totp(
     tx: &Tx<'_>,
     user_id: i64,
@@ -169,6 +180,7 @@ pub fn enable_totp(
     step: i64,
     recovery_hashes: &[Vec<u8>],
     now: DateTime<Utc>,
+    keep: &[u8],
 ) -> DbResult<bool> {
     let n = tx
         .conn
@@ -189,10 +201,15 @@ pub fn enable_totp(
     for hash in recovery_hashes {
         insert.execute(params![user_id, hash])?;
     }
+    tx.conn
+        .prepare_cached("DELETE FROM admin_sessions WHERE user_id = ?1 AND id_hash IS NOT ?2")?
+        .execute(params![user_id, keep])?;
+    delete_pending_logins(tx, user_id)?;
     Ok(true)
 }
 
-/// Turns the second factor off (an owner resetting a user who lost their device).
+/// Turns the second factor off (an owner resetting a user who lost their device), and
+/// drops the user's sign-ins waiting for a code of the old secret.
 pub fn disable_totp(tx: &Tx<'_>, user_id: i64) -> DbResult<()> {
     tx.conn
         .prepare_cached(
@@ -202,6 +219,7 @@ pub fn disable_totp(tx: &Tx<'_>, user_id: i64) -> DbResult<()> {
     tx.conn
         .prepare_cached("DELETE FROM admin_recovery_codes WHERE user_id = ?1")?
         .execute([user_id])?;
+    delete_pending_logins(tx, user_id)?;
     Ok(())
 }
 

@@ -21,6 +21,21 @@ pub struct NewAudit<'a> {
     pub detail: Option<&'a str>,
 }
 
+/// The longest `reason` kept, in characters (the longest a refund or acknowledgement
+/// accepts); longer ones are cut. What people type and what requests carry (event ids,
+/// addresses) is written here, so a row stays small whatever a request sent.
+pub const MAX_REASON: usize = 256;
+/// The longest `detail` kept, in characters.
+pub const MAX_DETAIL: usize = 500;
+
+/// `text` cut to at most `max` characters (on a character boundary).
+fn capped(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
 pub fn insert(tx: &Tx<'_>, a: &NewAudit<'_>) -> DbResult<()> {
     tx.conn
         .prepare_cached(
@@ -32,10 +47,10 @@ pub fn insert(tx: &Tx<'_>, a: &NewAudit<'_>) -> DbResult<()> {
             a.actor,
             a.action,
             a.order_id,
-            a.reason,
+            a.reason.map(|r| capped(r, MAX_REASON)),
             a.remote_addr,
             a.outcome,
-            a.detail
+            a.detail.map(|d| capped(d, MAX_DETAIL))
         ])?;
     Ok(())
 }

@@ -48,12 +48,13 @@ pub fn attempts_since(tx: &Tx<'_>, from: DateTime<Utc>) -> DbResult<Vec<(i64, Op
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Events queued since `from`: `(created_at ms, delivered)`.
+/// Events queued for delivery since `from`: `(created_at ms, delivered)`. Events
+/// `skipped` (no endpoint configured) were never meant to reach a shop and are left out.
 pub fn events_since(tx: &Tx<'_>, from: DateTime<Utc>) -> DbResult<Vec<(i64, bool)>> {
     let first = first_id_since(tx, Timed::WebhookOutbox, from)?;
-    let mut stmt = tx
-        .conn
-        .prepare_cached("SELECT created_at, status = 'delivered' FROM webhook_outbox WHERE id >= ?1")?;
+    let mut stmt = tx.conn.prepare_cached(
+        "SELECT created_at, status = 'delivered' FROM webhook_outbox WHERE id >= ?1 AND status != 'skipped'",
+    )?;
     let rows = stmt.query_map([first], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

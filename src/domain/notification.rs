@@ -161,6 +161,37 @@ impl RejectionCode {
             RejectionCode::RefundConflict => "refund_conflict",
         }
     }
+
+    /// Whether the notice failed verification (forged, malformed, not for this
+    /// merchant) rather than being verified and then refused on the order. Every code
+    /// is named so that a new one must be placed on one side.
+    pub fn is_verification_failure(self) -> bool {
+        match self {
+            RejectionCode::BodyTooLarge
+            | RejectionCode::MalformedBody
+            | RejectionCode::MissingSignature
+            | RejectionCode::UnsupportedSignType
+            | RejectionCode::BadSignature
+            | RejectionCode::MissingField
+            | RejectionCode::MalformedField
+            | RejectionCode::AppIdMismatch
+            | RejectionCode::SellerIdMismatch
+            | RejectionCode::ProviderDisabled
+            | RejectionCode::MissingHeader
+            | RejectionCode::StaleTimestamp
+            | RejectionCode::UnknownSerial
+            | RejectionCode::UnsupportedAlgorithm
+            | RejectionCode::DecryptFailed
+            | RejectionCode::MchidMismatch => true,
+            RejectionCode::UnknownTradeStatus
+            | RejectionCode::UnknownOrder
+            | RejectionCode::ProviderMismatch
+            | RejectionCode::CurrencyMismatch
+            | RejectionCode::AmountMismatch
+            | RejectionCode::NotAllowed
+            | RejectionCode::RefundConflict => false,
+        }
+    }
 }
 
 /// A notification not accepted, with the code (for filters and metrics) and what

@@ -355,6 +355,15 @@ fn code_key(username: &str) -> String {
     format!("totp:{}", name_key(username))
 }
 
+/// What the write of a second-factor code decided.
+enum CodeOutcome {
+    Accepted(&'static str),
+    Refused,
+    Locked(DateTime<Utc>),
+    /// Another request already took the pending sign-in.
+    Gone,
+}
+
 /// Checks the code (or a recovery code) of a pending sign-in, behind the same limiter
 /// as passwords; a right one turns it into a session.
 pub async fn second_factor(
@@ -381,23 +390,6 @@ pub async fn second_factor(
         return Ok(SecondFactor::Expired);
     }
     let (name, address) = (code_key(&user.username), address_key(remote_addr.as_deref()));
-    let keys = (name.clone(), address.clone());
-    let locked = core
-        .db
-        .read(move |tx| {
-            let (name, address) = keys;
-            Ok([
-                login_attempts::locked_until(tx, Scope::Username, &name, now)?,
-                login_attempts::locked_until(tx, Scope::Address, &address, now)?,
-            ]
-            .into_iter()
-            .flatten()
-            .max())
-        })
-        .await?;
-    if let Some(until) = locked {
-        return Ok(SecondFactor::Locked { until });
-    }
     let secret = user.totp_secret.clone().unwrap_or_default();
     let typed = typed.trim().to_owned();
     let (user_id, username) = (user.id, user.username.clone());
@@ -405,9 +397,26 @@ pub async fn second_factor(
     let recovery = (step.is_none() && totp::is_recovery_code(&typed)).then(|| totp::recovery_hash(&typed));
     let actor = username.clone();
     let addr = remote_addr.clone();
-    let accepted = core
+    // The lockout is read in the same write transaction that counts a failure, and the
+    // pending sign-in is taken there too: writes are serial, so a burst of codes sent
+    // at once cannot all pass one earlier check, and one pending sign-in gives at most
+    // one session.
+    let outcome = core
         .db
         .write(move |tx| {
+            let locked = [
+                login_attempts::locked_until(tx, Scope::Username, &name, now)?,
+                login_attempts::locked_until(tx, Scope::Address, &address, now)?,
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            if let Some(until) = locked {
+                return Ok(CodeOutcome::Locked(until));
+            }
+            if admin_sessions::find_pending(tx, &pending_hash)?.is_none() {
+                return Ok(CodeOutcome::Gone);
+            }
             let accepted = match (step, &recovery) {
                 (Some(step), _) => admin_users::use_totp_step(tx, user_id, step)?.then_some("code"),
                 (None, Some(hash)) => {
@@ -415,7 +424,7 @@ pub async fn second_factor(
                 }
                 (None, None) => None,
             };
-            if accepted.is_none() {
+            let Some(how) = accepted else {
                 login_attempts::record_failure(tx, Scope::Username, &name, now, &LIMITS)?;
                 login_attempts::record_failure(tx, Scope::Address, &address, now, &LIMITS)?;
                 audit::insert(
@@ -431,15 +440,20 @@ pub async fn second_factor(
                         detail: Some("wrong second-factor code"),
                     },
                 )?;
-            } else {
-                login_attempts::clear(tx, Scope::Username, &name)?;
-                admin_sessions::delete_pending(tx, &pending_hash)?;
+                return Ok(CodeOutcome::Refused);
+            };
+            if !admin_sessions::delete_pending(tx, &pending_hash)? {
+                return Ok(CodeOutcome::Gone);
             }
-            Ok(accepted)
+            login_attempts::clear(tx, Scope::Username, &name)?;
+            Ok(CodeOutcome::Accepted(how))
         })
         .await?;
-    let Some(how) = accepted else {
-        return Ok(SecondFactor::Refused);
+    let how = match outcome {
+        CodeOutcome::Accepted(how) => how,
+        CodeOutcome::Refused => return Ok(SecondFactor::Refused),
+        CodeOutcome::Locked(until) => return Ok(SecondFactor::Locked { until }),
+        CodeOutcome::Gone => return Ok(SecondFactor::Expired),
     };
     let token = staff::new_session_token();
     let detail = if how == "code" {

@@ -13,7 +13,7 @@ use chrono_tz::Tz;
 use crate::core::Core;
 use crate::db::overview::{self as q, Flagged};
 use crate::db::{DbError, Tx};
-use crate::domain::{OrderStatus, Verdict};
+use crate::domain::{OrderStatus, RejectionCode, Verdict};
 
 /// Days the charts and the 30-day tiles cover, today included.
 pub const DAYS: usize = 30;
@@ -28,21 +28,6 @@ pub const SETTLE_AFTER: Duration = Duration::hours(48);
 pub const SETTLED_FOR: Duration = Duration::minutes(10);
 /// Rows listed under each "needs attention" heading.
 pub const LISTED: u32 = 5;
-
-/// Rejection codes that mean a notification failed verification (forged, malformed,
-/// not for this merchant); the others were verified and then refused on the order.
-const NOT_VERIFIED: [&str; 10] = [
-    "body_too_large",
-    "malformed_body",
-    "missing_signature",
-    "unsupported_sign_type",
-    "bad_signature",
-    "missing_field",
-    "malformed_field",
-    "app_id_mismatch",
-    "seller_id_mismatch",
-    "provider_disabled",
-];
 
 /// One merchant day.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -226,7 +211,11 @@ pub fn compute_with(
             let index = Verdict::ALL.iter().position(|v| *v == verdict).unwrap_or(4);
             d.by_verdict[index] += 1;
             let code = code.unwrap_or_default();
-            let verified = verdict != Verdict::Rejected || !NOT_VERIFIED.contains(&code.as_str());
+            // A code kassa no longer knows was written by a verified path before.
+            let verified = verdict != Verdict::Rejected
+                || !RejectionCode::ALL
+                    .iter()
+                    .any(|c| c.as_str() == code && c.is_verification_failure());
             if verified {
                 d.verified += 1;
             }

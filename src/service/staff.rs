@@ -224,12 +224,14 @@ pub async fn pending_secret(core: &Core, username: &str) -> Result<Option<String
 }
 
 /// Confirms the enrolment with a code from the app; returns the recovery codes, to
-/// show once (only their hashes are kept).
+/// show once (only their hashes are kept). The user's sessions other than
+/// `session_hash` end.
 pub async fn confirm_enrolment(
     core: &Core,
     action: &Action,
     username: &str,
     code: &str,
+    session_hash: &[u8],
 ) -> Result<Vec<String>, StaffError> {
     let name = username.to_owned();
     let Some(user) = core
@@ -247,11 +249,11 @@ pub async fn confirm_enrolment(
     };
     let codes = totp::generate_recovery_codes();
     let hashes: Vec<Vec<u8>> = codes.iter().map(|c| totp::recovery_hash(c)).collect();
-    let (a, now) = (action.clone(), action.at);
+    let (a, now, keep) = (action.clone(), action.at, session_hash.to_vec());
     let enabled = core
         .db
         .write(move |tx| {
-            let enabled = admin_users::enable_totp(tx, user.id, &secret, step, &hashes, now)?;
+            let enabled = admin_users::enable_totp(tx, user.id, &secret, step, &hashes, now, &keep)?;
             if enabled {
                 write_audit(tx, &a, "done", None)?;
             }

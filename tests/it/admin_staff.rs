@@ -335,6 +335,17 @@ mod overview {
             None,
             "{}",
         );
+        // A WeChat notice whose resource did not open with the APIv3 key: it failed
+        // verification, like the bad signature.
+        seed_notification(
+            &app,
+            utc("2026-11-29T16:04:00Z"),
+            "wechat",
+            "rejected",
+            "decrypt_failed",
+            None,
+            "{}",
+        );
         // Webhooks: today one delivered after a 500 (2 attempts, 1 answered 2xx) and one
         // failed with a connection error; on the 29th one delivered at once.
         let shop = "http://127.0.0.1:9/hook";
@@ -355,6 +366,9 @@ mod overview {
             utc("2026-11-29T03:00:00Z"),
             &[Some(200)],
         );
+        // An event kept with no endpoint configured: never meant to reach a shop, so not
+        // among the events P_c counts.
+        seed_delivery(&app, &late, "skipped", "", utc("2026-11-30T05:00:00Z"), &[]);
 
         // A refresh that keeps the settled days (ended 48 h ago) and reads the rest
         // gives what reading every day gives.
@@ -390,13 +404,13 @@ mod overview {
         // Notifications per day by verdict: applied, duplicate, ignored, rejected, error.
         let verdicts = chart_table(&page.body, 1);
         assert_eq!(verdicts["2026-11-29"], ["1", "0", "0", "0", "0"]);
-        assert_eq!(verdicts["2026-11-30"], ["0", "1", "0", "2", "0"]);
+        assert_eq!(verdicts["2026-11-30"], ["0", "1", "0", "3", "0"]);
         // The four rates, each with its parts.
         let rates = chart_table(&page.body, 2);
         assert_eq!(
             rates["2026-11-30"],
-            ["33.3 % (1/3)", "66.7 % (2/3)", "50.0 % (1/2)", "50.0 % (1/2)"],
-            "P_s 1 of 3 attempts; P_r 2 of 3 verified (the bad signature is not); P_h the duplicate of those 2; P_c 1 of 2 events"
+            ["33.3 % (1/3)", "50.0 % (2/4)", "50.0 % (1/2)", "50.0 % (1/2)"],
+            "P_s 1 of 3 attempts; P_r 2 of 4 verified (neither the bad signature nor the failed decryption is); P_h the duplicate of those 2; P_c 1 of 2 events (the skipped one is not queued)"
         );
         assert_eq!(
             rates["2026-11-29"],
@@ -444,7 +458,7 @@ mod overview {
         assert!(mismatch < signature);
         assert!(attention.contains("<strong>1</strong> Failed webhook deliveries"));
         let (problems, _) = tile(&page.body, "Open problems");
-        assert_eq!(problems, "4", "1 late + 2 rejected + 1 failed delivery");
+        assert_eq!(problems, "5", "1 late + 3 rejected + 1 failed delivery");
 
         // Acknowledging the late payment takes it off the list.
         let ack = staff
@@ -459,7 +473,7 @@ mod overview {
         assert_eq!(ack.status, 303);
         let after = staff.get("/admin?lang=en").await;
         let (problems, _) = tile(&after.body, "Open problems");
-        assert_eq!(problems, "3");
+        assert_eq!(problems, "4");
         let acks: i64 = db(&app)
             .query_row(
                 "SELECT COUNT(*) FROM late_payment_acks WHERE order_id = ?1",
@@ -703,6 +717,18 @@ mod logs {
             audit,
             format!("2 queued again: failed deliveries matching order={x}")
         );
+        // The page after shows the count; an address with anything but a count after
+        // `matching-` shows no notice and none of its text.
+        let shown = staff.get("/admin/webhooks?done=matching-2&lang=en").await;
+        assert!(shown.body.contains("2 failed deliveries queued again."));
+        for crafted in ["matching-Call%20us%20at%20555", "matching-", "matching--1"] {
+            let page = staff
+                .get(&format!("/admin/webhooks?done={crafted}&lang=en"))
+                .await;
+            assert_eq!(page.status, 200);
+            assert!(!page.body.contains("failed deliveries queued again"), "{crafted}");
+            assert!(!page.body.contains("Call us"), "{crafted}");
+        }
     }
 }
 
@@ -921,6 +947,207 @@ mod two_factor {
         assert_eq!(later.status, 303, "{}", later.body);
     }
 
+    fn audited_code_refusals(app: &TestApp) -> i64 {
+        db(app)
+            .query_row(
+                "SELECT COUNT(*) FROM audit_log WHERE action = 'sign_in' AND detail = 'wrong second-factor code'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn forty_wrong_codes_sent_at_once_have_at_most_five_evaluated_and_the_rest_refused_as_locked() {
+        let app = TestApp::spawn().await;
+        let owner = Staff::signed_in(&app).await;
+        enrol(&app, &owner).await;
+        let browser = Staff::new(&app);
+        assert_eq!(browser.try_sign_in("admin", ADMIN_PASSWORD).await.status, 303);
+        let form = browser.get("/admin/login/code").await;
+        let csrf = csrf_of(&form.body);
+        let fields = [("csrf", csrf.as_str()), ("code", "000000")];
+        let answers =
+            futures_util::future::join_all((0..40).map(|_| browser.post("/admin/login/code", &fields))).await;
+        let evaluated = answers.iter().filter(|a| a.status == 200).count() as i64;
+        let locked = answers.iter().filter(|a| a.status == 429).count() as i64;
+        assert_eq!(evaluated + locked, 40, "each is one or the other");
+        assert!((1..=5).contains(&evaluated), "{evaluated} codes evaluated");
+        assert_eq!(audited_code_refusals(&app), evaluated);
+        assert!(browser.cookie("kassa_admin").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_code_and_a_recovery_code_sent_at_once_for_one_pending_sign_in_give_exactly_one_session() {
+        let app = TestApp::spawn().await;
+        app.clock.set(Utc.timestamp_opt(1_796_000_015, 0).unwrap());
+        let owner = Staff::signed_in(&app).await;
+        let (secret, codes) = enrol(&app, &owner).await;
+        // Past the step enrolling used.
+        app.clock.advance(Duration::minutes(5));
+        let sessions = || -> i64 {
+            db(&app)
+                .query_row("SELECT COUNT(*) FROM admin_sessions", [], |r| r.get(0))
+                .unwrap()
+        };
+        let before = sessions();
+        let browser = Staff::new(&app);
+        assert_eq!(browser.try_sign_in("admin", ADMIN_PASSWORD).await.status, 303);
+        let form = browser.get("/admin/login/code").await;
+        let csrf = csrf_of(&form.body);
+        let code = totp_code(&secret, app.now().timestamp());
+        let by_code = [("csrf", csrf.as_str()), ("code", code.as_str())];
+        let by_recovery = [("csrf", csrf.as_str()), ("code", codes[0].as_str())];
+        let (a, b) = tokio::join!(
+            browser.post("/admin/login/code", &by_code),
+            browser.post("/admin/login/code", &by_recovery)
+        );
+        let started = [&a, &b]
+            .iter()
+            .filter(|p| p.status == 303 && p.location() == "/admin")
+            .count();
+        assert_eq!(
+            started,
+            1,
+            "{} {:?} / {} {:?}",
+            a.status,
+            a.location(),
+            b.status,
+            b.location()
+        );
+        assert_eq!(sessions(), before + 1, "one session");
+        let done: i64 = db(&app)
+            .query_row(
+                "SELECT COUNT(*) FROM audit_log WHERE action = 'sign_in' AND outcome = 'done' AND detail LIKE 'password and %'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(done, 1);
+        let pending: i64 = db(&app)
+            .query_row("SELECT COUNT(*) FROM admin_pending_logins", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0);
+    }
+
+    fn pending_sign_ins(app: &TestApp) -> i64 {
+        db(app)
+            .query_row("SELECT COUNT(*) FROM admin_pending_logins", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Sends `code` for the browser's pending sign-in: true when it got a session.
+    async fn code_signs_in(browser: &Staff<'_>, csrf: &str, code: &str) -> bool {
+        let answer = browser
+            .post("/admin/login/code", &[("csrf", csrf), ("code", code)])
+            .await;
+        answer.status == 303 && answer.location() == "/admin" && browser.cookie("kassa_admin").is_some()
+    }
+
+    #[tokio::test]
+    async fn a_new_password_from_the_command_line_drops_the_users_sign_ins_waiting_for_a_code() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let app = TestApp::spawn().await;
+        app.clock.set(Utc.timestamp_opt(1_796_000_015, 0).unwrap());
+        let owner = Staff::signed_in(&app).await;
+        let (secret, _) = enrol(&app, &owner).await;
+        app.clock.advance(Duration::minutes(5));
+        let browser = Staff::new(&app);
+        assert_eq!(browser.try_sign_in("admin", ADMIN_PASSWORD).await.status, 303);
+        let csrf = csrf_of(&browser.get("/admin/login/code").await.body);
+        assert_eq!(pending_sign_ins(&app), 1);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kassa"))
+            .env_clear()
+            .args([
+                "--data-dir",
+                app.data_dir.to_str().unwrap(),
+                "admin",
+                "passwd",
+                "admin",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"a brand new password\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(pending_sign_ins(&app), 0);
+        let sessions_before: i64 = db(&app)
+            .query_row("SELECT COUNT(*) FROM admin_sessions", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            !code_signs_in(&browser, &csrf, &totp_code(&secret, app.now().timestamp())).await,
+            "the old password's sign-in is gone"
+        );
+        let sessions_after: i64 = db(&app)
+            .query_row("SELECT COUNT(*) FROM admin_sessions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sessions_after, sessions_before);
+    }
+
+    #[tokio::test]
+    async fn an_owners_reset_of_a_users_second_factor_drops_their_sign_ins_waiting_for_a_code() {
+        let app = TestApp::spawn().await;
+        app.clock.set(Utc.timestamp_opt(1_796_000_015, 0).unwrap());
+        add_user(&app, "op", OPERATOR_PASSWORD, Role::Operator);
+        let operator = Staff::signed_in_as(&app, "op", OPERATOR_PASSWORD).await;
+        let (secret, _) = enrol(&app, &operator).await;
+        app.clock.advance(Duration::minutes(5));
+        let browser = Staff::new(&app);
+        assert_eq!(browser.try_sign_in("op", OPERATOR_PASSWORD).await.status, 303);
+        let csrf = csrf_of(&browser.get("/admin/login/code").await.body);
+        assert_eq!(pending_sign_ins(&app), 1);
+        let owner = Staff::signed_in(&app).await;
+        let users = owner.get("/admin/users?lang=en").await;
+        let reset = owner
+            .post(
+                "/admin/users/reset-totp",
+                &[("csrf", &csrf_of(&users.body)), ("username", "op")],
+            )
+            .await;
+        assert_eq!(reset.status, 303, "{}", reset.body);
+        assert_eq!(pending_sign_ins(&app), 0);
+        assert!(!code_signs_in(&browser, &csrf, &totp_code(&secret, app.now().timestamp())).await);
+    }
+
+    #[tokio::test]
+    async fn turning_the_second_factor_on_ends_the_users_other_sessions_and_keeps_this_one() {
+        let app = TestApp::spawn().await;
+        let elsewhere = Staff::signed_in(&app).await;
+        let here = Staff::signed_in(&app).await;
+        add_user(&app, "op", OPERATOR_PASSWORD, Role::Operator);
+        let someone_else = Staff::signed_in_as(&app, "op", OPERATOR_PASSWORD).await;
+        assert_eq!(elsewhere.get("/admin/orders").await.status, 200);
+        enrol(&app, &here).await;
+        assert_eq!(here.get("/admin/orders").await.status, 200, "this one stays");
+        assert_eq!(
+            elsewhere.get("/admin/orders").await.status,
+            303,
+            "the session opened by the password alone ended"
+        );
+        assert_eq!(
+            someone_else.get("/admin/orders").await.status,
+            200,
+            "other users' stay"
+        );
+        let admins: i64 = db(&app)
+            .query_row(
+                "SELECT COUNT(*) FROM admin_sessions s JOIN admin_users u ON u.id = s.user_id WHERE u.username = 'admin'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(admins, 1);
+    }
+
     #[tokio::test]
     async fn a_recovery_code_signs_in_once_only() {
         let app = TestApp::spawn().await;
@@ -1011,6 +1238,8 @@ mod roles {
         add_user(&app, "olga", OPERATOR_PASSWORD, Role::Operator);
         add_user(&app, "vik", VIEWER_PASSWORD, Role::Viewer);
         let now = app.now();
+        let shown = seed_order(&app, "R-shown", 900, "paid", 0, false, now);
+        let note = seed_notification(&app, now, "alipay", "applied", "paid", Some(&shown), "a=1");
         for (role, user, password) in [
             ("owner", "admin", ADMIN_PASSWORD),
             ("operator", "olga", OPERATOR_PASSWORD),
@@ -1020,17 +1249,20 @@ mod roles {
             let owner = role == "owner";
             let operates = role != "viewer";
             for (path, allowed) in [
-                ("/admin", true),
-                ("/admin/orders", true),
-                ("/admin/notifications", true),
-                ("/admin/webhooks", true),
-                ("/admin/profile", true),
-                ("/admin/users", owner),
-                ("/admin/api-keys", owner),
-                ("/admin/audit", owner),
+                ("/admin".to_owned(), true),
+                ("/admin/orders".to_owned(), true),
+                (format!("/admin/orders/{shown}"), true),
+                ("/admin/orders.csv".to_owned(), true),
+                ("/admin/notifications".to_owned(), true),
+                (format!("/admin/notifications/{note}"), true),
+                ("/admin/webhooks".to_owned(), true),
+                ("/admin/profile".to_owned(), true),
+                ("/admin/users".to_owned(), owner),
+                ("/admin/api-keys".to_owned(), owner),
+                ("/admin/audit".to_owned(), owner),
             ] {
                 let before = audit_lines(&app);
-                let page = staff.get(path).await;
+                let page = staff.get(&path).await;
                 assert_eq!(page.status, if allowed { 200 } else { 403 }, "{role} GET {path}");
                 if !allowed {
                     assert_eq!(audit_lines(&app), before, "{role} GET {path}: no audit line");
@@ -1064,6 +1296,21 @@ mod roles {
             db(&app)
                 .execute("INSERT INTO webhook_endpoints (url, failing_since, last_failure_at, disabled_at) VALUES (?1, 1, 2, 3)", [&disabled])
                 .unwrap();
+            // A paid order with a failed delivery, to refund and re-send from its page,
+            // and a pending one to ask the provider about.
+            let sold = seed_order(&app, &format!("R-{role}-sold"), 900, "paid", 0, false, now);
+            let sold_event = seed_delivery(
+                &app,
+                &sold,
+                "failed",
+                &format!("http://127.0.0.1:9/sold-{role}"),
+                now,
+                &[Some(500)],
+            );
+            let queried = app.create_order(&format!("R-{role}-query"), 500).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
             add_user(&app, &format!("temp-{role}"), "temporary password", Role::Viewer);
             let key_name = format!("key-{role}");
             TestApp::create_api_key(&app.core, &key_name).await;
@@ -1079,6 +1326,27 @@ mod roles {
                     vec![("reason", "kept".into())],
                     operates,
                     "order.acknowledge_late",
+                ),
+                (
+                    format!("/admin/orders/{sold}/refund"),
+                    vec![("reason", "spilled".into()), ("amount", "1.00".into())],
+                    operates,
+                    "order.refund",
+                ),
+                (
+                    format!("/admin/orders/{queried}/query"),
+                    vec![("reason", "did they pay".into())],
+                    operates,
+                    "order.query",
+                ),
+                (
+                    format!("/admin/orders/{sold}/resend"),
+                    vec![
+                        ("reason", "shop was down".into()),
+                        ("webhook_id", sold_event.clone()),
+                    ],
+                    operates,
+                    "webhook.resend",
                 ),
                 (
                     "/admin/webhooks/resend".into(),
@@ -1192,12 +1460,15 @@ mod roles {
                         lines[..],
                         "{role} POST {path}: the log only grows"
                     );
-                    let order = if name.starts_with("order.") {
+                    // Actions on an order's page name the order and need the right to
+                    // act on orders, the re-send there included.
+                    let on_order = path.starts_with("/admin/orders/");
+                    let order = if on_order {
                         path.split('/').nth(3).unwrap().to_owned()
                     } else {
                         String::new()
                     };
-                    let needed = if name.starts_with("order.") {
+                    let needed = if on_order {
                         "act on orders"
                     } else if name.starts_with("webhook.resend") {
                         "re-send webhooks"
@@ -1229,6 +1500,64 @@ mod roles {
 mod security {
     use super::*;
 
+    /// The last audit row of `action`: its reason and detail.
+    fn last_audit(app: &TestApp, action: &str) -> (String, Option<String>, Option<String>) {
+        db(app)
+            .query_row(
+                "SELECT outcome, reason, detail FROM audit_log WHERE action = ?1 ORDER BY id DESC LIMIT 1",
+                [action],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_100_kb_reason_or_address_is_refused_clearly_and_its_audit_row_keeps_only_the_first_characters()
+    {
+        let app = TestApp::spawn().await;
+        let late = seed_order(&app, "L-1", 4400, "paid", 0, true, app.now() - Duration::hours(1));
+        let staff = Staff::signed_in(&app).await;
+        let csrf = csrf_of(&staff.get("/admin?lang=en").await.body);
+        // 100 KB, starting with two-byte characters: the cut must fall between them.
+        let huge = format!("{}{}", "é".repeat(300), "x".repeat(100 * 1024));
+        let before = rows(&app, &["audit_log", "admin_sessions"]);
+        let ack = staff
+            .post(
+                &format!("/admin/orders/{late}/acknowledge"),
+                &[("csrf", &csrf), ("reason", &huge)],
+            )
+            .await;
+        assert_eq!(ack.location(), "/admin?done=refused#attention");
+        let shown = staff
+            .get(&format!("{}&lang=en", ack.location().replace("#attention", "")))
+            .await;
+        assert!(
+            shown.body.contains("Not acknowledged: give a reason"),
+            "{}",
+            shown.body
+        );
+        let (outcome, reason, _) = last_audit(&app, "order.acknowledge_late");
+        assert_eq!(outcome, "refused");
+        assert_eq!(reason.unwrap(), "é".repeat(256));
+
+        let url = format!("http://127.0.0.1:9/{}", "x".repeat(100 * 1024));
+        let ping = staff
+            .post("/admin/webhooks/ping?lang=en", &[("csrf", &csrf), ("url", &url)])
+            .await;
+        assert_eq!(ping.status, 422);
+        assert!(ping.body.contains("Not an endpoint kassa delivers to."));
+        let (outcome, _, detail) = last_audit(&app, "webhook.ping");
+        assert_eq!(outcome, "refused");
+        let detail = detail.unwrap();
+        assert_eq!(detail.chars().count(), 500);
+        assert!(format!("unknown endpoint {url}").starts_with(&detail));
+        assert_eq!(
+            rows(&app, &["audit_log", "admin_sessions"]),
+            before,
+            "nothing else changed"
+        );
+    }
+
     #[tokio::test]
     async fn the_webhook_secret_is_shown_masked_and_revealed_only_after_the_password_is_typed_again() {
         let app = TestApp::spawn().await;
@@ -1242,7 +1571,13 @@ mod security {
         let staff = Staff::signed_in(&app).await;
         let page = staff.get("/admin/webhooks").await;
         assert!(!page.body.contains(&secret), "masked");
-        assert!(page.body.contains(&secret[..10]));
+        assert!(
+            !page.body.contains(&secret[..10]),
+            "no character of the key after the prefix"
+        );
+        assert!(page
+            .body
+            .contains(&format!("whsec_••••••••{}", &secret[secret.len() - 4..])));
         let csrf = csrf_of(&page.body);
         let wrong = staff
             .post(

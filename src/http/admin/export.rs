@@ -8,6 +8,7 @@ use askama::Template;
 
 use super::orders::ListParams;
 use super::{render, AdminError, Base, SignedIn};
+use crate::domain::admin::Permission;
 use crate::http::state::AppState;
 use crate::service::export::orders_csv;
 
@@ -27,6 +28,7 @@ pub async fn export_orders(
     staff: SignedIn,
 ) -> Result<HttpResponse, AdminError> {
     let base = Base::new(&req, Some(&staff.0));
+    staff.require(Permission::Read, base.lang)?;
     let f = ListParams::parse(req.query_string());
     let merchant = &state.settings.merchant;
     let query = match f.query(merchant.timezone, merchant.currency, base.t) {

@@ -16,6 +16,7 @@ use crate::db::provider_calls::{self, CallRecord};
 use crate::db::refunds::{self, Refund};
 use crate::db::timeline::{self, Delivery, Field, RawRow};
 use crate::db::{orders, DbResult, Tx};
+use crate::domain::admin::Permission;
 use crate::domain::provider_call::CallOutcome;
 use crate::domain::{Order, OrderId, OrderStatus, OutboxStatus, RefundStatus};
 use crate::http::qr;
@@ -624,8 +625,9 @@ pub async fn show_order(
     staff: SignedIn,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
+    let base = Base::new(&req, Some(&staff.0));
+    staff.require(Permission::Read, base.lang)?;
     let Ok(id) = OrderId::parse(&path) else {
-        let base = Base::new(&req, Some(&staff.0));
         return Err(AdminError::NotFound(base.lang, base.t.order_not_found));
     };
     order_page(&state, &req, &staff.0, id, None, Typed::default(), StatusCode::OK).await

@@ -9,6 +9,7 @@ use chrono_tz::Tz;
 use super::texts::{fill, AdminTexts};
 use super::{iso, local_time, money, render, AdminError, Badge, Base, SignedIn};
 use crate::db::orders::{self, OrderQuery, PageKey, Seek, SortKey};
+use crate::domain::admin::Permission;
 use crate::domain::{Amount, Currency, Order, OrderId, OrderStatus, ProviderKind};
 use crate::http::state::AppState;
 use crate::service::export::parse_bound;
@@ -313,6 +314,7 @@ pub async fn list_orders(
     staff: SignedIn,
 ) -> Result<HttpResponse, AdminError> {
     let base = Base::new(&req, Some(&staff.0));
+    staff.require(Permission::Read, base.lang)?;
     let t = base.t;
     let f = ListParams::parse(req.query_string());
     let (tz, currency) = (state.settings.merchant.timezone, state.settings.merchant.currency);

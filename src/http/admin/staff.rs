@@ -341,7 +341,9 @@ pub async fn profile_totp(
     match form.get("step") {
         Some("confirm") => {
             let code = form.get("code").unwrap_or_default();
-            match service::confirm_enrolment(&state, &action, &staff.0.username, code).await {
+            match service::confirm_enrolment(&state, &action, &staff.0.username, code, &staff.0.session_hash)
+                .await
+            {
                 Ok(codes) => profile(&state, &req, &staff, None, codes, None, StatusCode::OK).await,
                 Err(StaffError::Refused(why)) => {
                     let pending = service::pending_secret(&state, &staff.0.username)
