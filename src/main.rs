@@ -164,8 +164,7 @@ fn serve(settings: Settings) -> Result<(), CommandError> {
         if let Some(sandbox) = app.sandbox() {
             let _ = writeln!(
                 out,
-                "sandbox: on (simulated Alipay and WeChat Pay at {}/sandbox/, keys in {}); no real money moves",
-                core.public_url(),
+                "sandbox: on (simulated Alipay and WeChat Pay; pay an order from the wallet page its qr_code opens; keys in {}); no real money moves",
                 sandbox.keys.dir.display()
             );
             if !app.address().ip().is_loopback() {
