@@ -77,14 +77,8 @@ impl LogParams {
                 base.tr("Not a valid choice:", "无效的选项：")
             ))
         };
-        let provider = match self.provider.as_str() {
-            "" => None,
-            p => p.parse::<ProviderKind>().map_err(|_| bad(p)).ok(),
-        };
-        let verdict = match self.verdict.as_str() {
-            "" => None,
-            v => v.parse::<Verdict>().map_err(|_| bad(v)).ok(),
-        };
+        let provider = optional::<ProviderKind>(&self.provider, &mut bad);
+        let verdict = optional::<Verdict>(&self.verdict, &mut bad);
         let reason_ok =
             self.reason.len() <= 40 && self.reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
         if !reason_ok {
@@ -94,16 +88,8 @@ impl LogParams {
             "" => None,
             o => OrderId::parse(o).map_err(|_| bad(o)).ok(),
         };
-        let from = (!self.from.is_empty())
-            .then(|| {
-                parse_bound(&self.from, tz, false)
-                    .map_err(|_| bad(&self.from))
-                    .ok()
-            })
-            .flatten();
-        let before = (!self.to.is_empty())
-            .then(|| parse_bound(&self.to, tz, true).map_err(|_| bad(&self.to)).ok())
-            .flatten();
+        let from = bound(&self.from, tz, false, &mut bad);
+        let before = bound(&self.to, tz, true, &mut bad);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -166,6 +152,28 @@ struct ListPage {
     first_url: Option<String>,
 }
 
+/// A filter field that is empty (no filter) or must parse; a bad value is reported.
+pub(super) fn optional<T: std::str::FromStr>(text: &str, bad: &mut impl FnMut(&str)) -> Option<T> {
+    if text.is_empty() {
+        return None;
+    }
+    text.parse().map_err(|_| bad(text)).ok()
+}
+
+/// A date or time bound typed in the merchant's zone (`end`: the end of that day for a
+/// bare date), or none when empty; a bad value is reported.
+pub(super) fn bound(
+    text: &str,
+    tz: chrono_tz::Tz,
+    end: bool,
+    bad: &mut impl FnMut(&str),
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    if text.is_empty() {
+        return None;
+    }
+    parse_bound(text, tz, end).map_err(|_| bad(text)).ok()
+}
+
 pub async fn list_notifications(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -175,26 +183,18 @@ pub async fn list_notifications(
     staff.require(Permission::Read, base.lang)?;
     let f = LogParams::parse(&req);
     let tz = state.settings.merchant.timezone;
-    let mut providers = vec![Choice {
-        value: "",
-        label: base.t.any_provider,
-        chosen: f.provider.is_empty(),
-    }];
-    providers.extend(ProviderKind::ALL.iter().map(|p| Choice {
-        value: p.as_str(),
-        label: base.t.provider_name(*p),
-        chosen: f.provider == p.as_str(),
-    }));
-    let mut verdicts = vec![Choice {
-        value: "",
-        label: base.tr("Any verdict", "任意结论"),
-        chosen: f.verdict.is_empty(),
-    }];
-    verdicts.extend(Verdict::ALL.iter().map(|v| Choice {
-        value: v.as_str(),
-        label: v.as_str(),
-        chosen: f.verdict == v.as_str(),
-    }));
+    let providers = Choice::any_then(
+        base.t.any_provider,
+        &f.provider,
+        ProviderKind::ALL
+            .iter()
+            .map(|p| (p.as_str(), base.t.provider_name(*p))),
+    );
+    let verdicts = Choice::any_then(
+        base.tr("Any verdict", "任意结论"),
+        &f.verdict,
+        Verdict::ALL.iter().map(|v| (v.as_str(), v.as_str())),
+    );
     let filter = f.filter(tz, &base);
     let mut page = ListPage {
         base,

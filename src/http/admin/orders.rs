@@ -254,6 +254,25 @@ pub struct Choice {
     pub chosen: bool,
 }
 
+impl Choice {
+    /// A single-choice filter's options: "any" (the empty value) first, then each
+    /// `(value, label)`; the one equal to `current` is chosen.
+    pub fn any_then(
+        any: &'static str,
+        current: &str,
+        options: impl IntoIterator<Item = (&'static str, &'static str)>,
+    ) -> Vec<Choice> {
+        std::iter::once(("", any))
+            .chain(options)
+            .map(|(value, label)| Choice {
+                value,
+                label,
+                chosen: current == value,
+            })
+            .collect()
+    }
+}
+
 #[derive(Template)]
 #[template(path = "admin/orders.html")]
 struct OrdersPage {

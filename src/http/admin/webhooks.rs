@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 use serde_json::json;
 
-use super::logs::query_pairs;
+use super::logs::{bound, optional, query_pairs};
 use super::order_detail::resendable;
 use super::orders::Choice;
 use super::{begin, iso, local_time, render, see_other, AdminError, Base, Form, SignedIn};
@@ -24,7 +24,6 @@ use crate::domain::{EventType, OrderId, OutboxStatus};
 use crate::http::i18n::Lang;
 use crate::http::state::AppState;
 use crate::service::admin::{self as auth, Reauth};
-use crate::service::export::parse_bound;
 use crate::service::staff::{self as staff_service, StaffError};
 use crate::webhooks::dispatcher::{http_client, post_signed};
 
@@ -100,18 +99,8 @@ impl Params {
                 base.tr("Not a valid choice:", "无效的选项：")
             ))
         };
-        let status = match self.status.as_str() {
-            "" => None,
-            s => s.parse::<OutboxStatus>().map_err(|_| bad(s)).ok(),
-        };
-        let event_type = match self.event.as_str() {
-            "" => None,
-            e => e
-                .parse::<EventType>()
-                .map(|e| e.as_str().to_owned())
-                .map_err(|_| bad(e))
-                .ok(),
-        };
+        let status = optional::<OutboxStatus>(&self.status, &mut bad);
+        let event_type = optional::<EventType>(&self.event, &mut bad).map(|e| e.as_str().to_owned());
         let order_id = match self.order.as_str() {
             "" => None,
             o => OrderId::parse(o).map_err(|_| bad(o)).ok(),
@@ -119,16 +108,8 @@ impl Params {
         if self.url.len() > 2048 {
             bad("url");
         }
-        let from = (!self.from.is_empty())
-            .then(|| {
-                parse_bound(&self.from, tz, false)
-                    .map_err(|_| bad(&self.from))
-                    .ok()
-            })
-            .flatten();
-        let before = (!self.to.is_empty())
-            .then(|| parse_bound(&self.to, tz, true).map_err(|_| bad(&self.to)).ok())
-            .flatten();
+        let from = bound(&self.from, tz, false, &mut bad);
+        let before = bound(&self.to, tz, true, &mut bad);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -233,28 +214,16 @@ async fn page(
 ) -> Result<HttpResponse, AdminError> {
     let base = Base::new(req, Some(&staff.0));
     let tz = state.settings.merchant.timezone;
-    let statuses = std::iter::once(Choice {
-        value: "",
-        label: base.tr("Any status", "任意状态"),
-        chosen: f.status.is_empty(),
-    })
-    .chain(OutboxStatus::ALL.iter().map(|s| Choice {
-        value: s.as_str(),
-        label: s.as_str(),
-        chosen: f.status == s.as_str(),
-    }))
-    .collect();
-    let events = std::iter::once(Choice {
-        value: "",
-        label: base.tr("Any event", "任意事件"),
-        chosen: f.event.is_empty(),
-    })
-    .chain(EventType::ALL.iter().map(|e| Choice {
-        value: e.as_str(),
-        label: e.as_str(),
-        chosen: f.event == e.as_str(),
-    }))
-    .collect();
+    let statuses = Choice::any_then(
+        base.tr("Any status", "任意状态"),
+        &f.status,
+        OutboxStatus::ALL.iter().map(|s| (s.as_str(), s.as_str())),
+    );
+    let events = Choice::any_then(
+        base.tr("Any event", "任意事件"),
+        &f.event,
+        EventType::ALL.iter().map(|e| (e.as_str(), e.as_str())),
+    );
     let filter = f.filter(tz, &base);
     let now = state.now();
     let configured = !state.settings.webhooks.secret.is_empty();
