@@ -38,17 +38,41 @@ pub enum Command {
     Apikey(ApikeyCommand),
     /// Write a consistent copy of the database, safe while the server runs.
     Backup(BackupArgs),
+    /// Put a backup in place of the database (refused while a server runs); the
+    /// replaced database is kept beside it.
+    Restore(RestoreArgs),
     /// Export data as CSV to standard output.
     #[command(subcommand)]
     Export(ExportCommand),
     /// Show the effective configuration and where each value came from.
-    Config,
+    Config(ConfigArgs),
+    /// Check the configuration, keys, public URL, clock, database and webhook endpoint
+    /// before going live; exits non-zero on any problem.
+    Doctor(DoctorArgs),
+    /// GET /healthz on the address kassa listens on ([server] bind); exits 0 when
+    /// healthy (for container health checks).
+    Healthcheck,
     /// Webhooks to the shop: the signing secret, re-sends, a test delivery.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
     /// Staff users of the admin dashboard.
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print an example kassa.toml instead: every key with its default and meaning.
+    #[arg(long)]
+    pub example: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The app public key (应用公钥) uploaded to Alipay, PEM: checked to match
+    /// [alipay] app_private_key_file.
+    #[arg(long, value_name = "FILE")]
+    pub alipay_app_public_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +156,12 @@ pub struct BackupArgs {
     /// Replace the file if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore (from `kassa backup` or <data_dir>/backups/).
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,7 +10,8 @@ use tokio::sync::broadcast;
 
 use crate::config::Settings;
 use crate::db::Database;
-use crate::domain::{Clock, Order, OrderId, OrderStatus};
+use crate::domain::{Clock, Order, OrderId, OrderStatus, TransitionSource};
+use crate::metrics::Metrics;
 use crate::providers::Providers;
 
 #[derive(Clone)]
@@ -20,6 +21,8 @@ pub struct Core {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub hooks: PostCommit,
+    /// What `/metrics` shows; this app's own, never a process-wide registry.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Core {
@@ -33,26 +36,29 @@ impl Core {
     }
 }
 
-/// Told after the commit of every applied transition, whoever caused it. Today it wakes
-/// open checkout pages and the webhook dispatchers (an in-process broadcast; listeners
-/// always re-read the order row, so a missed signal only delays them).
+/// Told after the commit of every applied transition, whoever caused it. It counts the
+/// transition for `/metrics` and wakes open checkout pages and the webhook dispatchers
+/// (an in-process broadcast; listeners always re-read the order row, so a missed signal
+/// only delays them).
 #[derive(Clone)]
 pub struct PostCommit {
     changed: broadcast::Sender<OrderId>,
-}
-
-impl Default for PostCommit {
-    fn default() -> Self {
-        PostCommit {
-            changed: broadcast::channel(1024).0,
-        }
-    }
+    metrics: Arc<Metrics>,
 }
 
 impl PostCommit {
-    /// `order` is as committed; it came from `from`.
-    pub fn applied(&self, order: &Order, from: OrderStatus) {
-        tracing::debug!(order_id = %order.id, %from, to = %order.status, "transition committed");
+    pub fn new(metrics: Arc<Metrics>) -> PostCommit {
+        PostCommit {
+            changed: broadcast::channel(1024).0,
+            metrics,
+        }
+    }
+
+    /// `order` is as committed; it came from `from`, caused by `source`.
+    pub fn applied(&self, order: &Order, from: OrderStatus, source: TransitionSource) {
+        tracing::debug!(order_id = %order.id, %from, to = %order.status, source = source.as_str(), "transition committed");
+        self.metrics
+            .transition(from.as_str(), order.status.as_str(), source.as_str());
         // No listener is fine.
         let _ = self.changed.send(order.id.clone());
     }

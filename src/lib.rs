@@ -13,6 +13,7 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod providers;
 pub mod sandbox;
 pub mod service;

@@ -4,9 +4,12 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kassa::cli::{AdminCommand, ApikeyCommand, Cli, Command, ExportCommand, ServeArgs, WebhooksCommand};
+use kassa::cli::{
+    AdminCommand, ApikeyCommand, Cli, Command, ConfigArgs, DoctorArgs, ExportCommand, ServeArgs,
+    WebhooksCommand,
+};
 use kassa::commands::{self, CommandError};
-use kassa::config::{keys, ConfigSources, Settings};
+use kassa::config::{keys, ConfigError, ConfigSources, Settings};
 use kassa::startup::{Application, Options};
 
 fn sources(cli: &Cli, serve: Option<&ServeArgs>) -> ConfigSources {
@@ -41,9 +44,16 @@ fn main() -> ExitCode {
         }),
         _ => None,
     };
-    let settings = match Settings::load(&sources(&cli, serve_args.as_ref())) {
-        Ok(s) => s,
-        Err(e) => {
+    // The example shows defaults only, so a broken kassa.toml must not stop it.
+    if let Some(Command::Config(ConfigArgs { example: true })) = &cli.command {
+        print!("{}", kassa::config::example_toml());
+        return ExitCode::SUCCESS;
+    }
+    let settings = match (Settings::load(&sources(&cli, serve_args.as_ref())), &cli.command) {
+        (Ok(s), _) => s,
+        // Doctor reports a bad configuration as one of its findings.
+        (Err(e), Some(Command::Doctor(args))) => return doctor(Err(e), args),
+        (Err(e), _) => {
             eprintln!("kassa: {e}");
             return ExitCode::from(2);
         }
@@ -80,9 +90,18 @@ fn main() -> ExitCode {
         Some(Command::Backup(args)) => {
             commands::backup::run(&db_path, &args.file, args.force, &mut stdout.lock())
         }
+        Some(Command::Restore(args)) => commands::restore::run(
+            &settings.server.data_dir,
+            &db_path,
+            &args.file,
+            chrono::Utc::now(),
+            &mut stdout.lock(),
+        ),
         Some(Command::Export(ExportCommand::Orders(args))) => export_orders(&settings, &args),
         Some(Command::Webhooks(command)) => webhooks(&settings, command),
-        Some(Command::Config) => commands::config::show(&settings, &mut stdout.lock()),
+        Some(Command::Config(_)) => commands::config::show(&settings, &mut stdout.lock()),
+        Some(Command::Doctor(args)) => return doctor(Ok(settings), &args),
+        Some(Command::Healthcheck) => commands::healthcheck::run(settings.server.bind, &mut stdout.lock()),
         Some(Command::Admin(AdminCommand::Passwd { user })) => {
             commands::admin::passwd(&db_path, &user, &mut stdout.lock())
         }
@@ -95,6 +114,21 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kassa: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit 1 when doctor found a problem; warnings alone exit 0.
+fn doctor(loaded: Result<Settings, ConfigError>, args: &DoctorArgs) -> ExitCode {
+    let options = commands::doctor::Options {
+        alipay_app_public_key: args.alipay_app_public_key.clone(),
+    };
+    match commands::doctor::run(loaded, &options, &mut std::io::stdout().lock()) {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("kassa: {e}");
             ExitCode::FAILURE

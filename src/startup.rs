@@ -12,7 +12,8 @@ use actix_web::{web, App, HttpServer};
 
 use crate::config::{SandboxMode, Settings, Source};
 use crate::core::{Core, PostCommit};
-use crate::db::{Database, DbError};
+use crate::db::lock::DataDirLock;
+use crate::db::{outbox, Database, DbError, DbThreads};
 use crate::domain::{Clock, SystemClock};
 use crate::http::state::AppState;
 use crate::jobs::expiry::ExpiryWorker;
@@ -196,6 +197,8 @@ pub enum StartupError {
     Bind { addr: SocketAddr, reason: String },
     #[error("cannot create the first admin user: {0}")]
     FirstAdmin(#[from] AdminError),
+    #[error(transparent)]
+    Lock(#[from] crate::db::lock::LockError),
 }
 
 /// Where the payment providers come from.
@@ -239,6 +242,9 @@ pub struct Application {
     /// `None` when the jobs do not run.
     jobs: Option<Supervisor>,
     first_admin: Option<FirstAdmin>,
+    /// Held until the database is closed: `kassa restore` and a second server on the
+    /// same data directory see that this one runs.
+    lock: DataDirLock,
 }
 
 impl Application {
@@ -259,7 +265,10 @@ impl Application {
         options: Options,
         listener: TcpListener,
     ) -> Result<Application, StartupError> {
-        let db = Database::open(&settings.database_path())?;
+        let lock = DataDirLock::acquire(&settings.server.data_dir)?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        crate::service::metrics::declare(&metrics);
+        let db = Database::open_counted(&settings.database_path(), metrics.writer())?;
         let bind = settings.server.bind;
         let address = listener.local_addr().map_err(|e| StartupError::Bind {
             addr: bind,
@@ -323,7 +332,8 @@ impl Application {
             providers,
             clock: options.clock,
             settings: Arc::new(settings),
-            hooks: PostCommit::default(),
+            hooks: PostCommit::new(metrics.clone()),
+            metrics,
         };
         let sandbox = match sandbox_keys {
             Some(keys) => Some(Arc::new(
@@ -337,10 +347,16 @@ impl Application {
             overview: Default::default(),
         };
         let data = web::Data::new(state.clone());
+        let shutdown_timeout = state.core.settings.server.shutdown_timeout;
         let sandbox_data = sandbox.clone().map(web::Data::from);
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(data.clone())
+                // Innermost first. HEAD becomes GET before routing, but after the log
+                // line took the client's method; the default headers go outside
+                // `method_not_allowed`, which replaces the API's 405 whole.
+                .wrap(from_fn(crate::http::head_as_get))
+                .wrap(from_fn(crate::http::method_not_allowed))
                 .wrap(crate::http::default_headers())
                 .wrap(from_fn(crate::http::telemetry::log_request))
                 .configure(crate::http::configure);
@@ -351,6 +367,10 @@ impl Application {
             app.default_service(web::to(crate::http::not_found))
         })
         .workers(2)
+        .shutdown_timeout(u64::try_from(shutdown_timeout.num_seconds()).unwrap_or(10))
+        // SIGTERM and SIGINT alike stop gracefully (actix's own handling forces SIGINT):
+        // see `stop_on_signals`.
+        .disable_signals()
         .listen(listener)
         .map_err(|e| StartupError::Bind {
             addr: bind,
@@ -367,6 +387,7 @@ impl Application {
             sandbox,
             jobs,
             first_admin,
+            lock,
         })
     }
 
@@ -396,19 +417,27 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the server stops (Ctrl-C / SIGTERM), or until the database writer
-    /// dies, which is an error. The jobs stop with the server, and are gone when this
-    /// returns.
+    /// Serves until the server stops (SIGTERM or Ctrl-C, or `handle().stop`), or until
+    /// the database writer dies, which is an error. Then shuts down in order: requests
+    /// in flight finish (within `server.shutdown_timeout`), the jobs stop, webhook claims
+    /// are given back, the writer commits what is queued, empties the log
+    /// (`wal_checkpoint(TRUNCATE)`) and closes, and only then is the data directory's
+    /// lock released.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             server,
             state,
             sandbox,
             jobs,
+            lock,
             ..
         } = self;
         let handle = server.handle();
         let writer_stopped = state.core.db.writer_stopped();
+        let signals = tokio::spawn(stop_on_signals(
+            handle.clone(),
+            state.core.settings.server.shutdown_timeout,
+        ));
         // Without its writer kassa can store nothing: better stopped than answering
         // every payment platform with a failure.
         let watch = tokio::spawn(async move {
@@ -423,6 +452,7 @@ impl Application {
             }))
         });
         let result = server.await;
+        signals.abort();
         // Still holding `state` (a database handle): the writer cannot have ended of
         // itself before this point, only by failing.
         watch.abort();
@@ -431,11 +461,92 @@ impl Application {
         if let Some(jobs) = jobs {
             let _ = jobs.await;
         }
+        if !writer_died {
+            release_claims(&state).await;
+        }
+        let database = state.core.db.threads();
+        let db_path = state.core.db.path().to_owned();
         drop((state, sandbox));
+        wait_until_closed(&database, &db_path).await;
+        drop(lock);
         if writer_died {
             return Err(std::io::Error::other("the database writer stopped"));
         }
         result
+    }
+}
+
+/// Webhook deliveries the stopped dispatchers had claimed go back to pending, so the
+/// next start sends them at once instead of after their lease.
+async fn release_claims(state: &AppState) {
+    let now = state.core.now();
+    match state
+        .core
+        .db
+        .write(move |tx| outbox::release_claims(tx, now))
+        .await
+    {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(
+            released,
+            "webhook deliveries under way given back; the next start sends them"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot give back webhook deliveries under way; after a restart they wait for their lease"
+        ),
+    }
+}
+
+/// Longest wait for the database to close once everything else has stopped: a periodic
+/// backup under way holds it open until its copy ends.
+const CLOSE_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until the writer has committed what was queued, emptied the log and closed.
+/// Polls: the threads end on their own once the last handle is gone.
+async fn wait_until_closed(database: &DbThreads, db_path: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+    while database.running() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "the database is still open {} s after the server stopped; exiting without its last checkpoint (nothing committed is lost)",
+                CLOSE_WAIT.as_secs()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut wal = db_path.as_os_str().to_owned();
+    wal.push("-wal");
+    let left = std::fs::metadata(std::path::PathBuf::from(wal)).map_or(0, |m| m.len());
+    tracing::info!(wal_bytes = left, "database closed");
+}
+
+/// SIGTERM or SIGINT: a graceful stop (no new connections; requests in flight get
+/// `grace` to finish). A second signal stops at once.
+async fn stop_on_signals(handle: ServerHandle, grace: chrono::Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM and SIGINT; stop kassa with SIGKILL");
+            return;
+        }
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(
+        signal = name,
+        grace_seconds = grace.num_seconds(),
+        "stopping: no new connections; requests in flight may finish"
+    );
+    let graceful = handle.stop(true);
+    tokio::select! {
+        () = graceful => {}
+        _ = term.recv() => handle.stop(false).await,
+        _ = int.recv() => handle.stop(false).await,
     }
 }
 
@@ -462,6 +573,12 @@ fn supervisor(core: &Core, sandbox: Option<&Arc<Sandbox>>, extra: Vec<Job>) -> S
                     Err(e) => tracing::error!(error = %e, "cannot start the webhook dispatcher"),
                 }
             }
+        }));
+    }
+    if let Some(interval) = core.settings.backup.interval.and_then(|d| d.to_std().ok()) {
+        let c = core.clone();
+        jobs.add(Job::new("backup", move || {
+            crate::jobs::backup::run(c.clone(), interval)
         }));
     }
     if let Some(sandbox) = sandbox {

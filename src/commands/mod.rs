@@ -4,7 +4,10 @@ pub mod admin;
 pub mod apikey;
 pub mod backup;
 pub mod config;
+pub mod doctor;
 pub mod export;
+pub mod healthcheck;
+pub mod restore;
 pub mod webhooks;
 
 /// A command's failure: a sentence for the operator and an exit code.

@@ -35,6 +35,18 @@ pub const SERVER_METRICS_TOKEN: Key<Secret> = Key::secret(
     any_secret,
     "when set, `/metrics` requires `Authorization: Bearer <token>`",
 );
+pub const SERVER_TRUSTED_PROXIES: Key<Vec<ipnet::IpNet>> = Key::new(
+    "server.trusted_proxies",
+    "",
+    ip_networks,
+    "reverse proxies (IPs or CIDR ranges, a TOML array or comma-separated) whose `X-Forwarded-For` names the client recorded for notifications and audit rows; empty: the socket peer",
+);
+pub const SERVER_SHUTDOWN_TIMEOUT: Key<Duration> = Key::new(
+    "server.shutdown_timeout",
+    "10s",
+    shutdown_timeout,
+    "on SIGTERM or Ctrl-C, how long requests in flight get to finish before their connections are closed (`1s` to `10m`)",
+);
 pub const MERCHANT_NAME: Key<String> =
     Key::new("merchant.name", "My Shop", merchant_name, "shown to customers");
 pub const MERCHANT_CURRENCY: Key<Currency> = Key::new(
@@ -175,9 +187,14 @@ pub const BACKUP_INTERVAL: Key<Option<Duration>> = Key::new(
     "backup.interval",
     "",
     backup_interval,
-    "periodic backups (e.g. `6h`); empty: none",
+    "how often to write a checked backup into `<data_dir>/backups/` (e.g. `6h`; at least `1s`); empty: none",
 );
-pub const BACKUP_KEEP: Key<u32> = Key::new("backup.keep", "7", at_least_one, "periodic backups kept");
+pub const BACKUP_KEEP: Key<u32> = Key::new(
+    "backup.keep",
+    "7",
+    at_least_one,
+    "periodic backups kept; older ones are deleted",
+);
 pub const ADMIN_SESSION_IDLE: Key<Duration> = Key::new(
     "admin.session_idle",
     "30m",
@@ -203,6 +220,8 @@ pub const ALL: &[&dyn AnyKey] = &[
     &SERVER_PUBLIC_URL,
     &SERVER_DATA_DIR,
     &SERVER_METRICS_TOKEN,
+    &SERVER_SHUTDOWN_TIMEOUT,
+    &SERVER_TRUSTED_PROXIES,
     &MERCHANT_NAME,
     &MERCHANT_CURRENCY,
     &MERCHANT_TIMEZONE,

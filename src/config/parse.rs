@@ -77,6 +77,20 @@ pub fn path_list(v: &str) -> Result<Vec<PathBuf>, String> {
         .collect())
 }
 
+/// Addresses (`10.0.0.1`, `::1`) and CIDR ranges (`10.0.0.0/8`), separated by commas.
+pub fn ip_networks(v: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| format!("{p:?} is neither an IP address nor a CIDR range such as 10.0.0.0/8"))
+        })
+        .collect()
+}
+
 pub fn merchant_name(v: &str) -> Result<String, String> {
     if v.is_empty() || v.chars().count() > 128 {
         Err("must be 1 to 128 characters".to_owned())
@@ -162,10 +176,19 @@ pub fn backup_interval(v: &str) -> Result<Option<Duration>, String> {
         return Ok(None);
     }
     let d = parse_duration(v)?;
-    if d < Duration::minutes(1) {
-        return Err("must be at least 1m".to_owned());
+    if d < Duration::seconds(1) {
+        return Err("must be at least 1s".to_owned());
     }
     Ok(Some(d))
+}
+
+/// Bounded: a shutdown that could wait for hours is a hang to whoever stops the service.
+pub fn shutdown_timeout(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d < Duration::seconds(1) || d > Duration::minutes(10) {
+        return Err("must be between 1s and 10m".to_owned());
+    }
+    Ok(d)
 }
 
 /// How long an admin session lasts (idle or in all).

@@ -105,3 +105,20 @@ pub(super) fn start(conn: Connection, writer: Weak<()>, wal: Arc<Wal>, open: Arc
         tracing::warn!(error = %e, "cannot start the checkpoint thread; SQLite's automatic checkpoints remain");
     }
 }
+
+/// The writer's last act, once its queue is drained and closed: copies the whole log
+/// into the database file and cuts it to nothing, so a stopped kassa leaves one
+/// self-contained file (what a plain file copy of the data directory then gets right).
+/// Waits, within the busy timeout, for a checkpoint or a read still under way.
+pub(super) fn empty_log(conn: &Connection) {
+    let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    });
+    match done {
+        Ok((0, _)) => tracing::debug!("database log checkpointed and emptied"),
+        Ok((_, pages)) => {
+            tracing::warn!(pages, "database log not emptied: a reader was still in the way")
+        }
+        Err(e) => tracing::warn!(error = %e, "final WAL checkpoint failed"),
+    }
+}

@@ -17,6 +17,7 @@ pub mod backup;
 mod checkpointer;
 pub mod history;
 pub mod idempotency;
+pub mod lock;
 pub mod login_attempts;
 pub mod logs;
 pub mod migrations;
@@ -43,6 +44,8 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use writer::Writer;
 
+use crate::metrics::WriterMetrics;
+
 pub type DbResult<T> = Result<T, DbError>;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,8 @@ pub enum DbError {
     Task(String),
     #[error("cannot create data directory {path}: {reason}")]
     DataDir { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
 }
 
 /// One connection, inside a transaction for writes. Every operation of this module
@@ -133,10 +138,31 @@ fn connect(path: &Path) -> DbResult<Connection> {
             reason: e.to_string(),
         })?;
     }
+    create_private(path)?;
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     configure(&conn)?;
     Ok(conn)
+}
+
+/// Creates `path` empty and readable by its owner only, unless it exists: SQLite would
+/// create it 0644 (less the umask), and it holds every order and key hash. SQLite gives
+/// the `-wal` and `-shm` files the database file's permissions.
+fn create_private(path: &Path) -> DbResult<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(DbError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// The writer connection's own settings, on top of `connect`'s. Also used for the
@@ -175,6 +201,33 @@ impl Offline {
     pub fn open(path: &Path) -> DbResult<Offline> {
         Ok(Offline {
             conn: connect(path)?,
+            as_writer: None,
+        })
+    }
+
+    /// Opens an existing database for reading only: never creates the file and never
+    /// migrates it (`kassa doctor` looks without touching).
+    pub fn open_read_only(path: &Path) -> DbResult<Offline> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        // No `-wal` means no connection is open and everything is checkpointed into the
+        // file. A plain reader would create `-wal` and `-shm` and, read-only, could not
+        // delete them again: left behind by another user (root running a check), they
+        // would keep the server out. Read such a file as immutable, which creates nothing.
+        let conn = match path.to_str().filter(|_| !Path::new(&wal).exists()) {
+            Some(text) => {
+                let escaped = text.replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+                Connection::open_with_flags(
+                    format!("file:{escaped}?immutable=1"),
+                    flags | OpenFlags::SQLITE_OPEN_URI,
+                )?
+            }
+            None => Connection::open_with_flags(path, flags)?,
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(Offline {
+            conn,
             as_writer: None,
         })
     }
@@ -291,13 +344,18 @@ impl DbThreads {
 impl Database {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> DbResult<Database> {
+        Database::open_counted(path, WriterMetrics::default())
+    }
+
+    /// As `open`, the writer counting its batches and queue waits into `metrics`.
+    pub fn open_counted(path: &Path, metrics: WriterMetrics) -> DbResult<Database> {
         let mut conn = connect(path)?;
         migrations::run(&mut conn)?;
         configure_writer(&conn)?;
         let open = std::sync::Arc::new(());
         let threads = DbThreads(std::sync::Arc::downgrade(&open));
         let wal = std::sync::Arc::new(checkpointer::Wal::default());
-        let writer = Writer::start(conn, wal.clone(), open.clone())?;
+        let writer = Writer::start(conn, wal.clone(), open.clone(), metrics)?;
         checkpointer::start(connect(path)?, writer.liveness(), wal, open);
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)

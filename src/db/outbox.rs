@@ -233,6 +233,18 @@ pub fn requeue(tx: &Tx<'_>, event_id: &str, now: DateTime<Utc>) -> DbResult<bool
     Ok(n == 1)
 }
 
+/// Gives back every claim at shutdown, once the dispatchers have stopped: a row left
+/// `delivering` would wait for its lease (a minute) after the restart. The server holds
+/// the data directory's lock, so every claim is its own (or a dead process's). The row
+/// stays due as it was; an attempt cut short is sent again with the same webhook-id.
+pub fn release_claims(tx: &Tx<'_>, now: DateTime<Utc>) -> DbResult<usize> {
+    Ok(tx.conn.execute(
+        "UPDATE webhook_outbox SET status = 'pending', lease_until = NULL, updated_at = ?1 \
+         WHERE status = 'delivering'",
+        params![to_millis(now)],
+    )?)
+}
+
 /// Re-queues every row that failed since `since` (re-enabling their endpoints);
 /// returns how many.
 pub fn requeue_failed_since(tx: &Tx<'_>, since: DateTime<Utc>, now: DateTime<Utc>) -> DbResult<usize> {

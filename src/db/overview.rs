@@ -166,3 +166,42 @@ pub fn acknowledge_late(
         .execute(params![order_id, to_millis(now), actor, reason])?;
     Ok(n == 1)
 }
+
+/// What `/metrics` shows from the database: orders per status, and webhook deliveries
+/// pending (or under way) and given up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gauges {
+    pub orders: Vec<(OrderStatus, i64)>,
+    pub outbox_pending: i64,
+    pub outbox_failed: i64,
+}
+
+/// Counted on indexes only, never on the tables' rows: orders on
+/// `orders_by_status_created` (each status one range of it), the outbox on its two
+/// partial indexes, which hold only the rows counted.
+pub fn gauges(tx: &Tx<'_>) -> DbResult<Gauges> {
+    let mut by_status = tx.conn.prepare_cached(
+        "SELECT COUNT(*) FROM orders INDEXED BY orders_by_status_created WHERE status = ?1",
+    )?;
+    let mut orders = Vec::with_capacity(OrderStatus::ALL.len());
+    for status in OrderStatus::ALL {
+        orders.push((status, by_status.query_row([status.as_str()], |r| r.get(0))?));
+    }
+    let outbox_pending = tx
+        .conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM webhook_outbox INDEXED BY webhook_outbox_due WHERE status IN ('pending','delivering')",
+        )?
+        .query_row([], |r| r.get(0))?;
+    let outbox_failed = tx
+        .conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM webhook_outbox INDEXED BY webhook_outbox_failed WHERE status = 'failed'",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(Gauges {
+        orders,
+        outbox_pending,
+        outbox_failed,
+    })
+}

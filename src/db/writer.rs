@@ -10,6 +10,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::checkpointer::Wal;
 use super::{run_cached, DbError, DbResult, Tx};
+use crate::metrics::WriterMetrics;
 
 /// Largest number of jobs committed together; bounds the latency one batch adds.
 const MAX_BATCH: usize = 256;
@@ -24,9 +25,12 @@ trait Job: Send {
     fn run(&mut self, tx: &Tx<'_>) -> bool;
     /// Delivers the result once the batch's fate is known.
     fn finish(self: Box<Self>, commit: Result<(), String>);
+    /// When it was queued.
+    fn submitted(&self) -> Instant;
 }
 
 struct WriteJob<R, F> {
+    submitted: Instant,
     work: Option<F>,
     result: Option<DbResult<R>>,
     reply: oneshot::Sender<DbResult<R>>,
@@ -61,6 +65,10 @@ where
         // The requester may have gone away (client disconnected); nothing to do then.
         let _ = self.reply.send(result);
     }
+
+    fn submitted(&self) -> Instant {
+        self.submitted
+    }
 }
 
 #[derive(Clone)]
@@ -75,7 +83,13 @@ pub(super) struct Writer {
 impl Writer {
     /// `open` is held by the thread until its connection is closed (see `Database::threads`).
     /// `wal` is shared with the checkpoint thread.
-    pub(super) fn start(conn: Connection, wal: Arc<Wal>, open: std::sync::Arc<()>) -> DbResult<Writer> {
+    /// `metrics` hears about every batch.
+    pub(super) fn start(
+        conn: Connection,
+        wal: Arc<Wal>,
+        open: std::sync::Arc<()>,
+        metrics: WriterMetrics,
+    ) -> DbResult<Writer> {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let (ended, running) = watch::channel(());
         std::thread::Builder::new()
@@ -85,7 +99,7 @@ impl Writer {
                 let _ended = ended;
                 // Returns once every handle (every sender) is gone; `run` owns and closes
                 // the connection before `open` is released.
-                run(conn, queue, &wal);
+                run(conn, queue, &wal, &metrics);
                 drop(open);
             })
             .map_err(|e| DbError::Task(format!("cannot start the database writer: {e}")))?;
@@ -114,6 +128,7 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         let job = WriteJob {
+            submitted: Instant::now(),
             work: Some(work),
             result: None,
             reply,
@@ -201,7 +216,7 @@ impl Burst {
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, wal: &Wal) {
+fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, wal: &Wal, metrics: &WriterMetrics) {
     let mut burst = Burst::default();
     loop {
         let first = match queue.recv_timeout(IDLE) {
@@ -215,17 +230,19 @@ fn run(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, wal: &Wal) {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let (batch, outcome) = commit_batch(&conn, first, &queue);
+        let (batch, outcome) = commit_batch(&conn, first, &queue, metrics);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, jobs = batch.len(), "database batch failed");
         }
         burst.add(batch.len());
+        metrics.batch(batch.len());
         for job in batch {
             job.finish(outcome.clone());
         }
         wal.after_transaction(&conn);
     }
     burst.report();
+    super::checkpointer::empty_log(&conn);
 }
 
 /// Ends a failed transaction; the failure being reported is the one that led here.
@@ -242,6 +259,7 @@ fn commit_batch(
     conn: &Connection,
     first: Box<dyn Job>,
     queue: &mpsc::Receiver<Box<dyn Job>>,
+    metrics: &WriterMetrics,
 ) -> (Vec<Box<dyn Job>>, Result<(), String>) {
     let mut batch = vec![first];
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
@@ -254,6 +272,7 @@ fn commit_batch(
         while next < batch.len() {
             let job = &mut batch[next];
             next += 1;
+            metrics.queued(job.submitted().elapsed());
             // A failed job only loses its own savepoint; a failed savepoint loses the batch.
             let step = tx.savepoint_step(|tx| {
                 if job.run(tx) {

@@ -76,7 +76,7 @@ impl AssetUrls {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/static/{name}", web::get().to(serve));
+    cfg.service(web::resource("/static/{name}").route(web::get().to(serve)));
 }
 
 async fn serve(req: HttpRequest, path: web::Path<String>) -> HttpResponse {

@@ -27,9 +27,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/pay")
             .wrap(page_headers())
-            .route("/{id}", web::get().to(show_checkout))
-            .route("/{id}/status", web::get().to(checkout_status))
-            .route("/{id}/events", web::get().to(checkout_events)),
+            .service(web::resource("/{id}").route(web::get().to(show_checkout)))
+            .service(web::resource("/{id}/status").route(web::get().to(checkout_status)))
+            .service(web::resource("/{id}/events").route(web::get().to(checkout_events))),
     );
 }
 

@@ -13,56 +13,52 @@ use super::PAGE_CSP;
 use crate::db::DbError;
 use crate::domain::ids::random_base62;
 use crate::domain::order::FieldError;
+use crate::http::telemetry::current_request_id;
 use crate::providers::ProviderError;
 use crate::service::orders::{CloseError, CreateError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    MalformedJson,
-    InvalidRequest,
-    Unauthorized,
-    NotFound,
-    OrderNotFound,
-    MethodNotAllowed,
-    OutTradeNoTaken,
-    IdempotencyKeyConflict,
-    IllegalTransition,
-    OrderPaid,
-    ProviderAmountMismatch,
-    RefundExceedsBalance,
-    RefundIdConflict,
-    PayloadTooLarge,
-    InvalidField,
-    ProviderRejected,
-    ProviderUnavailable,
-    InternalError,
+/// Declares `ErrorCode` with its status and wire code from one list, so `ALL` cannot
+/// miss a variant: the OpenAPI drift test checks the document against `ALL`.
+macro_rules! error_codes {
+    ($($variant:ident => $status:ident, $code:literal;)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The one table of codes and statuses.
+            pub fn parts(self) -> (StatusCode, &'static str) {
+                match self {
+                    $(ErrorCode::$variant => (StatusCode::$status, $code),)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The one table of codes and statuses.
-    pub fn parts(self) -> (StatusCode, &'static str) {
-        use ErrorCode::*;
-        match self {
-            MalformedJson => (StatusCode::BAD_REQUEST, "malformed_json"),
-            InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request"),
-            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            OrderNotFound => (StatusCode::NOT_FOUND, "order_not_found"),
-            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            OutTradeNoTaken => (StatusCode::CONFLICT, "out_trade_no_taken"),
-            IdempotencyKeyConflict => (StatusCode::CONFLICT, "idempotency_key_conflict"),
-            IllegalTransition => (StatusCode::CONFLICT, "illegal_transition"),
-            OrderPaid => (StatusCode::CONFLICT, "order_paid"),
-            ProviderAmountMismatch => (StatusCode::CONFLICT, "provider_amount_mismatch"),
-            RefundExceedsBalance => (StatusCode::CONFLICT, "refund_exceeds_balance"),
-            RefundIdConflict => (StatusCode::CONFLICT, "refund_id_conflict"),
-            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            InvalidField => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
-            ProviderRejected => (StatusCode::BAD_GATEWAY, "provider_rejected"),
-            ProviderUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "provider_unavailable"),
-            InternalError => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
-        }
-    }
+error_codes! {
+    MalformedJson => BAD_REQUEST, "malformed_json";
+    InvalidRequest => BAD_REQUEST, "invalid_request";
+    Unauthorized => UNAUTHORIZED, "unauthorized";
+    NotFound => NOT_FOUND, "not_found";
+    OrderNotFound => NOT_FOUND, "order_not_found";
+    MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed";
+    OutTradeNoTaken => CONFLICT, "out_trade_no_taken";
+    IdempotencyKeyConflict => CONFLICT, "idempotency_key_conflict";
+    IllegalTransition => CONFLICT, "illegal_transition";
+    OrderPaid => CONFLICT, "order_paid";
+    ProviderAmountMismatch => CONFLICT, "provider_amount_mismatch";
+    RefundExceedsBalance => CONFLICT, "refund_exceeds_balance";
+    RefundIdConflict => CONFLICT, "refund_id_conflict";
+    PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large";
+    InvalidField => UNPROCESSABLE_ENTITY, "invalid_field";
+    ProviderRejected => BAD_GATEWAY, "provider_rejected";
+    ProviderUnavailable => SERVICE_UNAVAILABLE, "provider_unavailable";
+    InternalError => INTERNAL_SERVER_ERROR, "internal_error";
 }
 
 /// An error answered as `{"error": {"code", "message", "field"?}}`.
@@ -280,10 +276,10 @@ impl PageError {
         }
     }
 
-    /// Logs `error` and its causes under a new request id, which the page shows so a
-    /// visitor's report can be matched to the log line.
+    /// Logs `error` and its causes under the request's id (its `x-request-id`), which
+    /// the page shows so a visitor's report can be matched to the log lines.
     pub fn internal(error: &dyn std::error::Error) -> PageError {
-        let request_id = random_base62(12);
+        let request_id = current_request_id().unwrap_or_else(|| random_base62(12));
         tracing::error!(%request_id, error = %error_chain(error), "page failed");
         PageError {
             kind: PageErrorKind::Internal { request_id },

@@ -1,12 +1,15 @@
 //! Operator endpoints.
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::state::AppState;
+use crate::domain::admin::same_secret;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz));
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)));
 }
 
 /// 200 when the database answers, 503 otherwise.
@@ -19,4 +22,30 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
                 .json(json!({"status": "unavailable", "reason": "database unreachable"}))
         }
     }
+}
+
+/// Prometheus metrics in the OpenMetrics text format. With `[server] metrics_token`
+/// set, only for `Authorization: Bearer <token>`; open otherwise (bind to a private
+/// address or let the proxy guard it).
+async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let token = state.settings.server.metrics_token.expose();
+    if !token.is_empty() {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .unwrap_or("");
+        if !same_secret(given.trim(), token) {
+            return HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="kassa metrics""#))
+                .content_type("text/plain; charset=utf-8")
+                .body("401 Unauthorized: send Authorization: Bearer <server.metrics_token>\n");
+        }
+    }
+    let text = crate::service::metrics::render(&state).await;
+    HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(text)
 }

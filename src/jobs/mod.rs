@@ -2,6 +2,7 @@
 //! they control, plus a loop that only sleeps when there is nothing to do; the
 //! supervisor runs the loops and restarts one that dies.
 
+pub mod backup;
 pub mod expiry;
 pub mod late_checks;
 pub mod refund_settlement;

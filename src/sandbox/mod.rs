@@ -93,11 +93,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(wechat::gateway::handle))
             .route(web::get().to(wechat::gateway::handle)),
     )
-    .route("/sandbox/wallet/{token}", web::get().to(wallet::show))
-    .route("/sandbox/wallet/{token}/pay", web::post().to(wallet::pay))
-    .route("/sandbox/wallet/{token}/cancel", web::post().to(wallet::cancel))
-    .route(
-        "/sandbox/wallet/{token}/faults",
-        web::post().to(wallet::set_faults),
-    );
+    .service(web::resource("/sandbox/wallet/{token}").route(web::get().to(wallet::show)))
+    .service(web::resource("/sandbox/wallet/{token}/pay").route(web::post().to(wallet::pay)))
+    .service(web::resource("/sandbox/wallet/{token}/cancel").route(web::post().to(wallet::cancel)))
+    .service(web::resource("/sandbox/wallet/{token}/faults").route(web::post().to(wallet::set_faults)));
 }

@@ -10,13 +10,13 @@ use crate::core::Core;
 use crate::db::history::Cause;
 use crate::db::transitions::{self, Change, Checked, Expected, Outcome};
 use crate::db::{outbox, DbError, DbResult, Tx};
-use crate::domain::{EventType, Order, OrderId, OrderStatus};
+use crate::domain::{EventType, Order, OrderId, OrderStatus, TransitionSource};
 use crate::webhooks::payload;
 
 /// The transitions one transaction applies.
 pub struct Changes {
     public_url: String,
-    applied: Vec<(Order, OrderStatus)>,
+    applied: Vec<(Order, OrderStatus, TransitionSource)>,
 }
 
 impl Changes {
@@ -39,7 +39,7 @@ impl Changes {
     ) -> DbResult<Outcome> {
         let outcome = transitions::apply(tx, order_id, change, cause, now)?;
         if let Outcome::Applied { from, order } = &outcome {
-            self.announce(tx, order, *from, now)?;
+            self.announce(tx, order, *from, cause.source, now)?;
         }
         Ok(outcome)
     }
@@ -55,9 +55,17 @@ impl Changes {
         now: DateTime<Utc>,
         cause: impl FnOnce(&Order, OrderStatus) -> DbResult<Cause>,
     ) -> DbResult<Checked> {
-        let checked = transitions::apply_checked(tx, order_id, change, expected, now, cause)?;
+        // The cause is only made once the change applied; keep its source for the hook.
+        let mut source = None;
+        let checked = transitions::apply_checked(tx, order_id, change, expected, now, |order, from| {
+            let cause = cause(order, from)?;
+            source = Some(cause.source);
+            Ok(cause)
+        })?;
         if let Checked::Applied { from, order } = &checked {
-            self.announce(tx, order, *from, now)?;
+            let source = source
+                .ok_or_else(|| DbError::Corrupt("a transition applied without its cause".to_owned()))?;
+            self.announce(tx, order, *from, source, now)?;
         }
         Ok(checked)
     }
@@ -69,6 +77,7 @@ impl Changes {
         tx: &Tx<'_>,
         order: &Order,
         from: OrderStatus,
+        source: TransitionSource,
         now: DateTime<Utc>,
     ) -> DbResult<()> {
         if let Some(event) = EventType::for_new_status(order.status) {
@@ -76,12 +85,12 @@ impl Changes {
                 .map_err(|e| DbError::Abandoned(format!("webhook payload: {e}")))?;
             outbox::enqueue(tx, &order.id, event, &body, now)?;
         }
-        self.applied.push((order.clone(), from));
+        self.applied.push((order.clone(), from, source));
         Ok(())
     }
 
-    /// What was applied, as `(order, from)`.
-    pub fn applied(&self) -> &[(Order, OrderStatus)] {
+    /// What was applied, as `(order, from, source)`.
+    pub fn applied(&self) -> &[(Order, OrderStatus, TransitionSource)] {
         &self.applied
     }
 }
@@ -103,8 +112,8 @@ where
                 Ok((result, changes.applied))
             })
             .await?;
-        for (order, from) in &applied {
-            hooks.applied(order, *from);
+        for (order, from, source) in &applied {
+            hooks.applied(order, *from, *source);
         }
         Ok(result)
     }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod changes;
 pub mod export;
+pub mod metrics;
 pub mod notifications;
 pub mod orders;
 pub mod overview;

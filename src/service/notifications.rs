@@ -526,10 +526,22 @@ fn cause(notice: &VerifiedNotice, notification_id: i64) -> Cause {
     }
 }
 
-/// Decides about one notification in a writer job of its own and logs the verdict.
-/// When it cannot be stored with a decision, it is stored (if the database allows)
-/// with an `error` verdict so the platform's resend finds it recorded.
+/// Decides about one notification in a writer job of its own, logs the verdict and
+/// counts it (the one place every verdict passes). When it cannot be stored with a
+/// decision, it is stored (if the database allows) with an `error` verdict so the
+/// platform's resend finds it recorded.
 pub async fn process(core: &Core, raw: RawNotification, notice: Verified) -> Decision {
+    let provider = raw.provider.as_str();
+    let decision = decide(core, raw, notice).await;
+    core.metrics
+        .notification(provider, decision.verdict().as_str(), decision.reason.code());
+    decision
+}
+
+/// Characters of a decision's detail that its log line keeps.
+const LOGGED_DETAIL: usize = 200;
+
+async fn decide(core: &Core, raw: RawNotification, notice: Verified) -> Decision {
     let raw = Arc::new(raw);
     let job_raw = raw.clone();
     let provider = raw.provider.as_str();
@@ -539,11 +551,17 @@ pub async fn process(core: &Core, raw: RawNotification, notice: Verified) -> Dec
     .await;
     match outcome {
         Ok(decision) => {
+            // The detail may quote what the sender wrote (an unknown out_trade_no): kept
+            // whole in the database, cut short in the log.
+            let detail = decision
+                .detail
+                .as_deref()
+                .map(|d| d.chars().take(LOGGED_DETAIL).collect::<String>());
             tracing::info!(
                 provider,
                 verdict = decision.verdict().as_str(),
                 reason = decision.reason.code(),
-                detail = decision.detail.as_deref(),
+                detail = detail.as_deref(),
                 order_id = decision.order_id.as_ref().map(OrderId::as_str),
                 "notification"
             );

@@ -138,7 +138,16 @@ pub async fn create(
             expires_at: new_order.expires_at,
             notify_url: format!("{}/notify/{}", core.public_url(), new_order.provider),
         })
-        .await?;
+        .await;
+    let outcome = provider_calls::describe(&payment, |_| String::new()).0;
+    provider_calls::observed(
+        core,
+        &new_order.id,
+        new_order.provider,
+        ProviderCall::Precreate,
+        outcome,
+    );
+    let payment = payment?;
 
     let now = core.now();
     let stored = core

@@ -87,8 +87,30 @@ pub fn insert(
     )
 }
 
-/// Logs a call in a write of its own.
+/// Counts a call that was made and logs one line about it, whatever became of it: the
+/// one place every call passes (its row in `provider_calls` is written apart, and only
+/// about orders that exist). The line names no amount, key or answer text.
+pub fn observed(
+    core: &Core,
+    order_id: &OrderId,
+    provider: ProviderKind,
+    call: ProviderCall,
+    outcome: CallOutcome,
+) {
+    tracing::info!(
+        provider = provider.as_str(),
+        call = call.as_str(),
+        outcome = outcome.as_str(),
+        %order_id,
+        "provider call"
+    );
+    core.metrics
+        .provider_call(provider.as_str(), call.as_str(), outcome.as_str());
+}
+
+/// Counts and logs a call (`observed`) in a write of its own.
 pub async fn record(core: &Core, order: &Order, call: ProviderCall, described: (CallOutcome, String)) {
+    observed(core, &order.id, order.provider, call, described.0);
     let (id, provider, at) = (order.id.clone(), order.provider, core.now());
     let written = core
         .db

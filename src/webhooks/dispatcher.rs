@@ -31,6 +31,19 @@ pub enum Outcome {
     Empty,
 }
 
+impl Outcome {
+    /// The `outcome` label of `kassa_webhook_attempts_total` and of the attempt's log line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Retried => "retried",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::Empty => "empty",
+        }
+    }
+}
+
 pub fn user_agent() -> String {
     format!(
         "kassa/{} (webhooks; +https://www.standardwebhooks.com/)",
@@ -108,7 +121,7 @@ pub async fn post_signed(
             out.error = Some(if e.is_timeout() {
                 "timeout".to_owned()
             } else {
-                format!("connection error: {e}")
+                format!("connection error: {}", without_url(e))
             })
         }
         Ok(mut r) => {
@@ -131,6 +144,21 @@ pub async fn post_signed(
     }
     out.latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     out
+}
+
+/// A request error with its causes (reqwest's own text stops at "error sending
+/// request") and without the URL: the attempt stores the URL apart, and the error goes
+/// into the log, where a token the shop put in its URL must not.
+fn without_url(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 pub struct Dispatcher {
@@ -219,8 +247,11 @@ impl Dispatcher {
         tracing::info!(
             event_id = %claim.event_id, event = %claim.event_type, attempt = done,
             status = response.status, error = response.error.as_deref(), latency_ms = response.latency_ms,
-            outcome = ?outcome, "webhook attempt"
+            outcome = outcome.as_str(), "webhook attempt"
         );
+        // Only attempts that went out over HTTP: a skipped row or a disabled endpoint is
+        // no attempt.
+        self.core.metrics.webhook_attempt(outcome.as_str());
         let (id, lease_until) = (claim.id, claim.lease_until);
         // Longer than any wait between two attempts (jitter and Retry-After included).
         let longest = ladder.iter().copied().max().unwrap_or(Duration::zero());

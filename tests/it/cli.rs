@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::helpers::TestApp;
 
 /// The binary with a clean environment: no inherited KASSA_* and no kassa.toml.
-fn kassa(dir: &Path) -> Command {
+pub(crate) fn kassa(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kassa"));
     cmd.current_dir(dir)
         .env_clear()
@@ -21,18 +21,18 @@ fn kassa(dir: &Path) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("kassa runs")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A server process, killed on drop.
-struct Server {
-    child: Child,
-    address: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) address: String,
 }
 
 impl Drop for Server {
@@ -42,7 +42,7 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(dir: &Path, env: &[(&str, &str)]) -> Server {
+pub(crate) async fn start_server(dir: &Path, env: &[(&str, &str)]) -> Server {
     let mut child = kassa(dir)
         .args(["--bind", "127.0.0.1:0"])
         .envs(env.iter().copied())
@@ -97,11 +97,16 @@ fn every_command_has_help() {
         &["webhooks", "status", "--help"],
         &["admin", "--help"],
         &["admin", "passwd", "--help"],
+        &["restore", "--help"],
+        &["doctor", "--help"],
+        &["healthcheck", "--help"],
     ] {
         let out = run(kassa(dir.path()).args(args));
         assert!(out.status.success(), "{args:?}");
         assert!(text(&out.stdout).contains("Usage:"), "{args:?}");
     }
+    let config = text(&run(kassa(dir.path()).args(["config", "--help"])).stdout);
+    assert!(config.contains("--example"), "{config}");
 }
 
 #[test]
@@ -674,7 +679,11 @@ fn outbox_row(db: &Path, order_id: &str) -> kassa::db::outbox::OutboxRow {
 }
 
 /// Polls (the server works on its own clock) until `done`, failing after `limit`.
-async fn eventually<T>(limit: std::time::Duration, what: &str, mut done: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(
+    limit: std::time::Duration,
+    what: &str,
+    mut done: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = std::time::Instant::now() + limit;
     loop {
         if let Some(t) = done() {

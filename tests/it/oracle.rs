@@ -1,7 +1,9 @@
 //! The independent implementations that sign and check what kassa must agree with:
 //! PyPI python-alipay-sdk (`tests/python/alipay_oracle.py`), standardwebhooks and
 //! wechatpayv3 with cryptography (`tests/python/wechat_oracle.py`), run in a virtualenv
-//! the tests create on first use (under the target directory).
+//! the tests create on first use (under the target directory); PyPI prometheus_client
+//! reads `/metrics` (`tests/python/metrics_parser.py`) in the same one. Schemathesis and
+//! openapi-spec-validator get a virtualenv of their own, so this one stays small.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -10,42 +12,60 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 const REQUIREMENTS: &str = include_str!("../python/requirements.txt");
+const SCHEMATHESIS_REQUIREMENTS: &str = include_str!("../python/requirements-schemathesis.txt");
 const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/alipay_oracle.py");
 const WEBHOOK_ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/webhook_oracle.py");
 const WECHAT_ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/wechat_oracle.py");
+const METRICS_PARSER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/metrics_parser.py");
 
 fn venv_python() -> &'static PathBuf {
     // A failed set-up is kept too: every later test fails at once with the same message
     // instead of running pip again.
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match PYTHON.get_or_init(prepare_venv) {
+    match PYTHON.get_or_init(|| prepare_venv("pyenv", "requirements.txt", REQUIREMENTS)) {
         Ok(python) => python,
         Err(message) => panic!("{message}"),
     }
 }
 
-/// Builds the virtualenv with exactly tests/python/requirements.txt, once per change of
-/// that file. Test runs started at the same time share the target directory: a file
-/// lock keeps them from building it at once.
-fn prepare_venv() -> Result<PathBuf, String> {
+/// The Python of the virtualenv with schemathesis and openapi-spec-validator
+/// (tests/python/requirements-schemathesis.txt).
+pub fn schemathesis_python() -> &'static PathBuf {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let prepare = || {
+        prepare_venv(
+            "pyenv-schemathesis",
+            "requirements-schemathesis.txt",
+            SCHEMATHESIS_REQUIREMENTS,
+        )
+    };
+    match PYTHON.get_or_init(prepare) {
+        Ok(python) => python,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+/// Builds the virtualenv `name` with exactly `requirements` (tests/python/`file`), once
+/// per change of that file. Test runs started at the same time share the target
+/// directory: a file lock keeps them from building it at once.
+fn prepare_venv(name: &str, file: &str, requirements: &str) -> Result<PathBuf, String> {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let dir = tmp.join("pyenv");
+    let dir = tmp.join(name);
     let python = dir.join("bin/python");
     let stamp = dir.join("requirements.installed");
     let failed = |what: String| {
         format!(
             "the Python test environment ({}) could not be set up: {what}\n\
-             Every test that needs python-alipay-sdk or standardwebhooks fails with this message. \
-             It needs python3 with the venv module and access to PyPI for the packages pinned in \
-             tests/python/requirements.txt.",
+             Every test that needs it fails with this message. It needs python3 with the venv \
+             module and access to PyPI for the packages pinned in tests/python/{file}.",
             dir.display()
         )
     };
     std::fs::create_dir_all(&tmp).map_err(|e| failed(format!("creating {}: {e}", tmp.display())))?;
-    let lock =
-        std::fs::File::create(tmp.join("pyenv.lock")).map_err(|e| failed(format!("lock file: {e}")))?;
+    let lock = std::fs::File::create(tmp.join(format!("{name}.lock")))
+        .map_err(|e| failed(format!("lock file: {e}")))?;
     lock.lock().map_err(|e| failed(format!("locking: {e}")))?;
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(REQUIREMENTS) && python.exists() {
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(requirements) && python.exists() {
         return Ok(python);
     }
     let run = |program: &std::path::Path, args: &[&str]| -> Result<(), String> {
@@ -67,7 +87,7 @@ fn prepare_venv() -> Result<PathBuf, String> {
     let dir_text = dir.display().to_string();
     run("python3".as_ref(), &["-m", "venv", "--clear", &dir_text])?;
     let req = dir.join("requirements.txt");
-    std::fs::write(&req, REQUIREMENTS).map_err(|e| failed(format!("writing {}: {e}", req.display())))?;
+    std::fs::write(&req, requirements).map_err(|e| failed(format!("writing {}: {e}", req.display())))?;
     let req_text = req.display().to_string();
     run(
         &python,
@@ -84,7 +104,7 @@ fn prepare_venv() -> Result<PathBuf, String> {
     )?;
     // The pins were installed without their dependencies: a missing one shows here.
     run(&python, &["-m", "pip", "check", "--disable-pip-version-check"])?;
-    std::fs::write(&stamp, REQUIREMENTS).map_err(|e| failed(format!("writing {}: {e}", stamp.display())))?;
+    std::fs::write(&stamp, requirements).map_err(|e| failed(format!("writing {}: {e}", stamp.display())))?;
     Ok(python)
 }
 
@@ -113,6 +133,13 @@ pub fn verify_webhook(
     } else {
         Err(answer["error"].as_str().unwrap_or_default().to_owned())
     }
+}
+
+/// `/metrics` as PyPI prometheus_client's OpenMetrics parser reads it: the families, each
+/// `{"name", "type", "samples": [{"name", "labels", "value"}]}`. Text the parser refuses
+/// fails the test.
+pub fn parse_metrics(text: &str) -> Value {
+    run_script(METRICS_PARSER, serde_json::json!({ "text": text }))
 }
 
 fn run_script(script: &str, command: Value) -> Value {
@@ -162,6 +189,22 @@ pub fn sign_notification(params: &Value) -> Value {
 /// values in `params` are sent but not signed.
 pub fn signed_notification(params: &Value) -> String {
     sign_notification(params)["body"].as_str().unwrap().to_owned()
+}
+
+/// `signed_notification` for each of `params`, signed in one run of the oracle.
+pub fn signed_notifications(params: &[Value]) -> Vec<String> {
+    let answer = oracle(serde_json::json!({
+        "op": "sign_notifications",
+        "private_key": key("alipay_platform_private_pkcs8.pem"),
+        "public_key": key("alipay_platform_public.pem"),
+        "params_list": params,
+    }));
+    answer["bodies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// python-alipay-sdk's `verify()` over a notification body exactly as received, with

@@ -51,66 +51,58 @@ pub const PENDING_COOKIE: &str = "kassa_admin_pending";
 /// Cookies are sent to the dashboard only.
 const COOKIE_PATH: &str = "/admin";
 
-/// A resource that takes only POST; anything else is the (signed-in) 404 page.
+/// A resource that takes only POST; any other method gets 405 with `Allow: POST`.
 fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(not_found))
+    web::resource(path).route(web::post().to(handler))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .wrap(admin_headers())
-            .route("", web::get().to(overview::overview_page))
-            .route("/", web::get().to(overview::overview_page))
+            .service(web::resource("").route(web::get().to(overview::overview_page)))
+            .service(web::resource("/").route(web::get().to(overview::overview_page)))
             .service(
                 web::resource("/login")
                     .route(web::get().to(login::login_form))
-                    .route(web::post().to(login::sign_in))
-                    .default_service(web::to(not_found)),
+                    .route(web::post().to(login::sign_in)),
             )
-            .service(
-                web::resource("/logout")
-                    .route(web::post().to(login::sign_out))
-                    .default_service(web::to(not_found)),
-            )
+            .service(web::resource("/logout").route(web::post().to(login::sign_out)))
             .service(
                 web::resource("/login/code")
                     .route(web::get().to(login::code_form))
-                    .route(web::post().to(login::code_submit))
-                    .default_service(web::to(not_found)),
+                    .route(web::post().to(login::code_submit)),
             )
-            .route("/notifications", web::get().to(logs::list_notifications))
-            .route("/notifications/{id}", web::get().to(logs::show_notification))
-            .route("/webhooks", web::get().to(webhooks::webhooks_page))
+            .service(web::resource("/notifications").route(web::get().to(logs::list_notifications)))
+            .service(web::resource("/notifications/{id}").route(web::get().to(logs::show_notification)))
+            .service(web::resource("/webhooks").route(web::get().to(webhooks::webhooks_page)))
             .service(post("/webhooks/resend", webhooks::resend_one))
             .service(post("/webhooks/resend-matching", webhooks::resend_matching))
             .service(post("/webhooks/ping", webhooks::ping))
             .service(post("/webhooks/reenable", webhooks::reenable))
             .service(post("/webhooks/secret", webhooks::reveal_secret))
             .service(post("/webhooks/rotate", webhooks::rotate_secret))
-            .route("/users", web::get().to(staff::users_page))
+            .service(web::resource("/users").route(web::get().to(staff::users_page)))
             .service(post("/users/add", staff::add_user))
             .service(post("/users/role", staff::change_role))
             .service(post("/users/remove", staff::remove_user))
             .service(post("/users/reset-totp", staff::reset_totp))
             .service(post("/users/require-totp", staff::require_totp))
-            .route("/profile", web::get().to(staff::profile_page))
+            .service(web::resource("/profile").route(web::get().to(staff::profile_page)))
             .service(post("/profile/totp", staff::profile_totp))
-            .route("/api-keys", web::get().to(staff::api_keys_page))
+            .service(web::resource("/api-keys").route(web::get().to(staff::api_keys_page)))
             .service(post("/api-keys/create", staff::create_api_key))
             .service(post("/api-keys/revoke", staff::revoke_api_key))
-            .route("/audit", web::get().to(staff::audit_page))
+            .service(web::resource("/audit").route(web::get().to(staff::audit_page)))
             .service(post("/orders/{id}/acknowledge", overview::acknowledge_late))
-            .route("/orders", web::get().to(orders::list_orders))
-            .route("/orders.csv", web::get().to(export::export_orders))
-            .route("/orders/{id}", web::get().to(order_detail::show_order))
+            .service(web::resource("/orders").route(web::get().to(orders::list_orders)))
+            .service(web::resource("/orders.csv").route(web::get().to(export::export_orders)))
+            .service(web::resource("/orders/{id}").route(web::get().to(order_detail::show_order)))
             .service(post("/orders/{id}/close", order_actions::close_order))
             .service(post("/orders/{id}/refund", order_actions::refund_order))
             .service(post("/orders/{id}/query", order_actions::query_order))
@@ -188,10 +180,10 @@ pub(super) async fn begin(
     Ok((form, action))
 }
 
-/// The client's address as the connection shows it (behind a reverse proxy, the
-/// proxy's).
+/// The client's address: the connection's peer, or behind one of `[server]
+/// trusted_proxies` the client it forwards for.
 pub fn remote_addr(req: &HttpRequest) -> Option<String> {
-    req.peer_addr().map(|a| a.ip().to_string())
+    crate::http::client_ip(req).map(|ip| ip.to_string())
 }
 
 /// Errors of the dashboard, each its own response.
@@ -215,7 +207,7 @@ pub enum AdminError {
 
 impl AdminError {
     pub fn internal(lang: Lang, error: &dyn std::error::Error) -> AdminError {
-        let request_id = random_base62(12);
+        let request_id = crate::http::telemetry::current_request_id().unwrap_or_else(|| random_base62(12));
         tracing::error!(%request_id, error = %error_chain(error), "admin page failed");
         AdminError::Internal(lang, request_id)
     }

@@ -7,9 +7,9 @@ mod refunds;
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::web::{self, Bytes};
-use actix_web::{FromRequest, HttpRequest, HttpResponse};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, Route};
 use chrono::Duration;
 use futures_util::StreamExt;
 
@@ -21,14 +21,51 @@ use crate::http::state::AppState;
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// One operation of `/api/v1`. `configure` mounts exactly these, and the OpenAPI drift
+/// test (tests/it/openapi.rs) checks `openapi.json` against them: a route cannot exist
+/// without being in this table, nor be in it without being in the document.
+pub struct Operation {
+    pub method: Method,
+    /// Under `/api/v1`, path parameters as `{name}` (actix's spelling and OpenAPI's).
+    pub path: &'static str,
+    /// The query parameters it reads; it refuses any other.
+    pub query: &'static [&'static str],
+    handler: fn(Route) -> Route,
+}
+
+/// Every operation of `/api/v1`.
+pub fn operations() -> impl Iterator<Item = &'static Operation> {
+    orders::OPERATIONS.iter().chain(refunds::OPERATIONS)
+}
+
+/// One resource per path, with a route per operation; actix answers any other method
+/// with 405 and `Allow`.
+fn mount_operations(cfg: &mut web::ServiceConfig) {
+    let mut paths: Vec<&'static str> = Vec::new();
+    for op in operations() {
+        if !paths.contains(&op.path) {
+            paths.push(op.path);
+        }
+    }
+    for path in paths {
+        let resource = operations()
+            .filter(|op| op.path == path)
+            .fold(web::resource(path), |resource, op| {
+                resource.route((op.handler)(web::method(op.method.clone())))
+            });
+        cfg.service(resource);
+    }
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
-            .configure(orders::configure)
-            .configure(refunds::configure)
+            .configure(mount_operations)
             .default_service(web::to(api_not_found)),
     )
-    .route("/openapi.json", web::get().to(openapi))
+    // A method a route lacks: actix's 405 with `Allow`, made JSON by
+    // `http::method_not_allowed`.
+    .service(web::resource("/openapi.json").route(web::get().to(openapi)))
     .default_service(web::to(api_not_found));
 }
 
@@ -36,13 +73,6 @@ async fn api_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
         ErrorCode::NotFound,
         format!("no API route {} {}", req.method(), req.path()),
-    ))
-}
-
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        format!("{} is not allowed on {}", req.method(), req.path()),
     ))
 }
 

@@ -1,11 +1,11 @@
 //! `/api/v1/orders`: create, read, list, close, history.
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
 use ring::digest::{digest, SHA256};
 use serde::Serialize;
 
-use super::{method_not_allowed, parse_object, read_body, ApiCaller, List};
+use super::{parse_object, read_body, ApiCaller, List, Operation};
 use crate::db::history::Cause;
 use crate::db::history::{self, HistoryEntry};
 use crate::db::orders::{self, Cursor, OrderFilter};
@@ -14,29 +14,38 @@ use crate::http::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::state::AppState;
 use crate::service::orders::{self as order_service, Created, Idempotency};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/orders")
-            .route(web::post().to(create_order))
-            .route(web::get().to(list_orders))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/orders/{id}")
-            .route(web::get().to(get_order))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/orders/{id}/close")
-            .route(web::post().to(close_order))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/orders/{id}/events")
-            .route(web::get().to(list_events))
-            .default_service(web::to(method_not_allowed)),
-    );
-}
+pub(super) static OPERATIONS: &[Operation] = &[
+    Operation {
+        method: Method::POST,
+        path: "/orders",
+        query: &[],
+        handler: |r| r.to(create_order),
+    },
+    Operation {
+        method: Method::GET,
+        path: "/orders",
+        query: LIST_QUERY,
+        handler: |r| r.to(list_orders),
+    },
+    Operation {
+        method: Method::GET,
+        path: "/orders/{id}",
+        query: &[],
+        handler: |r| r.to(get_order),
+    },
+    Operation {
+        method: Method::POST,
+        path: "/orders/{id}/close",
+        query: &[],
+        handler: |r| r.to(close_order),
+    },
+    Operation {
+        method: Method::GET,
+        path: "/orders/{id}/events",
+        query: &[],
+        handler: |r| r.to(list_events),
+    },
+];
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -48,7 +57,10 @@ fn idempotency_key(req: &HttpRequest) -> ApiResult<Option<String>> {
         .to_str()
         .ok()
         .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        // `to_str` lets a tab through; the key is printable ASCII, as documented.
+        .filter(|k| {
+            !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| (b' '..=b'~').contains(&b))
+        })
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -117,12 +129,25 @@ struct Page<T> {
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
+/// The list's query parameters: a name outside this list is refused before the match
+/// below sees it, so a parameter cannot be read without being listed (and documented).
+const LIST_QUERY: &[&str] = &["status", "provider", "out_trade_no", "limit", "cursor"];
+
 fn parse_list_query(query: &str) -> ApiResult<(OrderFilter, Option<Cursor>, u32)> {
     let mut filter = OrderFilter::default();
     let mut cursor = None;
     let mut limit = DEFAULT_LIMIT;
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        match name.as_ref() {
+        let unknown = || {
+            ApiError::field(
+                name.clone().into_owned(),
+                format!("unknown query parameter; known: {}", LIST_QUERY.join(", ")),
+            )
+        };
+        let Some(&known) = LIST_QUERY.iter().find(|k| **k == name) else {
+            return Err(unknown());
+        };
+        match known {
             "status" => {
                 filter.status = Some(
                     value
@@ -155,12 +180,7 @@ fn parse_list_query(query: &str) -> ApiResult<(OrderFilter, Option<Cursor>, u32)
                     )
                 })?)
             }
-            other => {
-                return Err(ApiError::field(
-                    other.to_owned(),
-                    "unknown query parameter; known: status, provider, out_trade_no, limit, cursor",
-                ))
-            }
+            _ => return Err(unknown()),
         }
     }
     Ok((filter, cursor, limit))

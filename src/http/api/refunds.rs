@@ -1,10 +1,11 @@
 //! `/api/v1/orders/{id}/refunds`: create (idempotent by `refund_id`) and list.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::orders::path_id;
-use super::{method_not_allowed, parse_object, read_body, ApiCaller, List};
+use super::{parse_object, read_body, ApiCaller, List, Operation};
 use crate::db::history::Cause;
 use crate::db::{orders, refunds as refund_rows};
 use crate::domain::TransitionSource;
@@ -12,14 +13,20 @@ use crate::http::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::state::AppState;
 use crate::service::refunds::{self, NewRefundRequest, RefundError, RefundView};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/orders/{id}/refunds")
-            .route(web::post().to(create_refund))
-            .route(web::get().to(list_refunds))
-            .default_service(web::to(method_not_allowed)),
-    );
-}
+pub(super) static OPERATIONS: &[Operation] = &[
+    Operation {
+        method: Method::POST,
+        path: "/orders/{id}/refunds",
+        query: &[],
+        handler: |r| r.to(create_refund),
+    },
+    Operation {
+        method: Method::GET,
+        path: "/orders/{id}/refunds",
+        query: &[],
+        handler: |r| r.to(list_refunds),
+    },
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

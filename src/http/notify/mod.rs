@@ -11,8 +11,8 @@ use actix_web::HttpRequest;
 use futures_util::StreamExt;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/notify/alipay", web::post().to(alipay::receive_alipay_notify))
-        .route("/notify/wechat", web::post().to(wechat::receive_wechat_notify));
+    cfg.service(web::resource("/notify/alipay").route(web::post().to(alipay::receive_alipay_notify)))
+        .service(web::resource("/notify/wechat").route(web::post().to(wechat::receive_wechat_notify)));
 }
 
 /// Largest notification body kept; real ones are a few KB.
@@ -48,6 +48,14 @@ fn headers_json(req: &HttpRequest) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
+/// Who sent the notification: the socket address (with its port, to tell connections
+/// apart), or, behind a trusted proxy, the forwarded client's IP.
 fn remote_addr(req: &HttpRequest) -> Option<String> {
-    req.peer_addr().map(|a| a.to_string())
+    let peer = req.peer_addr()?;
+    let client = super::client_ip(req)?;
+    Some(if client == peer.ip().to_canonical() {
+        peer.to_string()
+    } else {
+        client.to_string()
+    })
 }
