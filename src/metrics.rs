@@ -73,6 +73,11 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SurfaceLabel {
+    surface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -137,6 +142,7 @@ pub struct Metrics {
     outbox_pending: Gauge,
     outbox_failed: Gauge,
     orders: Family<StatusLabel, Gauge>,
+    rate_limited: Family<SurfaceLabel, Counter>,
     writer: WriterMetrics,
     /// When the database gauges were last refreshed.
     counts_refreshed: tokio::sync::Mutex<Option<Instant>>,
@@ -203,6 +209,12 @@ impl Default for Metrics {
         );
         let orders = Family::<StatusLabel, Gauge>::default();
         registry.register("kassa_orders", "Orders by status", orders.clone());
+        let rate_limited = Family::<SurfaceLabel, Counter>::default();
+        registry.register(
+            "kassa_rate_limited",
+            "Requests refused with 429 by a rate limit, by surface",
+            rate_limited.clone(),
+        );
         let writer = WriterMetrics::default();
         registry.register(
             "kassa_db_writer_batch_size",
@@ -233,6 +245,7 @@ impl Default for Metrics {
             outbox_pending,
             outbox_failed,
             orders,
+            rate_limited,
             writer,
             counts_refreshed: tokio::sync::Mutex::new(None),
         }
@@ -344,6 +357,22 @@ impl Metrics {
     /// none.
     pub fn backup_seen(&self, at: DateTime<Utc>) {
         self.backup_last_success.set(at.timestamp());
+    }
+
+    /// A request refused by a rate limit of `surface` (`api_auth`, `api`, …).
+    pub fn rate_limited(&self, surface: &str) {
+        self.rate_limited_series(surface).inc();
+    }
+
+    fn rate_limited_series(&self, surface: &str) -> Counter {
+        self.rate_limited.get_or_create_owned(&SurfaceLabel {
+            surface: surface.to_owned(),
+        })
+    }
+
+    /// As `declare_notification`.
+    pub fn declare_rate_limited(&self, surface: &str) {
+        self.rate_limited_series(surface);
     }
 
     /// The writer's histograms, for the database to count into.

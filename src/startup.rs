@@ -266,6 +266,7 @@ impl Application {
         listener: TcpListener,
     ) -> Result<Application, StartupError> {
         let lock = DataDirLock::acquire(&settings.server.data_dir)?;
+        keep_private(&settings.server.data_dir, &settings.database_path());
         let metrics = Arc::new(crate::metrics::Metrics::default());
         crate::service::metrics::declare(&metrics);
         let db = Database::open_counted(&settings.database_path(), metrics.writer())?;
@@ -341,10 +342,15 @@ impl Application {
             )),
             None => None,
         };
+        let api_limits = Arc::new(crate::http::api::limits::ApiLimits::new(
+            &core.settings.server,
+            core.metrics.clone(),
+        ));
         let state = AppState {
             core,
             sandbox_payments,
             overview: Default::default(),
+            api_limits,
         };
         let data = web::Data::new(state.clone());
         let shutdown_timeout = state.core.settings.server.shutdown_timeout;
@@ -591,4 +597,42 @@ fn supervisor(core: &Core, sandbox: Option<&Arc<Sandbox>>, extra: Vec<Job>) -> S
         jobs.add(job);
     }
     jobs
+}
+
+/// Databases written by earlier versions (or by SQLite itself) may be readable by
+/// anyone: they hold every order, the webhook secret and API key hashes. kassa owns
+/// them, so it narrows them to 0600; the directory may be the operator's (a mount, a
+/// systemd `StateDirectory`), so a loose one is reported, not changed.
+fn keep_private(data_dir: &std::path::Path, database: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let loose = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o777)
+            .filter(|mode| mode & 0o077 != 0)
+    };
+    let mut files = vec![database.to_owned()];
+    for tail in ["-wal", "-shm"] {
+        let mut name = database.as_os_str().to_owned();
+        name.push(tail);
+        files.push(name.into());
+    }
+    for file in files {
+        if let Some(mode) = loose(&file) {
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {
+                    tracing::warn!(file = %file.display(), "was mode {mode:o}, readable by others; now 0600")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "is mode {mode:o}, readable by others, and cannot be narrowed")
+                }
+            }
+        }
+    }
+    if let Some(mode) = loose(data_dir) {
+        tracing::warn!(
+            dir = %data_dir.display(),
+            "the data directory is mode {mode:o}: it holds secrets (webhook secret, keys, API key hashes); make it 0700"
+        );
+    }
 }

@@ -124,7 +124,7 @@ pub fn test(settings: &Settings, url: Option<&str>, out: &mut impl Write) -> Res
     .to_string();
     let response = runtime.block_on(async {
         let secrets = crate::webhooks::signing_secrets(&db, settings, now).await?;
-        let http = http_client().map_err(CommandError::new)?;
+        let http = http_client(settings.webhooks.allow_private).map_err(CommandError::new)?;
         Ok::<_, CommandError>(post_signed(&http, &url, &event_id, &secrets, &body, now).await)
     })?;
     writeln!(out, "POST {url}").map_err(io)?;

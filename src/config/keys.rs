@@ -41,6 +41,12 @@ pub const SERVER_TRUSTED_PROXIES: Key<Vec<ipnet::IpNet>> = Key::new(
     ip_networks,
     "reverse proxies (IPs or CIDR ranges, a TOML array or comma-separated) whose `X-Forwarded-For` names the client recorded for notifications and audit rows; empty: the socket peer",
 );
+pub const SERVER_API_RATE_LIMIT: Key<Option<crate::service::rate_limit::Rate>> = Key::new(
+    "server.api_rate_limit",
+    "",
+    optional_rate,
+    "requests each API key may make (`600/min`; per `s`, `min` or `h`), more get `429` with `Retry-After`; empty: no limit. Failed API key checks are limited apart, 20 a minute per client address, always",
+);
 pub const SERVER_SHUTDOWN_TIMEOUT: Key<Duration> = Key::new(
     "server.shutdown_timeout",
     "10s",
@@ -177,6 +183,12 @@ pub const WEBHOOKS_RETRY_SCHEDULE: Key<Vec<Duration>> = Key::new(
     retry_schedule,
     "delays between webhook attempts, each at most `30d`",
 );
+pub const WEBHOOKS_ALLOW_PRIVATE: Key<bool> = Key::new(
+    "webhooks.allow_private",
+    "false",
+    boolean,
+    "let webhooks go to loopback, private and link-local addresses (a shop on the same host or LAN; tests); off, such URLs are refused at order creation and at delivery",
+);
 pub const LOG_FORMAT: Key<LogFormat> = Key::new(
     "log.format",
     "text",
@@ -222,6 +234,7 @@ pub const ALL: &[&dyn AnyKey] = &[
     &SERVER_METRICS_TOKEN,
     &SERVER_SHUTDOWN_TIMEOUT,
     &SERVER_TRUSTED_PROXIES,
+    &SERVER_API_RATE_LIMIT,
     &MERCHANT_NAME,
     &MERCHANT_CURRENCY,
     &MERCHANT_TIMEZONE,
@@ -246,6 +259,7 @@ pub const ALL: &[&dyn AnyKey] = &[
     &WEBHOOKS_URL,
     &WEBHOOKS_SECRET,
     &WEBHOOKS_RETRY_SCHEDULE,
+    &WEBHOOKS_ALLOW_PRIVATE,
     &LOG_FORMAT,
     &BACKUP_INTERVAL,
     &BACKUP_KEEP,

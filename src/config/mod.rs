@@ -195,6 +195,8 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Requests each API key may make; `None`: no limit.
+    pub api_rate_limit: Option<crate::service::rate_limit::Rate>,
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +253,8 @@ pub struct WebhookSettings {
     pub url: Option<String>,
     pub secret: Secret,
     pub retry_schedule: Vec<Duration>,
+    /// Webhooks may go to internal addresses (loopback, private, link-local).
+    pub allow_private: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -553,6 +557,7 @@ impl Values {
                 metrics_token: self.get(&SERVER_METRICS_TOKEN)?,
                 shutdown_timeout: self.get(&SERVER_SHUTDOWN_TIMEOUT)?,
                 trusted_proxies: self.get(&SERVER_TRUSTED_PROXIES)?,
+                api_rate_limit: self.get(&SERVER_API_RATE_LIMIT)?,
             },
             merchant: MerchantSettings {
                 name: self.get(&MERCHANT_NAME)?,
@@ -590,6 +595,7 @@ impl Values {
                 url: self.get(&WEBHOOKS_URL)?,
                 secret: self.get(&WEBHOOKS_SECRET)?,
                 retry_schedule: self.get(&WEBHOOKS_RETRY_SCHEDULE)?,
+                allow_private: self.get(&WEBHOOKS_ALLOW_PRIVATE)?,
             },
             log: self.get(&LOG_FORMAT)?,
             backup: BackupSettings {
@@ -621,6 +627,14 @@ impl Values {
                 })
                 .collect(),
         };
+        // Start-up refuses a default endpoint that no delivery could reach; names are
+        // checked (after DNS) when delivering, since DNS may not be up at boot.
+        if !settings.webhooks.allow_private {
+            if let Some(url) = &settings.webhooks.url {
+                crate::domain::address::check_literal_host(url)
+                    .map_err(|p| self.problem(&WEBHOOKS_URL, p))?;
+            }
+        }
         Ok(settings)
     }
 }

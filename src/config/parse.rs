@@ -91,6 +91,14 @@ pub fn ip_networks(v: &str) -> Result<Vec<ipnet::IpNet>, String> {
         .collect()
 }
 
+/// A rate such as `600/min`; empty: no limit.
+pub fn optional_rate(v: &str) -> Result<Option<crate::service::rate_limit::Rate>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse().map(Some)
+}
+
 pub fn merchant_name(v: &str) -> Result<String, String> {
     if v.is_empty() || v.chars().count() > 128 {
         Err("must be 1 to 128 characters".to_owned())

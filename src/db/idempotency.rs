@@ -1,48 +1,98 @@
 //! `Idempotency-Key` records for order creation, scoped to the API key that sent them.
+//! A key is claimed (a row without an order) before the provider is asked for a
+//! payment, and completed with the order in the transaction that stores it: while a
+//! request holds the claim, another with the same key is told so instead of asking the
+//! provider a second time.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
-use super::types::to_millis;
+use super::types::{from_millis, to_millis};
 use super::{DbResult, Tx};
 use crate::domain::OrderId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
     pub request_hash: Vec<u8>,
-    pub order_id: OrderId,
+    /// None while the request that claimed the key is still in flight.
+    pub order_id: Option<OrderId>,
+    /// When the key was claimed (or last taken over).
+    pub created_at: DateTime<Utc>,
 }
 
 pub fn find(tx: &Tx<'_>, api_key_id: i64, key: &str) -> DbResult<Option<IdempotencyRecord>> {
     Ok(tx
         .conn
         .prepare_cached(
-            "SELECT request_hash, order_id FROM idempotency_keys WHERE api_key_id = ?1 AND key = ?2",
+            "SELECT request_hash, order_id, created_at FROM idempotency_keys \
+             WHERE api_key_id = ?1 AND key = ?2",
         )?
         .query_row(params![api_key_id, key], |r| {
             Ok(IdempotencyRecord {
                 request_hash: r.get(0)?,
                 order_id: r.get(1)?,
+                created_at: from_millis(r.get(2)?)?,
             })
         })
         .optional()?)
 }
 
-/// False when the key was already taken (by a concurrent request).
-pub fn insert(
+/// Claims a free key for a request in flight. False when the key was already taken.
+pub fn claim(
     tx: &Tx<'_>,
     api_key_id: i64,
     key: &str,
     request_hash: &[u8],
-    order_id: &OrderId,
     now: DateTime<Utc>,
 ) -> DbResult<bool> {
     let n = tx
         .conn
         .prepare_cached(
             "INSERT INTO idempotency_keys (api_key_id, key, request_hash, order_id, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+             VALUES (?1, ?2, ?3, NULL, ?4) ON CONFLICT DO NOTHING",
         )?
-        .execute(params![api_key_id, key, request_hash, order_id, to_millis(now)])?;
+        .execute(params![api_key_id, key, request_hash, to_millis(now)])?;
     Ok(n == 1)
+}
+
+/// Takes over a claim whose request was abandoned (`claimed_at` is when it was made).
+/// False when it is no longer that claim.
+pub fn take_over(
+    tx: &Tx<'_>,
+    api_key_id: i64,
+    key: &str,
+    claimed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DbResult<bool> {
+    let n = tx
+        .conn
+        .prepare_cached(
+            "UPDATE idempotency_keys SET created_at = ?4 \
+             WHERE api_key_id = ?1 AND key = ?2 AND order_id IS NULL AND created_at = ?3",
+        )?
+        .execute(params![api_key_id, key, to_millis(claimed_at), to_millis(now)])?;
+    Ok(n == 1)
+}
+
+/// Records the order a claimed key created.
+pub fn complete(tx: &Tx<'_>, api_key_id: i64, key: &str, order_id: &OrderId) -> DbResult<()> {
+    tx.conn
+        .prepare_cached(
+            "UPDATE idempotency_keys SET order_id = ?3 \
+             WHERE api_key_id = ?1 AND key = ?2 AND order_id IS NULL",
+        )?
+        .execute(params![api_key_id, key, order_id])?;
+    Ok(())
+}
+
+/// Frees a claim whose request created nothing, so the key can be used again. A
+/// completed key, or a claim taken over since `claimed_at`, is left alone.
+pub fn release(tx: &Tx<'_>, api_key_id: i64, key: &str, claimed_at: DateTime<Utc>) -> DbResult<()> {
+    tx.conn
+        .prepare_cached(
+            "DELETE FROM idempotency_keys \
+             WHERE api_key_id = ?1 AND key = ?2 AND order_id IS NULL AND created_at = ?3",
+        )?
+        .execute(params![api_key_id, key, to_millis(claimed_at)])?;
+    Ok(())
 }

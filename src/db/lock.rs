@@ -34,7 +34,7 @@ impl DataDirLock {
             file: file.clone(),
             reason: e.to_string(),
         };
-        std::fs::create_dir_all(data_dir).map_err(io)?;
+        super::create_private_dir(data_dir).map_err(io)?;
         let handle = OpenOptions::new()
             .read(true)
             .write(true)

@@ -21,6 +21,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_admin_staff",
         include_str!("migrations/0006_admin_staff.sql"),
     ),
+    (
+        "0007_idempotency_claims",
+        include_str!("migrations/0007_idempotency_claims.sql"),
+    ),
 ];
 
 /// Schema version this binary writes.

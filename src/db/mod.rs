@@ -133,7 +133,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// keys, synchronous=FULL), creating the file and its directory if needed.
 fn connect(path: &Path) -> DbResult<Connection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| DbError::DataDir {
+        create_private_dir(dir).map_err(|e| DbError::DataDir {
             path: dir.to_owned(),
             reason: e.to_string(),
         })?;
@@ -143,6 +143,14 @@ fn connect(path: &Path) -> DbResult<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     configure(&conn)?;
     Ok(conn)
+}
+
+/// Creates a directory (and its missing parents) readable by its owner only: the data
+/// directory holds the webhook secret, generated keys and API key hashes. An existing
+/// directory is left as the operator made it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// Creates `path` empty and readable by its owner only, unless it exists: SQLite would

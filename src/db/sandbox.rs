@@ -166,6 +166,16 @@ pub fn find_trade(tx: &Tx<'_>, out_trade_no: &str) -> DbResult<Option<SandboxTra
         .optional()?)
 }
 
+/// The trade Alipay numbered `trade_no` (set once the buyer scanned).
+pub fn find_trade_by_trade_no(tx: &Tx<'_>, trade_no: &str) -> DbResult<Option<SandboxTrade>> {
+    let sql = format!("SELECT {TRADE_COLUMNS} FROM sandbox_trades WHERE trade_no = ?1");
+    Ok(tx
+        .conn
+        .prepare_cached(&sql)?
+        .query_row([trade_no], trade_from_row)
+        .optional()?)
+}
+
 pub fn find_trade_by_token(tx: &Tx<'_>, token: &str) -> DbResult<Option<SandboxTrade>> {
     let sql = format!("SELECT {TRADE_COLUMNS} FROM sandbox_trades WHERE token = ?1");
     Ok(tx

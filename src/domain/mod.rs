@@ -1,6 +1,7 @@
 //! Pure business types: money, ids, the order state machine, orders and time. Nothing
 //! here knows about HTTP or SQL.
 
+pub mod address;
 pub mod admin;
 pub mod api_key;
 pub mod clock;

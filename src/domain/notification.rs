@@ -20,7 +20,8 @@ pub enum Verdict {
     /// Not accepted: forged, malformed, or not matching the order. The platform is
     /// told `failure`.
     Rejected,
-    /// kassa could not decide (storage failed); the platform is asked to resend.
+    /// kassa could not decide (storage failed, or a refund notice could not be
+    /// confirmed with the platform); the platform is asked to resend.
     Error,
 }
 
@@ -70,6 +71,8 @@ impl FromStr for Verdict {
 #[serde(rename_all = "snake_case")]
 pub enum RejectionCode {
     BodyTooLarge,
+    /// Sent with a content type the platform never uses (Alipay posts forms only).
+    UnsupportedContentType,
     /// Not UTF-8, empty, not a form, a parameter repeated.
     MalformedBody,
     MissingSignature,
@@ -108,8 +111,9 @@ pub enum RejectionCode {
 }
 
 impl RejectionCode {
-    pub const ALL: [RejectionCode; 23] = [
+    pub const ALL: [RejectionCode; 24] = [
         RejectionCode::BodyTooLarge,
+        RejectionCode::UnsupportedContentType,
         RejectionCode::MalformedBody,
         RejectionCode::MissingSignature,
         RejectionCode::UnsupportedSignType,
@@ -137,6 +141,7 @@ impl RejectionCode {
     pub fn as_str(self) -> &'static str {
         match self {
             RejectionCode::BodyTooLarge => "body_too_large",
+            RejectionCode::UnsupportedContentType => "unsupported_content_type",
             RejectionCode::MalformedBody => "malformed_body",
             RejectionCode::MissingSignature => "missing_signature",
             RejectionCode::UnsupportedSignType => "unsupported_sign_type",
@@ -168,6 +173,7 @@ impl RejectionCode {
     pub fn is_verification_failure(self) -> bool {
         match self {
             RejectionCode::BodyTooLarge
+            | RejectionCode::UnsupportedContentType
             | RejectionCode::MalformedBody
             | RejectionCode::MissingSignature
             | RejectionCode::UnsupportedSignType
@@ -232,9 +238,11 @@ pub enum Reason {
     AlreadyClosed,
     /// ignored: the buyer has not paid yet (Alipay `WAIT_BUYER_PAY`).
     AwaitingPayment,
-    /// ignored: a refund notice; refunds are settled by kassa's own refund calls.
+    /// ignored: a refund notice that moves no money (a refund kassa did not make that
+    /// did not complete).
     RefundNotice,
-    /// ignored: a close for an order already paid (on Alipay, "fully refunded").
+    /// ignored: a close for an order already paid that the platform does not confirm
+    /// as a full refund (its trade is not closed).
     CloseAfterPayment,
     /// ignored: a valid notice of an event kassa does not act on.
     UnhandledEvent,
@@ -249,8 +257,13 @@ pub enum Reason {
     /// applied: a refund kassa did not make (the platform's merchant console) is recorded
     /// and applied.
     ExternalRefund,
-    /// duplicate: the refund is already settled.
+    /// duplicate: the refund is already settled (or, for a running total such as
+    /// Alipay's `refund_fee`, already reflected in the order).
     RefundAlreadySettled,
+    /// error: a refund notice that does not say how much was refunded, and the platform's
+    /// query could not say either (unreachable, or no such refund yet); the platform is
+    /// asked to resend rather than the refund being lost.
+    RefundUnconfirmed,
     Rejected(RejectionCode),
     /// error: the notice could not be stored with a decision.
     StorageFailed,
@@ -272,7 +285,7 @@ impl Reason {
             | Reason::UnhandledEvent
             | Reason::RefundAbnormal => Verdict::Ignored,
             Reason::Rejected(_) => Verdict::Rejected,
-            Reason::StorageFailed => Verdict::Error,
+            Reason::StorageFailed | Reason::RefundUnconfirmed => Verdict::Error,
         }
     }
 
@@ -293,6 +306,7 @@ impl Reason {
             Reason::RefundAbnormal => "refund_abnormal",
             Reason::ExternalRefund => "external_refund",
             Reason::RefundAlreadySettled => "refund_already_settled",
+            Reason::RefundUnconfirmed => "refund_unconfirmed",
             Reason::Rejected(code) => code.as_str(),
             Reason::StorageFailed => "storage_failed",
         }
@@ -315,6 +329,7 @@ impl Reason {
             Reason::RefundAbnormal,
             Reason::ExternalRefund,
             Reason::RefundAlreadySettled,
+            Reason::RefundUnconfirmed,
             Reason::StorageFailed,
         ]
         .into_iter()

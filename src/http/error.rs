@@ -49,12 +49,15 @@ error_codes! {
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed";
     OutTradeNoTaken => CONFLICT, "out_trade_no_taken";
     IdempotencyKeyConflict => CONFLICT, "idempotency_key_conflict";
+    IdempotencyKeyInProgress => CONFLICT, "idempotency_key_in_progress";
     IllegalTransition => CONFLICT, "illegal_transition";
     OrderPaid => CONFLICT, "order_paid";
     ProviderAmountMismatch => CONFLICT, "provider_amount_mismatch";
     RefundExceedsBalance => CONFLICT, "refund_exceeds_balance";
     RefundIdConflict => CONFLICT, "refund_id_conflict";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large";
+    RateLimited => TOO_MANY_REQUESTS, "rate_limited";
+    UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type";
     InvalidField => UNPROCESSABLE_ENTITY, "invalid_field";
     ProviderRejected => BAD_GATEWAY, "provider_rejected";
     ProviderUnavailable => SERVICE_UNAVAILABLE, "provider_unavailable";
@@ -67,6 +70,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for `Retry-After`, for `RateLimited`.
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -77,6 +82,15 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
+        }
+    }
+
+    /// A `429` that tells the client when to come back.
+    pub fn rate_limited(retry_after: u64, message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(ErrorCode::RateLimited, message)
         }
     }
 
@@ -85,6 +99,7 @@ impl ApiError {
             code: ErrorCode::InvalidField,
             message: message.into(),
             field: Some(field.into()),
+            retry_after: None,
         }
     }
 
@@ -139,6 +154,9 @@ impl ResponseError for ApiError {
         if self.code == ErrorCode::Unauthorized {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
         response.json(Body {
             error: Inner {
                 code,
@@ -184,6 +202,9 @@ impl From<CreateError> for ApiError {
             CreateError::OutTradeNoTaken(_) => ApiError::new(ErrorCode::OutTradeNoTaken, e.to_string()),
             CreateError::IdempotencyConflict => {
                 ApiError::new(ErrorCode::IdempotencyKeyConflict, e.to_string())
+            }
+            CreateError::IdempotencyInProgress => {
+                ApiError::new(ErrorCode::IdempotencyKeyInProgress, e.to_string())
             }
             CreateError::Provider(p) => p.into(),
             CreateError::Db(d) => d.into(),

@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::core::Core;
+use crate::http::api::limits::ApiLimits;
 use crate::service::overview::OverviewCache;
 
 #[derive(Clone)]
@@ -14,6 +15,8 @@ pub struct AppState {
     pub sandbox_payments: bool,
     /// The dashboard overview's figures, kept for a few seconds.
     pub overview: Arc<OverviewCache>,
+    /// The merchant API's rate limits, shared by every worker.
+    pub api_limits: Arc<ApiLimits>,
 }
 
 impl Deref for AppState {

@@ -107,6 +107,28 @@ pub enum ProviderError {
     Unknown { provider: ProviderKind, reason: String },
 }
 
+/// Why an HTTP call to a provider failed, without the URL reqwest's text names: the
+/// gateway's query carries the signed request (Alipay's `notify_url`, `sign`), and this
+/// reason reaches API answers, the admin pages and stored provider calls.
+pub(crate) fn transport_failure(error: reqwest::Error) -> String {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else if error.is_body() || error.is_decode() {
+        "answer unreadable"
+    } else {
+        "request failed"
+    };
+    let error = error.without_url();
+    // The innermost cause is the one a person can act on ("Connection refused").
+    let mut cause: &dyn std::error::Error = &error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    format!("{what}: {cause}")
+}
+
 pub trait Provider: Send + Sync {
     fn kind(&self) -> ProviderKind;
     fn create_payment<'a>(&'a self, request: &'a PaymentRequest) -> ProviderFuture<'a, CreatedPayment>;

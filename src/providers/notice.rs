@@ -30,11 +30,15 @@ pub enum NoticeEvent {
     },
     /// The platform closed the trade.
     Closed,
-    /// Money was refunded. `refunded_total` is the running total the platform reports.
+    /// Money was refunded. `refunded_total` is the running total the platform reports
+    /// (Alipay `refund_fee`); `refund_no` names the refund (Alipay `out_biz_no`: kassa's
+    /// `out_request_no` for a refund kassa made).
     Refunded {
         refunded_total: Option<Amount>,
         refund_no: Option<String>,
         refunded_at: Option<DateTime<Utc>>,
+        /// The order's amount as the platform states it, checked against kassa's.
+        order_total: Option<Amount>,
     },
     /// The end of one refund, named by kassa's refund number (WeChat `REFUND.*`).
     RefundSettled(RefundNotice),

@@ -100,16 +100,16 @@ fn ensure_pair(dir: &Path, private: &str, public: &str) -> Result<(), KeyError> 
     let (private_pem, public_pem) = generate_pem_pair()?;
     let _ = std::fs::remove_file(dir.join(private));
     write_private(&dir.join(private), &private_pem)?;
-    std::fs::write(dir.join(public), public_pem).map_err(|e| KeyError::Unreadable {
-        path: dir.join(public).display().to_string(),
-        reason: e.to_string(),
-    })
+    // Public, but owner-only like everything else in the data directory: nobody else
+    // needs it, and one rule is easier to check than a list of exceptions.
+    let _ = std::fs::remove_file(dir.join(public));
+    write_private(&dir.join(public), &public_pem)
 }
 
 /// Loads the sandbox keys from `data_dir/sandbox`, generating missing pairs.
 pub fn ensure(data_dir: &Path) -> Result<SandboxKeys, KeyError> {
     let dir = data_dir.join("sandbox");
-    std::fs::create_dir_all(&dir).map_err(|e| KeyError::Unreadable {
+    crate::db::create_private_dir(&dir).map_err(|e| KeyError::Unreadable {
         path: dir.display().to_string(),
         reason: e.to_string(),
     })?;
@@ -137,7 +137,8 @@ pub fn ensure(data_dir: &Path) -> Result<SandboxKeys, KeyError> {
         let pem = self_signed_certificate(&key, &public_pem, chrono::Utc::now())?;
         let _ = std::fs::remove_file(&cert_key_path);
         write_private(&cert_key_path, &private_pem)?;
-        std::fs::write(&cert_path, pem).map_err(|e| unreadable(&cert_path, e.to_string()))?;
+        let _ = std::fs::remove_file(&cert_path);
+        write_private(&cert_path, &pem)?;
     }
     let certificate = if cert_path.exists() {
         let cert = PlatformCertificate::from_file(&cert_path)

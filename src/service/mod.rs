@@ -9,5 +9,6 @@ pub mod notifications;
 pub mod orders;
 pub mod overview;
 pub mod provider_calls;
+pub mod rate_limit;
 pub mod refunds;
 pub mod staff;

@@ -18,7 +18,9 @@ use crate::domain::{
     Amount, OrderId, OrderStatus, ProviderKind, Reason, RefundStatus, RejectionCode as Code, Transition,
     TransitionSource, Verdict,
 };
-use crate::providers::{IgnoredReason, NoticeEvent, RefundEnd, RefundNotice, Verified, VerifiedNotice};
+use crate::providers::{
+    IgnoredReason, NoticeEvent, Provider, RefundEnd, RefundNotice, TradeState, Verified, VerifiedNotice,
+};
 use crate::service::changes::{self, Changes};
 
 /// A notification as received, stored whatever the verdict.
@@ -102,9 +104,19 @@ pub fn record(
             Some(*amount),
         ),
         NoticeEvent::Closed => (Change::Close, None),
-        NoticeEvent::Refunded { .. } => {
-            let detail = "a refund notice; refunds are settled by kassa's own refund calls";
-            return without_change(tx, raw, notice, Reason::RefundNotice, detail);
+        NoticeEvent::Refunded {
+            refunded_total,
+            refund_no,
+            refunded_at,
+            order_total,
+        } => {
+            let told = RunningTotal {
+                refunded_total: *refunded_total,
+                refund_no: refund_no.as_deref(),
+                refunded_at: *refunded_at,
+                order_total: *order_total,
+            };
+            return running_total_refund(tx, changes, raw, notice, &told);
         }
         NoticeEvent::Ignored(IgnoredReason::AwaitingPayment) => {
             let detail = "the buyer has not paid yet";
@@ -144,6 +156,114 @@ pub fn record(
             Ok(decision)
         }
     }
+}
+
+/// What a refund notice that reports a running total says (Alipay: `refund_fee`,
+/// `out_biz_no`, `gmt_refund`, `total_amount`).
+struct RunningTotal<'a> {
+    refunded_total: Option<Amount>,
+    refund_no: Option<&'a str>,
+    refunded_at: Option<DateTime<Utc>>,
+    order_total: Option<Amount>,
+}
+
+/// A refund notice whose amount is the trade's running refunded total (Alipay's
+/// `refund_fee`). A refund kassa made (its `out_request_no` is the notice's
+/// `out_biz_no`), or one already recorded from an earlier notice, is settled by its
+/// number. Any other was made outside kassa: it is recorded as a refund of its own for
+/// what the running total adds to what the order already shows refunded, so a resend,
+/// or an older notice arriving after a newer one, adds nothing.
+fn running_total_refund(
+    tx: &Tx<'_>,
+    changes: &mut Changes,
+    raw: &NewNotification<'_>,
+    notice: &VerifiedNotice,
+    told: &RunningTotal<'_>,
+) -> DbResult<Decision> {
+    let id = &notice.order_id;
+    let dedupe = notice.dedupe_key.as_deref();
+    let decided = |decision: Decision| -> DbResult<Decision> {
+        store(tx, raw, &decision, dedupe)?;
+        Ok(decision)
+    };
+    let expected = Expected {
+        provider: notice.provider,
+        amount: told.order_total,
+    };
+    if let Some(decision) = mismatch(notice, &expected, transitions::find(tx, id)?.as_ref()) {
+        return decided(decision);
+    }
+    let Some(order) = crate::db::orders::find_by_id(tx, id)? else {
+        return decided(Decision::about(id, Reason::Rejected(Code::UnknownOrder), None));
+    };
+    let currency = order.amount.currency();
+    let amount = |minor: i64| {
+        Amount::from_minor(minor, currency)
+            .map_err(|e| crate::db::DbError::Corrupt(format!("refund amount {minor} of order {id}: {e}")))
+    };
+    let known = match told.refund_no {
+        Some(no) => refunds::find_by_id(tx, no)?,
+        None => None,
+    };
+    if let Some(row) = known {
+        // The running total cannot be split into refunds; the row says what this one was.
+        let refund = RefundNotice {
+            refund_no: row.id.clone(),
+            provider_refund_id: None,
+            amount: amount(row.amount)?,
+            order_total: told.order_total,
+            outcome: RefundEnd::Succeeded,
+            settled_at: told.refunded_at,
+        };
+        return settle_refund(tx, changes, raw, notice, &refund);
+    }
+    let Some(total) = told.refunded_total else {
+        return decided(Decision::about(
+            id,
+            Reason::RefundUnconfirmed,
+            Some(format!(
+                "refund {} states no refund_fee and Alipay's query did not confirm an amount; Alipay is asked to resend",
+                told.refund_no.unwrap_or("(unnamed)")
+            )),
+        ));
+    };
+    if total.currency() != currency || total.minor() > order.amount.minor() {
+        return decided(Decision::about(
+            id,
+            Reason::Rejected(Code::AmountMismatch),
+            Some(format!(
+                "amount mismatch: refund_fee {} {} is more than the order's {} {currency}",
+                total.to_decimal_string(),
+                total.currency(),
+                order.amount.to_decimal_string()
+            )),
+        ));
+    }
+    let added = total.minor() - order.refunded_amount;
+    if added <= 0 {
+        return decided(Decision::about(
+            id,
+            Reason::RefundAlreadySettled,
+            Some(format!(
+                "refund_fee {} is already reflected: the order shows {} refunded",
+                total.to_decimal_string(),
+                amount(order.refunded_amount)?.to_decimal_string()
+            )),
+        ));
+    }
+    // A TRADE_CLOSED confirmed as a full refund names no refund; an order is fully
+    // refunded once, so its id is derived from the order's.
+    let refund = RefundNotice {
+        refund_no: told
+            .refund_no
+            .map_or_else(|| format!("{id}-closed"), str::to_owned),
+        provider_refund_id: told.refund_no.map(str::to_owned),
+        amount: amount(added)?,
+        order_total: told.order_total,
+        outcome: RefundEnd::Succeeded,
+        settled_at: told.refunded_at,
+    };
+    external_refund(tx, changes, raw, notice, &refund)
 }
 
 /// A refund's end: settles kassa's refund row (and moves the order when it succeeded),
@@ -532,10 +652,94 @@ fn cause(notice: &VerifiedNotice, notification_id: i64) -> Cause {
 /// platform's resend finds it recorded.
 pub async fn process(core: &Core, raw: RawNotification, notice: Verified) -> Decision {
     let provider = raw.provider.as_str();
+    let notice = confirm_alipay(core, notice).await;
     let decision = decide(core, raw, notice).await;
     core.metrics
         .notification(provider, decision.verdict().as_str(), decision.reason.code());
     decision
+}
+
+/// Fills in, from Alipay's own queries, what an Alipay notice needs to be decided and
+/// does not say: what a refund returned when `refund_fee` is absent
+/// (`alipay.trade.fastpay.refund.query` by `out_biz_no`), and whether a `TRADE_CLOSED`
+/// on a paid order is a full refund (`alipay.trade.query` shows the trade closed). Done
+/// before the writer job, so a platform call never holds the writer. When the query
+/// cannot answer, the refund goes on without an amount and is recorded as unconfirmed,
+/// so Alipay resends it rather than the refund being lost.
+async fn confirm_alipay(core: &Core, notice: Verified) -> Verified {
+    let mut notice = notice?;
+    let needs_query = notice.provider == ProviderKind::Alipay
+        && match &notice.event {
+            NoticeEvent::Closed => true,
+            NoticeEvent::Refunded { refunded_total, .. } => refunded_total.is_none(),
+            _ => false,
+        };
+    let Some(alipay) = core.providers.alipay().filter(|_| needs_query) else {
+        return Ok(notice);
+    };
+    let id = notice.order_id.clone();
+    let order = match core
+        .db
+        .read(move |tx| crate::db::orders::find_by_id(tx, &id))
+        .await
+    {
+        Ok(Some(order)) if order.provider == ProviderKind::Alipay => order,
+        // Unknown, another platform's, or unreadable: the pipeline decides as usual.
+        _ => return Ok(notice),
+    };
+    let unconfirmed = |refund_no, refunded_at, order_total| NoticeEvent::Refunded {
+        refunded_total: None,
+        refund_no,
+        refunded_at,
+        order_total,
+    };
+    notice.event = match std::mem::replace(&mut notice.event, NoticeEvent::Closed) {
+        // Already fully refunded: the close says nothing new (a resend), no need to ask.
+        NoticeEvent::Closed if order.status == OrderStatus::Refunded => NoticeEvent::Refunded {
+            refunded_total: Some(order.amount),
+            refund_no: None,
+            refunded_at: None,
+            order_total: None,
+        },
+        NoticeEvent::Closed if matches!(order.status, OrderStatus::Paid | OrderStatus::PartiallyRefunded) => {
+            match alipay.query(&order).await {
+                Ok(TradeState::Closed) => NoticeEvent::Refunded {
+                    refunded_total: Some(order.amount),
+                    refund_no: None,
+                    refunded_at: None,
+                    order_total: None,
+                },
+                Ok(_) => NoticeEvent::Closed,
+                Err(e) => {
+                    tracing::warn!(order_id = %order.id, error = %e, "TRADE_CLOSED on a paid order could not be confirmed with alipay.trade.query");
+                    unconfirmed(None, None, None)
+                }
+            }
+        }
+        NoticeEvent::Refunded {
+            refunded_total: None,
+            refund_no: Some(no),
+            refunded_at,
+            order_total,
+        } => match alipay.refund_amount(&order.id, &no).await {
+            Ok(Some(amount)) => NoticeEvent::RefundSettled(RefundNotice {
+                refund_no: no.clone(),
+                provider_refund_id: Some(no),
+                amount,
+                order_total,
+                outcome: RefundEnd::Succeeded,
+                settled_at: refunded_at,
+            }),
+            outcome => {
+                if let Err(e) = outcome {
+                    tracing::warn!(order_id = %order.id, refund_no = %no, error = %e, "refund notice without refund_fee could not be confirmed with alipay.trade.fastpay.refund.query");
+                }
+                unconfirmed(Some(no), refunded_at, order_total)
+            }
+        },
+        other => other,
+    };
+    Ok(notice)
 }
 
 /// Characters of a decision's detail that its log line keeps.
@@ -852,22 +1056,23 @@ mod tests {
                 "TRADE_SUCCESS with refund_fee (partial refund notice)",
                 refund.to_vec(),
                 [
-                    ("ignored", "refund_notice", Pending),
-                    ("ignored", "refund_notice", Paid),
-                    ("ignored", "refund_notice", Closed),
-                    ("ignored", "refund_notice", PartiallyRefunded),
-                    ("ignored", "refund_notice", Refunded),
+                    ("rejected", "not_allowed", Pending),
+                    ("applied", "external_refund", PartiallyRefunded),
+                    ("rejected", "not_allowed", Closed),
+                    // 1.00 of refund_fee is what the order already shows refunded.
+                    ("duplicate", "refund_already_settled", PartiallyRefunded),
+                    ("duplicate", "refund_already_settled", Refunded),
                 ],
             ),
             (
                 "TRADE_CLOSED with refund_fee (full refund notice)",
                 full_refund.to_vec(),
                 [
-                    ("ignored", "refund_notice", Pending),
-                    ("ignored", "refund_notice", Paid),
-                    ("ignored", "refund_notice", Closed),
-                    ("ignored", "refund_notice", PartiallyRefunded),
-                    ("ignored", "refund_notice", Refunded),
+                    ("rejected", "not_allowed", Pending),
+                    ("applied", "external_refund", Refunded),
+                    ("rejected", "not_allowed", Closed),
+                    ("applied", "external_refund", Refunded),
+                    ("duplicate", "refund_already_settled", Refunded),
                 ],
             ),
         ];
@@ -877,7 +1082,16 @@ mod tests {
                 let case = format!("{what} on a {status} order");
                 let id = db.alipay_order(*status);
                 let (before, history_before, outbox_before) = db.read(&id);
-                let body = db.body(id.as_str(), changes);
+                // A refund's number is unique across orders, as Alipay's out_biz_no is.
+                let numbered: Vec<(&str, String)> = changes
+                    .iter()
+                    .map(|(k, v)| match *k {
+                        "out_biz_no" => (*k, format!("{v}-{id}")),
+                        _ => (*k, (*v).to_owned()),
+                    })
+                    .collect();
+                let numbered: Vec<(&str, &str)> = numbered.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let body = db.body(id.as_str(), &numbered);
 
                 let after = db.notify(&id, &body);
 

@@ -20,6 +20,11 @@ pub enum CreateError {
     OutTradeNoTaken(String),
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyConflict,
+    #[error(
+        "a request with this Idempotency-Key is still being processed; nothing was done, \
+         send it again once that request has been answered"
+    )]
+    IdempotencyInProgress,
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -45,17 +50,31 @@ enum Stored {
     Created(Order),
     Replayed(Order),
     KeyConflict,
+    KeyInProgress,
     OutTradeNoTaken,
 }
 
-fn replay(tx: &Tx<'_>, idem: &Idempotency) -> Result<Option<Stored>, DbError> {
+/// A claim older than this was left by a request that died (a crash) rather than one
+/// still waiting for the provider: provider calls give up after 15 s.
+const CLAIM_ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(2);
+
+/// What the key's record says about this request: `None` when it holds the key now
+/// (claimed, or taken over from an abandoned claim) and must create the order.
+fn claim(tx: &Tx<'_>, idem: &Idempotency, now: DateTime<Utc>) -> Result<Option<Stored>, DbError> {
     let Some(record) = idempotency::find(tx, idem.api_key_id, &idem.key)? else {
+        idempotency::claim(tx, idem.api_key_id, &idem.key, &idem.request_hash, now)?;
         return Ok(None);
     };
     if record.request_hash != idem.request_hash {
         return Ok(Some(Stored::KeyConflict));
     }
-    let id = record.order_id;
+    let Some(id) = record.order_id else {
+        if now - record.created_at < CLAIM_ABANDONED_AFTER {
+            return Ok(Some(Stored::KeyInProgress));
+        }
+        idempotency::take_over(tx, idem.api_key_id, &idem.key, record.created_at, now)?;
+        return Ok(None);
+    };
     let order = orders::find_by_id(tx, &id)?
         .ok_or_else(|| DbError::Corrupt(format!("idempotency key points at missing order {id}")))?;
     Ok(Some(Stored::Replayed(order)))
@@ -66,12 +85,51 @@ fn settle(stored: Stored, out_trade_no: &str) -> Result<Created, CreateError> {
         Stored::Created(o) => Ok(Created::New(o)),
         Stored::Replayed(o) => Ok(Created::Replayed(o)),
         Stored::KeyConflict => Err(CreateError::IdempotencyConflict),
+        Stored::KeyInProgress => Err(CreateError::IdempotencyInProgress),
         Stored::OutTradeNoTaken => Err(CreateError::OutTradeNoTaken(out_trade_no.to_owned())),
     }
 }
 
-/// Validates, asks the provider for a payment (its QR code), then stores the order.
-/// Nothing is stored when the provider refuses, so no half-made order is payable.
+/// A claimed key, freed when the request ends without completing it: on an error, and
+/// also when the client goes away mid-request (the handler's future is dropped), so a
+/// retry with the key is not told "in progress" by a request nobody waits for.
+struct ClaimGuard {
+    core: Core,
+    claim: Option<(Idempotency, DateTime<Utc>)>,
+}
+
+impl ClaimGuard {
+    fn disarm(&mut self) {
+        self.claim = None;
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let Some((idem, claimed_at)) = self.claim.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let core = self.core.clone();
+        runtime.spawn(async move {
+            let freed = core
+                .db
+                .write(move |c| idempotency::release(c, idem.api_key_id, &idem.key, claimed_at))
+                .await;
+            if let Err(e) = freed {
+                // Harmless but for a while: the claim counts as abandoned after
+                // CLAIM_ABANDONED_AFTER and is taken over then.
+                tracing::warn!(error = %e, "cannot free an Idempotency-Key claim");
+            }
+        });
+    }
+}
+
+/// Validates, claims the `Idempotency-Key`, asks the provider for a payment (its QR
+/// code), then stores the order. Nothing is stored when the provider refuses, so no
+/// half-made order is payable; the key's claim is freed again.
 pub async fn create(
     core: &Core,
     request: CreateOrderRequest,
@@ -86,25 +144,23 @@ pub async fn create(
         now: core.now(),
     };
     let new_order = NewOrder::validate(request, &rules)?;
+    let claimed_at = core.now();
     let checks = (idem.clone(), out_trade_no.clone());
+    // A write, so that two requests with one key cannot both find it free.
     let early = core
         .db
-        .read(move |c| {
+        .write(move |c| {
             let (idem, out_trade_no) = checks;
             if let Some(idem) = &idem {
-                if let Some(stored) = replay(c, idem)? {
+                if let Some(stored) = claim(c, idem, claimed_at)? {
                     return Ok(Some(stored));
                 }
             }
             if orders::find_by_out_trade_no(c, &out_trade_no)?.is_none() {
                 return Ok(None);
             }
-            // A concurrent request with the same key may have stored this order (and
-            // its key) since the look-up above.
             if let Some(idem) = &idem {
-                if let Some(stored) = replay(c, idem)? {
-                    return Ok(Some(stored));
-                }
+                idempotency::release(c, idem.api_key_id, &idem.key, claimed_at)?;
             }
             Ok(Some(Stored::OutTradeNoTaken))
         })
@@ -112,6 +168,35 @@ pub async fn create(
     if let Some(stored) = early {
         return settle(stored, &out_trade_no);
     }
+    let mut guard = ClaimGuard {
+        core: core.clone(),
+        claim: idem.clone().map(|i| (i, claimed_at)),
+    };
+    let result = precreate_and_store(core, new_order, idem.clone(), claimed_at).await;
+    if result.is_err() {
+        if let Some(idem) = idem {
+            // Freed before the answer, so a retry sent on receiving it finds the key free.
+            let freed = core
+                .db
+                .write(move |c| idempotency::release(c, idem.api_key_id, &idem.key, claimed_at))
+                .await;
+            if let Err(e) = freed {
+                tracing::warn!(error = %e, "cannot free an Idempotency-Key claim");
+                return settle(result?, &out_trade_no);
+            }
+        }
+    }
+    guard.disarm();
+    settle(result?, &out_trade_no)
+}
+
+/// The part of `create` done under the key's claim, if any.
+async fn precreate_and_store(
+    core: &Core,
+    new_order: NewOrder,
+    idem: Option<Idempotency>,
+    claimed_at: DateTime<Utc>,
+) -> Result<Stored, CreateError> {
     let provider = core.providers.get(new_order.provider).ok_or_else(|| {
         CreateError::Invalid(FieldError {
             field: "provider",
@@ -153,24 +238,15 @@ pub async fn create(
     let stored = core
         .db
         .write(move |conn| {
-            if let Some(idem) = &idem {
-                if let Some(stored) = replay(conn, idem)? {
-                    return Ok(stored);
-                }
-            }
             if orders::insert(conn, &new_order, Some(&payment.qr_code))? == orders::Inserted::OutTradeNoTaken
             {
+                if let Some(idem) = &idem {
+                    idempotency::release(conn, idem.api_key_id, &idem.key, claimed_at)?;
+                }
                 return Ok(Stored::OutTradeNoTaken);
             }
             if let Some(idem) = &idem {
-                idempotency::insert(
-                    conn,
-                    idem.api_key_id,
-                    &idem.key,
-                    &idem.request_hash,
-                    &new_order.id,
-                    now,
-                )?;
+                idempotency::complete(conn, idem.api_key_id, &idem.key, &new_order.id)?;
             }
             // Logged only once the order exists; a refused creation stores nothing.
             provider_calls::insert(
@@ -186,7 +262,7 @@ pub async fn create(
             Ok(Stored::Created(order))
         })
         .await?;
-    settle(stored, &out_trade_no)
+    Ok(stored)
 }
 
 #[derive(Debug, thiserror::Error)]

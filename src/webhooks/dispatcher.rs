@@ -5,6 +5,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::guard::{refusal_in, WebhookClient};
 use super::signer;
 use crate::core::Core;
 use crate::db::outbox::{self, After, Attempt, Claimed};
@@ -51,14 +52,15 @@ pub fn user_agent() -> String {
     )
 }
 
-pub fn http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+/// The client every webhook (deliveries, pings, `kassa webhooks test`) goes out with;
+/// it refuses internal addresses unless `allow_private`.
+pub fn http_client(allow_private: bool) -> Result<WebhookClient, String> {
+    let builder = reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
         .connect_timeout(StdDuration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(user_agent())
-        .build()
-        .map_err(|e| e.to_string())
+        .user_agent(user_agent());
+    WebhookClient::new(builder, allow_private)
 }
 
 /// `delay` ±20 %, so many failing deliveries do not retry in lockstep.
@@ -85,22 +87,39 @@ pub struct Response {
     pub retry_after: Option<String>,
     pub body: String,
     pub latency_ms: i64,
+    /// Set when the destination is an internal address kassa may not reach: nothing
+    /// was sent.
+    pub refused: bool,
 }
 
 /// POSTs a signed body. Never follows redirects; keeps at most `RESPONSE_KEPT` bytes.
 pub async fn post_signed(
-    http: &reqwest::Client,
+    client: &WebhookClient,
     url: &str,
     event_id: &str,
     secrets: &[String],
     body: &str,
     now: DateTime<Utc>,
 ) -> Response {
+    let mut out = Response {
+        status: None,
+        error: None,
+        retry_after: None,
+        body: String::new(),
+        latency_ms: 0,
+        refused: false,
+    };
+    if let Some(reason) = client.refuses_literal(url) {
+        out.error = Some(format!("refused: {reason}"));
+        out.refused = true;
+        return out;
+    }
     let keys: Vec<_> = secrets.iter().filter_map(|s| signer::key_of(s).ok()).collect();
     let timestamp = now.timestamp();
     let signature = signer::signature_header(&keys, event_id, timestamp, body.as_bytes());
     let started = Instant::now();
-    let sent = http
+    let sent = client
+        .http
         .post(url)
         .header("content-type", "application/json")
         .header("webhook-id", event_id)
@@ -109,14 +128,11 @@ pub async fn post_signed(
         .body(body.to_owned())
         .send()
         .await;
-    let mut out = Response {
-        status: None,
-        error: None,
-        retry_after: None,
-        body: String::new(),
-        latency_ms: 0,
-    };
     match sent {
+        Err(e) if refusal_in(&e).is_some() => {
+            out.error = refusal_in(&e).map(|r| format!("refused: {r}"));
+            out.refused = true;
+        }
         Err(e) => {
             out.error = Some(if e.is_timeout() {
                 "timeout".to_owned()
@@ -163,15 +179,13 @@ fn without_url(e: reqwest::Error) -> String {
 
 pub struct Dispatcher {
     core: Core,
-    http: reqwest::Client,
+    http: WebhookClient,
 }
 
 impl Dispatcher {
     pub fn new(core: Core) -> Result<Self, String> {
-        Ok(Dispatcher {
-            core,
-            http: http_client()?,
-        })
+        let http = http_client(core.settings.webhooks.allow_private)?;
+        Ok(Dispatcher { core, http })
     }
 
     fn destination(&self, claim: &Claimed) -> Option<String> {
@@ -232,6 +246,11 @@ impl Dispatcher {
         let done = usize::try_from(claim.attempts).unwrap_or(0) + 1;
         let after = if ok {
             After::Delivered
+        } else if response.refused {
+            // Final for this row: every retry would be refused the same way for days.
+            // Once the operator allows private addresses (or the shop's DNS is fixed),
+            // `kassa webhooks resend` sends it again.
+            After::Failed
         } else if let Some(delay) = ladder.get(done - 1) {
             let wait = retry_after(response.retry_after.as_deref(), now).unwrap_or_else(|| jittered(*delay));
             // Configured delays are bounded, so this cannot overflow; never panic if it did.
@@ -278,6 +297,8 @@ impl Dispatcher {
                 }
                 if ok {
                     endpoints::succeeded(c, &url, now)?;
+                } else if response.refused {
+                    // Not the endpoint's failure: nothing was sent to it.
                 } else if endpoints::failed(c, &url, now, DISABLE_AFTER, quiet_gap)? {
                     tracing::warn!(%url, "webhook endpoint disabled after failing for 5 days");
                 }

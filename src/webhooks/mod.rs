@@ -3,6 +3,7 @@
 //! ladder, an attempt log.
 
 pub mod dispatcher;
+pub mod guard;
 pub mod payload;
 pub mod signer;
 

@@ -393,11 +393,22 @@ async fn concurrent_requests_with_one_idempotency_key_create_one_order() {
     let mut ids = std::collections::HashSet::new();
     for handle in handles {
         let r = handle.await.unwrap();
+        // Each is the order, or (while the first with the key is still in flight) told so.
+        if r.status() == 409 {
+            let (_, code, _) = error_code(r).await;
+            assert_eq!(code, "idempotency_key_in_progress");
+            continue;
+        }
         assert_eq!(r.status(), 201);
         let v: Value = r.json().await.unwrap();
         ids.insert(v["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(
+        app.provider.calls(),
+        [1, 0, 0, 0, 0],
+        "the provider was asked once"
+    );
     let listed: Value = app
         .get("/api/v1/orders?out_trade_no=idem-3")
         .await

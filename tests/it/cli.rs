@@ -45,6 +45,8 @@ impl Drop for Server {
 pub(crate) async fn start_server(dir: &Path, env: &[(&str, &str)]) -> Server {
     let mut child = kassa(dir)
         .args(["--bind", "127.0.0.1:0"])
+        // Test receivers listen on 127.0.0.1; a test may still turn this off.
+        .env("KASSA_WEBHOOKS_ALLOW_PRIVATE", "true")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -546,9 +548,13 @@ async fn webhooks_secret_rotate_test_and_resend_from_the_command_line() {
     let receiver = crate::receiver::Receiver::start().await;
     let url = receiver.url.clone();
     let (d, u) = (dir.path().to_owned(), url.clone());
-    let tested = tokio::task::spawn_blocking(move || run(kassa(&d).args(["webhooks", "test", "--url", &u])))
-        .await
-        .unwrap();
+    let tested = tokio::task::spawn_blocking(move || {
+        run(kassa(&d)
+            .env("KASSA_WEBHOOKS_ALLOW_PRIVATE", "true")
+            .args(["webhooks", "test", "--url", &u]))
+    })
+    .await
+    .unwrap();
     assert!(tested.status.success(), "{}", text(&tested.stderr));
     assert!(
         text(&tested.stdout).contains("answer: HTTP 200"),

@@ -132,6 +132,8 @@ impl Merchant {
             ("wechat.api_base", quoted(&clock_gateway(Duration::zero()))),
             ("sandbox.enabled", "false".to_owned()),
             ("webhooks.url", quoted(webhook_url)),
+            // The test receivers listen on 127.0.0.1.
+            ("webhooks.allow_private", "true".to_owned()),
             ("webhooks.secret", quoted(SECRET)),
         ]
         .into_iter()

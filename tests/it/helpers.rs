@@ -117,6 +117,10 @@ pub fn settings_for(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> S
     if !env.iter().any(|(k, _)| k == "KASSA_ADMIN_PASSWORD") {
         env.push(("KASSA_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()));
     }
+    // Test receivers listen on 127.0.0.1, which webhooks may not reach by default.
+    if !env.iter().any(|(k, _)| k == "KASSA_WEBHOOKS_ALLOW_PRIVATE") {
+        env.push(("KASSA_WEBHOOKS_ALLOW_PRIVATE".into(), "true".into()));
+    }
     let sources = ConfigSources {
         file: None,
         env,

@@ -38,6 +38,8 @@ async fn start(env: &[(&str, &str)]) -> Kassa {
     let log = dir.path().join("kassa.log");
     let mut child = command(dir.path())
         .args(["--bind", "127.0.0.1:0"])
+        // The test receiver listens on 127.0.0.1.
+        .env("KASSA_WEBHOOKS_ALLOW_PRIVATE", "true")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())

@@ -289,7 +289,8 @@ fn migrations_are_recorded_and_not_rerun() {
             "0003_webhooks",
             "0004_notification_reasons",
             "0005_admin",
-            "0006_admin_staff"
+            "0006_admin_staff",
+            "0007_idempotency_claims"
         ]
     );
     assert!(db::migrate(&path).unwrap().is_empty());

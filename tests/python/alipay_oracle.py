@@ -26,6 +26,12 @@ Commands:
   call_gateway        {gateway, app_id, app_private_key, alipay_public_key, method, kwargs}
       -> {result} or {error, message}: the SDK as a client (api_alipay_trade_*),
       verifying each response's signature.
+  call_gateway_text   {gateway, app_id, app_private_key, alipay_public_key, method,
+                       biz_content}
+      -> {result} or {error, message}: the same client sending `biz_content` as the
+      exact JSON text given (for number forms a Python float cannot write, such as
+      `8.888e1`), through the SDK's public build_body() and verified_sync_response(),
+      which sign and send it as they send the text of a dict.
 """
 import json
 import sys
@@ -107,11 +113,23 @@ def call_gateway(cmd):
         return {"error": type(e).__name__, "message": str(e)}
 
 
+def call_gateway_text(cmd):
+    cli = client(cmd["app_id"], cmd["app_private_key"], cmd["alipay_public_key"])
+    cli._gateway = cmd["gateway"]
+    method = cmd["method"]
+    data = cli.build_body(method, cmd["biz_content"])
+    try:
+        return {"result": cli.verified_sync_response(data, method.replace(".", "_") + "_response")}
+    except Exception as e:  # the test asserts on the type
+        return {"error": type(e).__name__, "message": str(e)}
+
+
 def main():
     cmd = json.load(sys.stdin)
     op = {"sign_notification": sign_notification, "sign_notifications": sign_notifications,
           "verify_notification": verify_notification,
-          "verify_request": verify_request, "call_gateway": call_gateway}[cmd["op"]]
+          "verify_request": verify_request, "call_gateway": call_gateway,
+          "call_gateway_text": call_gateway_text}[cmd["op"]]
     json.dump(op(cmd), sys.stdout, ensure_ascii=False)
 
 

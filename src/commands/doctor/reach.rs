@@ -23,14 +23,16 @@ const CLOCK_PROBLEM: Duration = Duration::minutes(5);
 /// `Date` has whole seconds and the answer takes a while: below this is noise.
 const CLOCK_WARNING: Duration = Duration::seconds(60);
 
-fn client() -> Result<reqwest::Client, String> {
+fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .timeout(TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("kassa-doctor/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    builder().build().map_err(|e| e.to_string())
 }
 
 pub fn network(settings: &Settings, stored_secrets: Vec<String>, now: DateTime<Utc>) -> Vec<Check> {
@@ -51,7 +53,7 @@ pub fn network(settings: &Settings, stored_secrets: Vec<String>, now: DateTime<U
     }
     let checks = runtime.block_on(async {
         let clocks = futures_util::future::join_all(gateways.iter().map(|(key, url)| clock(&http, key, url)));
-        let ping = ping(&http, settings, stored_secrets, now);
+        let ping = ping(settings, stored_secrets, now);
         let (mut checks, ping) = tokio::join!(clocks, ping);
         if gateways.is_empty() {
             checks.push(Check::skipped(
@@ -124,12 +126,7 @@ async fn clock(http: &reqwest::Client, key: &str, url: &str) -> Check {
     }
 }
 
-async fn ping(
-    http: &reqwest::Client,
-    settings: &Settings,
-    stored_secrets: Vec<String>,
-    now: DateTime<Utc>,
-) -> Check {
+async fn ping(settings: &Settings, stored_secrets: Vec<String>, now: DateTime<Utc>) -> Check {
     let key = k::WEBHOOKS_URL.name;
     let Some(url) = &settings.webhooks.url else {
         return Check::warning(
@@ -155,7 +152,12 @@ async fn ping(
         "data": {"message": "kassa doctor", "merchant": settings.merchant.name},
     })
     .to_string();
-    let answer = post_signed(http, url, &new_event_id(), &secrets, &body, now).await;
+    // The ping goes where deliveries would, refused where they would be.
+    let http = match crate::webhooks::guard::WebhookClient::new(builder(), settings.webhooks.allow_private) {
+        Ok(c) => c,
+        Err(e) => return Check::skipped(key, format!("no HTTP client: {e}")),
+    };
+    let answer = post_signed(&http, url, &new_event_id(), &secrets, &body, now).await;
     match (answer.status, answer.error) {
         (Some(status), _) if (200..300).contains(&status) => Check::ok(
             key,

@@ -597,7 +597,8 @@ pub async fn ping(
     let secrets = crate::webhooks::signing_secrets(&state.db, &state.settings, now)
         .await
         .map_err(|e| AdminError::internal(base.lang, &e))?;
-    let http = http_client().map_err(|e| AdminError::internal(base.lang, &std::io::Error::other(e)))?;
+    let http = http_client(state.settings.webhooks.allow_private)
+        .map_err(|e| AdminError::internal(base.lang, &std::io::Error::other(e)))?;
     let event_id = new_event_id();
     let payload = json!({
         "type": "ping",

@@ -1,6 +1,7 @@
 //! The merchant JSON API under `/api/v1`: Bearer API keys, JSON errors everywhere,
 //! bodies read with a hard size limit.
 
+pub mod limits;
 mod orders;
 mod refunds;
 
@@ -9,7 +10,7 @@ use std::pin::Pin;
 
 use actix_web::http::{header, Method};
 use actix_web::web::{self, Bytes};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, Route};
+use actix_web::{mime, FromRequest, HttpRequest, HttpResponse, Route};
 use chrono::Duration;
 use futures_util::StreamExt;
 
@@ -102,9 +103,18 @@ impl FromRequest for ApiCaller {
             .headers()
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().map(str::to_owned));
+        let address = crate::http::client_ip(req);
         Box::pin(async move {
             let state =
                 state.ok_or_else(|| ApiError::new(ErrorCode::InternalError, "application state missing"))?;
+            let now = state.now();
+            // First, before the key is even read: see `ApiLimits::check_address`.
+            state.api_limits.check_address(address, now).map_err(|l| {
+                ApiError::rate_limited(
+                    l.retry_after,
+                    "too many invalid API keys from this address; every request from it is refused until Retry-After has passed",
+                )
+            })?;
             let value = match header {
                 None => {
                     return Err(ApiError::new(
@@ -120,10 +130,11 @@ impl FromRequest for ApiCaller {
                 }
                 Some(Ok(v)) => v,
             };
+            // RFC 9110 §11.1: the scheme is case-insensitive (`BEARER` is `Bearer`).
             let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .map(str::trim)
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| {
                     ApiError::new(ErrorCode::Unauthorized, "Authorization must be Bearer <api key>")
@@ -132,9 +143,22 @@ impl FromRequest for ApiCaller {
             let record = state
                 .db
                 .read(move |c| api_keys::find_active_by_hash(c, &hash))
-                .await?
-                .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "invalid or revoked API key"))?;
-            let now = state.now();
+                .await?;
+            let Some(record) = record else {
+                // Only a key looked up in vain counts: a missing or malformed header
+                // guesses nothing and costs no read.
+                state.api_limits.failed(address, now);
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "invalid or revoked API key",
+                ));
+            };
+            state.api_limits.check_key(record.id, now).map_err(|l| {
+                ApiError::rate_limited(
+                    l.retry_after,
+                    "this API key has made more requests than [server] api_rate_limit allows; retry after Retry-After seconds",
+                )
+            })?;
             if record.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
                 let id = record.id;
                 actix_web::rt::spawn(async move {
@@ -151,8 +175,35 @@ impl FromRequest for ApiCaller {
     }
 }
 
-/// Reads the whole body, refusing more than `MAX_BODY_BYTES` with a JSON 413.
+/// Refuses a body that is not declared JSON: a client sending `text/plain` (or nothing)
+/// is not speaking this API, and reading it anyway would make what it meant a guess.
+fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    let declared = req.headers().get(header::CONTENT_TYPE);
+    let is_json = declared
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| m.type_() == mime::APPLICATION && m.subtype() == mime::JSON);
+    if is_json {
+        return Ok(());
+    }
+    let shown = match declared {
+        None => "no Content-Type".to_owned(),
+        Some(v) => {
+            let text = String::from_utf8_lossy(v.as_bytes());
+            // Bounded: the header is echoed back.
+            format!("Content-Type {:?}", text.chars().take(64).collect::<String>())
+        }
+    };
+    Err(ApiError::new(
+        ErrorCode::UnsupportedMediaType,
+        format!("request body must be sent as Content-Type: application/json; got {shown}"),
+    ))
+}
+
+/// Reads the whole body of a JSON request: refuses any other content type with a JSON
+/// 415, and more than `MAX_BODY_BYTES` with a JSON 413.
 pub async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Bytes, ApiError> {
+    require_json(req)?;
     let too_large = || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -187,6 +238,26 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<B
 /// wrong type, missing or unknown is 422 naming the field. Also returns the canonical
 /// text of the body (object keys sorted), for request fingerprints.
 pub fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<(T, String), ApiError> {
+    let depth = nesting_depth(body);
+    if depth > MAX_BODY_DEPTH {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "request body is nested too deep: {depth} levels of objects and arrays, at most \
+                 {MAX_BODY_DEPTH} are accepted (the body itself is level 1, metadata's value level 2)"
+            ),
+        ));
+    }
+    // A repeated key would be read as its last value by the parser below, while
+    // another reader of the same bytes may take the first: refused, at any depth.
+    serde_json::from_slice::<UniqueKeys>(body).map_err(|e| {
+        let message = if e.is_data() {
+            format!("request body repeats a key: {e}")
+        } else {
+            format!("request body is not valid JSON: {e}")
+        };
+        ApiError::new(ErrorCode::MalformedJson, message)
+    })?;
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::MalformedJson,
@@ -203,6 +274,97 @@ pub fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<(T, S
     let parsed = serde_path_to_error::deserialize(value)
         .map_err(|e| ApiError::field(field_of(&e), e.inner().to_string()))?;
     Ok((parsed, canonical))
+}
+
+/// Deepest nesting of objects and arrays a body may have. Well under serde_json's own
+/// limit (128), so a deep body is refused as too deep, never as "not valid JSON".
+pub const MAX_BODY_DEPTH: usize = 64;
+
+/// How deep objects and arrays nest in `body`, brackets inside strings not counted. Run
+/// before parsing, so it also sees bodies the parser would give up on.
+fn nesting_depth(body: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Any JSON value, read only to refuse an object that names a key twice (keys compared
+/// unescaped, so `"a"` and `"\u0061"` are the same key).
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            map.next_value::<UniqueKeys>()?;
+            seen.insert(key);
+        }
+        Ok(UniqueKeys)
+    }
 }
 
 /// Field name from a serde error, for `{"error": {"field": …}}`.

@@ -13,6 +13,7 @@ use crate::domain::{CreateOrderRequest, OrderId, OrderStatus, OrderView, Provide
 use crate::http::error::{ApiError, ApiResult, ErrorCode};
 use crate::http::state::AppState;
 use crate::service::orders::{self as order_service, Created, Idempotency};
+use crate::webhooks::guard::check_destination;
 
 pub(super) static OPERATIONS: &[Operation] = &[
     Operation {
@@ -86,6 +87,13 @@ async fn create_order(
     let key = idempotency_key(&req)?;
     let body = read_body(&req, payload).await?;
     let (request, fingerprint) = parse_create_request(&body)?;
+    // Before anything is claimed, stored or asked of a provider: a webhook URL aimed at
+    // an internal address leaves nothing behind.
+    if let Some(url) = request.notify_url.as_deref() {
+        check_destination(url, state.settings.webhooks.allow_private)
+            .await
+            .map_err(|message| ApiError::field("notify_url", message))?;
+    }
     let idem = key.map(|key| Idempotency {
         api_key_id: caller.key_id,
         key,

@@ -2,7 +2,8 @@
 //! the notification pipeline, reply `success` or `failure` (anything but `success`
 //! makes Alipay resend).
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::header;
+use actix_web::{mime, web, HttpRequest, HttpResponse};
 
 use super::{headers_json, read_capped, remote_addr, MAX_NOTIFY_BYTES};
 use crate::domain::{ProviderKind, Rejection, RejectionCode};
@@ -13,6 +14,32 @@ fn reply(ok: bool) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(if ok { "success" } else { "failure" })
+}
+
+/// Alipay posts its notifications as `application/x-www-form-urlencoded` (with a
+/// charset or not, in any case); a body sent as anything else is not from Alipay, and
+/// reading it as a form anyway would accept what its sender did not mean as one.
+fn form_content_type(req: &HttpRequest) -> Result<(), Rejection> {
+    let declared = req.headers().get(header::CONTENT_TYPE);
+    let is_form = declared
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| m.essence_str() == mime::APPLICATION_WWW_FORM_URLENCODED.essence_str());
+    if is_form {
+        return Ok(());
+    }
+    let detail = match declared {
+        None => "no Content-Type; Alipay sends application/x-www-form-urlencoded".to_owned(),
+        Some(v) => format!(
+            "Content-Type {:?} is not application/x-www-form-urlencoded",
+            // Bounded: the stored detail is shown on the admin pages.
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(100)
+                .collect::<String>()
+        ),
+    };
+    Err(Rejection::new(RejectionCode::UnsupportedContentType, detail))
 }
 
 pub async fn receive_alipay_notify(
@@ -34,6 +61,8 @@ pub async fn receive_alipay_notify(
             RejectionCode::BodyTooLarge,
             format!("body larger than {MAX_NOTIFY_BYTES} bytes"),
         ))
+    } else if let Err(rejection) = form_content_type(&req) {
+        Err(rejection)
     } else {
         match state.providers.alipay() {
             None => Err(Rejection::new(

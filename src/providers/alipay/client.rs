@@ -12,7 +12,7 @@ use super::notify::Expectations;
 use super::sign::{beijing, raw_object, request_content};
 use crate::domain::ProviderKind;
 use crate::providers::keys::{SigningKey, VerifyingKey};
-use crate::providers::ProviderError;
+use crate::providers::{transport_failure, ProviderError};
 
 /// How long one gateway call may take before its outcome counts as unknown.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -149,12 +149,12 @@ impl AlipayClient {
             .body(form_body)
             .send()
             .await
-            .map_err(|e| unknown(format!("{method}: {e}")))?;
+            .map_err(|e| unknown(format!("{method}: {}", transport_failure(e))))?;
         let status = response.status();
         let body = response
             .text()
             .await
-            .map_err(|e| unknown(format!("{method}: reading response: {e}")))?;
+            .map_err(|e| unknown(format!("{method}: reading response: {}", transport_failure(e))))?;
         if !status.is_success() {
             return Err(unknown(format!("{method}: HTTP {status}")));
         }

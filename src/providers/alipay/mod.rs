@@ -14,7 +14,7 @@ use super::{
     CreatedPayment, PaymentFacts, PaymentRequest, Provider, ProviderError, ProviderFuture, RefundOutcome,
     RefundRequest, RefundState, TradeState,
 };
-use crate::domain::{Amount, Clock, Currency, Order, ProviderKind};
+use crate::domain::{Amount, Clock, Currency, Order, OrderId, ProviderKind};
 
 pub struct AlipayProvider {
     pub client: AlipayClient,
@@ -26,6 +26,36 @@ impl AlipayProvider {
     /// Parses and verifies a notification for this account, or says why it is rejected.
     pub fn verify_notification(&self, body: &[u8]) -> super::notice::Verified {
         notify::verify(body, &self.client.notice_expectations())
+    }
+
+    /// What one refund returned, by its request number (`out_request_no`, which Alipay's
+    /// refund notices echo as `out_biz_no`): `None` when Alipay knows no such refund, or
+    /// not as succeeded. A refund notice without `refund_fee` is confirmed this way.
+    pub async fn refund_amount(
+        &self,
+        order_id: &OrderId,
+        request_no: &str,
+    ) -> Result<Option<Amount>, ProviderError> {
+        let biz = json!({"out_trade_no": order_id.as_str(), "out_request_no": request_no});
+        match self
+            .client
+            .call("alipay.trade.fastpay.refund.query", &biz, None, self.clock.now())
+            .await
+        {
+            // Alipay answers 10000 for unknown refunds too, without refund_amount; older
+            // answers carry no refund_status at all.
+            Ok(answer) => {
+                let succeeded = matches!(
+                    text(&answer, "refund_status").as_deref(),
+                    None | Some("REFUND_SUCCESS")
+                );
+                Ok(text(&answer, "refund_amount")
+                    .filter(|_| succeeded)
+                    .and_then(|t| Amount::parse_decimal(&t, Currency::Cny).ok()))
+            }
+            Err(e) if is_code(&e, &["ACQ.TRADE_NOT_EXIST"]) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -92,19 +92,11 @@ pub fn verify(body: &[u8], expect: &Expectations<'_>) -> Result<VerifiedNotice, 
                     .transpose()?,
                 refund_no,
                 refunded_at: field("gmt_refund").and_then(|t| parse_beijing(&t)),
+                order_total: Some(exact_total(&total_amount)?),
             }
         }
         "TRADE_SUCCESS" | "TRADE_FINISHED" => NoticeEvent::Paid {
-            // An amount written any other way than the order's exact yuan can never be
-            // the order's amount.
-            amount: Amount::parse_decimal(&total_amount, CURRENCY).map_err(|e| {
-                Rejection::new(
-                    Code::AmountMismatch,
-                    format!(
-                        "amount mismatch: total_amount {total_amount:?} is not an exact CNY amount ({e})"
-                    ),
-                )
-            })?,
+            amount: exact_total(&total_amount)?,
             provider_trade_no: field("trade_no"),
             paid_at: field("gmt_payment").and_then(|t| parse_beijing(&t)),
         },
@@ -127,6 +119,17 @@ pub fn verify(body: &[u8], expect: &Expectations<'_>) -> Result<VerifiedNotice, 
         dedupe_key: notify_id,
         event,
         summary,
+    })
+}
+
+/// `total_amount` as an exact CNY amount: one written any other way than the order's
+/// exact yuan can never be the order's amount.
+fn exact_total(total_amount: &str) -> Result<Amount, Rejection> {
+    Amount::parse_decimal(total_amount, CURRENCY).map_err(|e| {
+        Rejection::new(
+            Code::AmountMismatch,
+            format!("amount mismatch: total_amount {total_amount:?} is not an exact CNY amount ({e})"),
+        )
     })
 }
 
@@ -277,6 +280,7 @@ mod tests {
                     refunded_total: Some(yuan(100)),
                     refund_no: Some("rf_1".into()),
                     refunded_at: None,
+                    order_total: Some(yuan(1234)),
                 }),
                 "{status}"
             );

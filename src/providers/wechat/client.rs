@@ -13,7 +13,7 @@ use super::sign::{new_nonce, MerchantSigner};
 use super::wire::{Expectations, PlatformHeaders, MAX_SKEW_SECONDS};
 use super::{ApiV3Key, PlatformKeys};
 use crate::domain::ProviderKind;
-use crate::providers::ProviderError;
+use crate::providers::{transport_failure, ProviderError};
 
 /// How long one API call may take before its outcome counts as unknown.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -154,7 +154,7 @@ impl WechatClient {
         let response = request
             .send()
             .await
-            .map_err(|e| unknown(format!("{what}: {e}")))?;
+            .map_err(|e| unknown(format!("{what}: {}", transport_failure(e))))?;
         let status = response.status().as_u16();
         let headers = PlatformHeaders::from_lookup(|name| {
             response
@@ -166,7 +166,7 @@ impl WechatClient {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| unknown(format!("{what}: reading response: {e}")))?;
+            .map_err(|e| unknown(format!("{what}: reading response: {}", transport_failure(e))))?;
         self.verify_answer(&what, status, &headers, &bytes, now)
     }
 

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::{notifier, yuan};
@@ -41,6 +43,27 @@ fn system_error() -> Map<String, Value> {
     obj(
         json!({"code": "20000", "msg": "Service Currently Unavailable", "sub_code": "aop.ACQ.SYSTEM_ERROR", "sub_msg": "系统繁忙"}),
     )
+}
+
+/// The amount fields of a `biz_content`, as the JSON text they were written in. Alipay
+/// takes `"88.88"` and `88.88` alike; a number's text is its only exact form (88.88 is
+/// not an f64, and an f64 would let `88.880000000000001` or `8.888e1` through).
+#[derive(Deserialize, Default)]
+struct AmountFields {
+    total_amount: Option<Box<RawValue>>,
+    refund_amount: Option<Box<RawValue>>,
+}
+
+/// The decimal text of an amount written as a JSON string or a JSON number; `None` for
+/// anything else. A number's text goes to the amount parser as written, so signs,
+/// exponents and a third decimal are refused there exactly as in a string.
+fn amount_text(raw: Option<&RawValue>) -> Option<String> {
+    let text = raw?.get();
+    match text.bytes().next()? {
+        b'"' => serde_json::from_str::<String>(text).ok(),
+        b'-' | b'0'..=b'9' => Some(text.to_owned()),
+        _ => None,
+    }
 }
 
 fn obj(v: Value) -> Map<String, Value> {
@@ -91,13 +114,17 @@ pub async fn handle(sandbox: web::Data<Sandbox>, req: HttpRequest, body: web::By
         .collect();
     params.extend(url::form_urlencoded::parse(&body).into_owned());
     let method = params.get("method").cloned().unwrap_or_default();
+    let biz_text = params.get("biz_content").map_or("", String::as_str);
     let answer = match authenticate(&sandbox, &params) {
         Err(fields) => fields,
-        Ok(()) => match serde_json::from_str::<Map<String, Value>>(
-            params.get("biz_content").map_or("", String::as_str),
+        Ok(()) => match (
+            serde_json::from_str::<Map<String, Value>>(biz_text),
+            serde_json::from_str::<AmountFields>(biz_text),
         ) {
-            Err(_) => invalid("isv.invalid-biz-content", "biz_content 不是合法的 JSON 对象"),
-            Ok(biz) => match dispatch(&sandbox, &method, &params, &biz).await {
+            (Err(_), _) | (_, Err(_)) => {
+                invalid("isv.invalid-biz-content", "biz_content 不是合法的 JSON 对象")
+            }
+            (Ok(biz), Ok(amounts)) => match dispatch(&sandbox, &method, &params, &biz, &amounts).await {
                 Ok(fields) => fields,
                 Err(e) => {
                     tracing::error!(error = %e, "sandbox gateway storage failed");
@@ -151,6 +178,7 @@ async fn dispatch(
     method: &str,
     params: &BTreeMap<String, String>,
     biz: &Map<String, Value>,
+    amounts: &AmountFields,
 ) -> Result<Map<String, Value>, DbError> {
     let text = |k: &str| biz.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
     let db = &sandbox.core.db;
@@ -165,18 +193,31 @@ async fn dispatch(
     if !METHODS.contains(&method) {
         return Ok(invalid("isv.invalid-method", "不存在的方法名"));
     }
-    let out_trade_no = text("out_trade_no");
-    if out_trade_no.is_empty() {
-        return Ok(obj(json!({"code": "40001", "msg": "Missing Required Arguments",
-            "sub_code": "isv.missing-out-trade-no", "sub_msg": "缺少参数 out_trade_no"})));
-    }
-    let found = {
+    let (out_trade_no, trade_no) = (text("out_trade_no"), text("trade_no"));
+    if method == "alipay.trade.precreate" {
+        if out_trade_no.is_empty() {
+            return Ok(obj(json!({"code": "40001", "msg": "Missing Required Arguments",
+                "sub_code": "isv.missing-out-trade-no", "sub_msg": "缺少参数 out_trade_no"})));
+        }
         let no = out_trade_no.clone();
-        db.read(move |c| store::find_trade(c, &no)).await?
+        let found = db.read(move |c| store::find_trade(c, &no)).await?;
+        return precreate(sandbox, params, biz, amounts, found, now).await;
+    }
+    // Every other method names the trade by either number; given both, Alipay's
+    // documented rule is that trade_no wins ("两者同时设置优先取值trade_no").
+    let found = if !trade_no.is_empty() {
+        db.read(move |c| store::find_trade_by_trade_no(c, &trade_no))
+            .await?
+    } else if !out_trade_no.is_empty() {
+        db.read(move |c| store::find_trade(c, &out_trade_no)).await?
+    } else {
+        return Ok(business_error(
+            "ACQ.INVALID_PARAMETER",
+            "参数无效: out_trade_no 和 trade_no 不能同时为空",
+        ));
     };
     let exists = found.as_ref().filter(|t| t.status != Status::NotScanned);
     match method {
-        "alipay.trade.precreate" => precreate(sandbox, params, biz, found, now).await,
         "alipay.trade.query" => Ok(match exists {
             None => business_error("ACQ.TRADE_NOT_EXIST", "交易不存在"),
             Some(t) => {
@@ -217,18 +258,19 @@ async fn dispatch(
                 json!({"code": "10000", "msg": "Success", "out_trade_no": t.out_trade_no, "trade_no": t.trade_no}),
             ))
         }
-        "alipay.trade.refund" => refund(sandbox, biz, exists.cloned(), now).await,
+        "alipay.trade.refund" => refund(sandbox, biz, amounts, exists.cloned(), now).await,
         "alipay.trade.fastpay.refund.query" => {
+            let Some(t) = exists.cloned() else {
+                return Ok(business_error("ACQ.TRADE_NOT_EXIST", "交易不存在"));
+            };
+            // A refund made without out_request_no is numbered by its out_trade_no.
             let request_no = {
                 let r = text("out_request_no");
                 if r.is_empty() {
-                    out_trade_no.clone()
+                    t.out_trade_no.clone()
                 } else {
                     r
                 }
-            };
-            let Some(t) = exists.cloned() else {
-                return Ok(business_error("ACQ.TRADE_NOT_EXIST", "交易不存在"));
             };
             let (no, rn) = (t.out_trade_no.clone(), request_no.clone());
             let refunded = db.read(move |c| store::find_refund(c, &no, &rn)).await?;
@@ -251,6 +293,7 @@ async fn precreate(
     sandbox: &Sandbox,
     params: &BTreeMap<String, String>,
     biz: &Map<String, Value>,
+    amounts: &AmountFields,
     existing: Option<SandboxTrade>,
     now: DateTime<Utc>,
 ) -> Result<Map<String, Value>, DbError> {
@@ -267,7 +310,8 @@ async fn precreate(
     if subject.is_empty() || subject.chars().count() > 256 {
         return Ok(business_error("ACQ.INVALID_PARAMETER", "subject 不合法"));
     }
-    let amount = match Amount::parse_decimal(&text("total_amount"), Currency::Cny) {
+    let total = amount_text(amounts.total_amount.as_deref()).unwrap_or_default();
+    let amount = match Amount::parse_decimal(&total, Currency::Cny) {
         Ok(a) if (1..=10_000_000_000).contains(&a.minor()) => a.minor(),
         _ => return Ok(business_error("ACQ.TOTAL_FEE_EXCEED", "订单金额不合法")),
     };
@@ -333,6 +377,7 @@ async fn precreate(
 async fn refund(
     sandbox: &Sandbox,
     biz: &Map<String, Value>,
+    amounts: &AmountFields,
     trade: Option<SandboxTrade>,
     now: DateTime<Utc>,
 ) -> Result<Map<String, Value>, DbError> {
@@ -343,7 +388,8 @@ async fn refund(
     if trade.paid_at.is_none() {
         return Ok(business_error("ACQ.TRADE_STATUS_ERROR", "交易状态不合法"));
     }
-    let amount = match Amount::parse_decimal(&text("refund_amount"), Currency::Cny) {
+    let asked = amount_text(amounts.refund_amount.as_deref()).unwrap_or_default();
+    let amount = match Amount::parse_decimal(&asked, Currency::Cny) {
         Ok(a) if a.minor() > 0 => a.minor(),
         _ => return Ok(business_error("ACQ.INVALID_PARAMETER", "refund_amount 不合法")),
     };
@@ -412,6 +458,52 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    fn minor_units(biz: &str) -> (Option<i64>, Option<i64>) {
+        let fields: AmountFields = serde_json::from_str(biz).unwrap();
+        let read = |raw: Option<&RawValue>| {
+            amount_text(raw)
+                .and_then(|t| Amount::parse_decimal(&t, Currency::Cny).ok())
+                .map(|a| a.minor())
+        };
+        (
+            read(fields.total_amount.as_deref()),
+            read(fields.refund_amount.as_deref()),
+        )
+    }
+
+    #[test]
+    fn amounts_are_read_exactly_from_json_numbers_and_strings_and_odd_forms_are_refused() {
+        assert_eq!(
+            minor_units(r#"{"total_amount": 88.88, "refund_amount": "0.29"}"#),
+            (Some(8888), Some(29))
+        );
+        assert_eq!(
+            minor_units(r#"{"total_amount": 20, "refund_amount": 0.29}"#),
+            (Some(2000), Some(29))
+        );
+        // Each of these is 88.88 or near it as an f64; none is an amount Alipay takes.
+        for bad in [
+            "88.880000000000001",
+            "8.888e1",
+            "88.88E0",
+            "88.885",
+            "-88.88",
+            "-0",
+            "1e2",
+            "null",
+            "true",
+            "[88.88]",
+            r#"{"v":1}"#,
+            r#""88.885""#,
+            r#""-1.00""#,
+            r#""1e2""#,
+            r#"" 8.00""#,
+        ] {
+            let biz = format!(r#"{{"total_amount": {bad}, "refund_amount": {bad}}}"#);
+            assert_eq!(minor_units(&biz), (None, None), "{bad}");
+        }
     }
 
     #[test]
