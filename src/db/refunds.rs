@@ -73,6 +73,16 @@ pub fn insert_within_balance(tx: &Tx<'_>, r: &NewRefund<'_>) -> DbResult<bool> {
     Ok(n == 1)
 }
 
+/// What the order's refunds still waiting for the provider's outcome add up to.
+pub fn pending_total(tx: &Tx<'_>, order_id: &str) -> DbResult<i64> {
+    Ok(tx
+        .conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE order_id = ?1 AND status = 'pending'",
+        )?
+        .query_row([order_id], |r| r.get(0))?)
+}
+
 pub fn find_by_id(tx: &Tx<'_>, id: &str) -> DbResult<Option<Refund>> {
     let sql = format!("SELECT {COLUMNS} FROM refunds WHERE id = ?1");
     Ok(tx

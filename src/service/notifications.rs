@@ -239,6 +239,22 @@ fn running_total_refund(
             )),
         ));
     }
+    // refund_fee is Alipay's running total: it may already hold a refund of kassa's that
+    // kassa still shows pending (its call timed out, or money has not moved yet). Taking
+    // the difference now would count that refund twice once it settles; Alipay resends
+    // until the pending one is settled.
+    let pending = refunds::pending_total(tx, id.as_str())?;
+    if pending > 0 {
+        return decided(Decision::about(
+            id,
+            Reason::RefundUnconfirmed,
+            Some(format!(
+                "refund_fee {} cannot be split while refunds of {} kassa made are pending; Alipay is asked to resend",
+                total.to_decimal_string(),
+                amount(pending)?.to_decimal_string()
+            )),
+        ));
+    }
     let added = total.minor() - order.refunded_amount;
     if added <= 0 {
         return decided(Decision::about(

@@ -443,3 +443,44 @@ async fn a_refund_notice_for_a_refund_kassa_made_settles_that_refund_and_adds_no
     );
     assert_eq!(snapshot(&app, &id).await, after, "a resend changes nothing");
 }
+
+#[tokio::test]
+async fn an_outside_refund_notice_while_a_refund_kassa_made_is_pending_is_answered_failure_and_counts_nothing_twice(
+) {
+    let gateway = GatewayStandin::start().await;
+    let (app, id) = paid_order(&gateway, None).await;
+    // kassa's refund of 1.00 is accepted by Alipay without its outcome (fund_change N):
+    // kassa keeps it pending.
+    gateway.answer_method(
+        "alipay.trade.refund",
+        Reply::Signed(json!({"code": "10000", "msg": "Success", "out_trade_no": id,
+            "trade_no": "2026112422001446880501234567", "fund_change": "N", "refund_fee": "0.00"})),
+    );
+    let created: Value = app
+        .client
+        .post(app.url(&format!("/api/v1/orders/{id}/refunds")))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"amount": 100, "reason": "one cup broken"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["status"], "pending", "{created}");
+    let before = snapshot(&app, &id).await;
+
+    // Then 2.00 refunded on Alipay's merchant platform: refund_fee, the running total,
+    // already holds kassa's 1.00.
+    let notice = refund_notice(&id, "TRADE_SUCCESS", "3.00", "2026112401RF0042");
+    assert_eq!(
+        app.post_alipay_notify(signed_notification(&notice)).await,
+        (200, "failure".into()),
+        "Alipay is asked to resend once kassa's own refund is settled"
+    );
+    assert_eq!(
+        last_verdict(&app).await,
+        ("error".into(), "refund_unconfirmed".into())
+    );
+    assert_eq!(snapshot(&app, &id).await, before, "nothing changed");
+}

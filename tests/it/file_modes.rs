@@ -42,7 +42,7 @@ async fn every_directory_a_fresh_server_creates_in_its_data_directory_is_0700_an
     let backup = run(kassa(dir.path()).arg("backup").arg(&on_demand));
     assert!(backup.status.success(), "{}", text(&backup.stderr));
     let backups = data.join("backups");
-    for _ in 0..200 {
+    for _ in 0..1200 {
         let written = std::fs::read_dir(&backups)
             .map(|d| {
                 d.flatten()
