@@ -44,6 +44,10 @@ impl Sandbox {
     pub fn new(core: Core, keys: SandboxKeys) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(15))
+            // Shops' servers close idle keep-alive connections (actix after 5 s): a
+            // notification sent on one they are closing is lost for that attempt. Drop
+            // idle connections well before that instead of racing the shop's close.
+            .pool_idle_timeout(std::time::Duration::from_secs(1))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("Mozilla/4.0 (kassa sandbox; Alipay notification simulator)")
             .build()
