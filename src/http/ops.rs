@@ -34,9 +34,9 @@ async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(super::bearer_token)
             .unwrap_or("");
-        if !same_secret(given.trim(), token) {
+        if !same_secret(given, token) {
             return HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="kassa metrics""#))
                 .content_type("text/plain; charset=utf-8")

@@ -376,28 +376,31 @@ async fn a_refund_notice_without_refund_fee_is_confirmed_by_alipays_refund_query
     );
 }
 
-#[tokio::test]
-async fn a_refund_notice_for_a_refund_kassa_made_settles_that_refund_and_adds_no_second_one() {
-    let gateway = GatewayStandin::start().await;
-    let (app, id) = paid_order(&gateway, None).await;
-    // Alipay accepts the refund without moving money yet (fund_change N): kassa keeps it
-    // pending until told.
+/// A refund made through kassa's API that Alipay accepts without moving money yet
+/// (fund_change N): kassa keeps it pending until told. Returns the API's answer.
+async fn kassa_refund_left_pending(app: &TestApp, gateway: &GatewayStandin, id: &str, amount: i64) -> Value {
     gateway.answer_method(
         "alipay.trade.refund",
         Reply::Signed(json!({"code": "10000", "msg": "Success", "out_trade_no": id,
             "trade_no": "2026112422001446880501234567", "fund_change": "N", "refund_fee": "0.00"})),
     );
-    let created: Value = app
-        .client
+    app.client
         .post(app.url(&format!("/api/v1/orders/{id}/refunds")))
         .bearer_auth(&app.api_key)
-        .json(&json!({"amount": 400, "reason": "one cup broken"}))
+        .json(&json!({"amount": amount, "reason": "one cup broken"}))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_refund_notice_for_a_refund_kassa_made_settles_that_refund_and_adds_no_second_one() {
+    let gateway = GatewayStandin::start().await;
+    let (app, id) = paid_order(&gateway, None).await;
+    let created = kassa_refund_left_pending(&app, &gateway, &id, 400).await;
     let refund_id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["status"], "pending", "{created}");
     let sent = gateway
@@ -449,24 +452,7 @@ async fn an_outside_refund_notice_while_a_refund_kassa_made_is_pending_is_answer
 ) {
     let gateway = GatewayStandin::start().await;
     let (app, id) = paid_order(&gateway, None).await;
-    // kassa's refund of 1.00 is accepted by Alipay without its outcome (fund_change N):
-    // kassa keeps it pending.
-    gateway.answer_method(
-        "alipay.trade.refund",
-        Reply::Signed(json!({"code": "10000", "msg": "Success", "out_trade_no": id,
-            "trade_no": "2026112422001446880501234567", "fund_change": "N", "refund_fee": "0.00"})),
-    );
-    let created: Value = app
-        .client
-        .post(app.url(&format!("/api/v1/orders/{id}/refunds")))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"amount": 100, "reason": "one cup broken"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = kassa_refund_left_pending(&app, &gateway, &id, 100).await;
     assert_eq!(created["status"], "pending", "{created}");
     let before = snapshot(&app, &id).await;
 

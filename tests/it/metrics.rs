@@ -326,6 +326,16 @@ async fn with_a_metrics_token_a_scrape_without_it_or_with_another_gets_401_and_n
     assert_eq!(allowed.status(), 200);
     let m = Scrape::parse(&allowed.text().await.unwrap());
     assert_eq!(m.value("kassa_orders", &[("status", "pending")]), Some(1.0));
+
+    // The scheme is case-insensitive (RFC 9110 §11.1), as on the API.
+    let upper = app
+        .client
+        .get(app.url("/metrics"))
+        .header("authorization", format!("BEARER {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upper.status(), 200);
 }
 
 #[tokio::test]

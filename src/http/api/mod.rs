@@ -130,15 +130,9 @@ impl FromRequest for ApiCaller {
                 }
                 Some(Ok(v)) => v,
             };
-            // RFC 9110 §11.1: the scheme is case-insensitive (`BEARER` is `Bearer`).
-            let token = value
-                .split_once(' ')
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token.trim())
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    ApiError::new(ErrorCode::Unauthorized, "Authorization must be Bearer <api key>")
-                })?;
+            let token = crate::http::bearer_token(&value).ok_or_else(|| {
+                ApiError::new(ErrorCode::Unauthorized, "Authorization must be Bearer <api key>")
+            })?;
             let hash = api_key::hash(token);
             let record = state
                 .db
