@@ -982,6 +982,7 @@ fn raw_run(
         remote_addr: Some("127.0.0.1:40000"),
         headers,
         body: bodies[i].as_bytes(),
+        cut: None,
     };
     let mut applied = 0usize;
     let cpu_before = this_thread_cpu_ns();

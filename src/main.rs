@@ -196,18 +196,14 @@ fn serve(settings: Settings) -> Result<(), CommandError> {
             let _ = writeln!(out, "payment providers: {}", enabled.join(", "));
         }
         if let Some(sandbox) = app.sandbox() {
+            // The token is the operator's to use: whoever reads this output runs the server.
             let _ = writeln!(
                 out,
-                "sandbox: on (simulated Alipay and WeChat Pay; pay an order from the wallet page its qr_code opens; keys in {}); no real money moves",
-                sandbox.keys.dir.display()
+                "sandbox: on (simulated Alipay and WeChat Pay; pay an order from the wallet page its qr_code opens; keys in {}); no real money moves; fault switches from other hosts need X-Sandbox-Token: {} ({})",
+                sandbox.keys.dir.display(),
+                sandbox.keys.token,
+                sandbox.keys.dir.join(kassa::sandbox::keys::TOKEN).display()
             );
-            if !app.address().ip().is_loopback() {
-                // Anyone who reaches the sandbox wallet can "pay" an order with no money.
-                tracing::warn!(
-                    "the sandbox is on and kassa listens on {}: orders can be paid with simulated money; configure [alipay] or [wechat] and set [sandbox] enabled = false before going live",
-                    app.address()
-                );
-            }
         }
         if let Some(first) = app.first_admin() {
             match &first.generated_password {

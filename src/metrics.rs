@@ -212,7 +212,7 @@ impl Default for Metrics {
         let rate_limited = Family::<SurfaceLabel, Counter>::default();
         registry.register(
             "kassa_rate_limited",
-            "Requests refused with 429 by a rate limit, by surface",
+            "Requests refused with 429 by a rate limit, and connections closed over a per-address cap (surface connections), by surface",
             rate_limited.clone(),
         );
         let writer = WriterMetrics::default();

@@ -32,6 +32,13 @@ use crate::service::admin::{ensure_first_admin_blocking, AdminError, FirstAdmin}
 use crate::webhooks::dispatcher::Dispatcher;
 
 const WEBHOOK_LOOPS: usize = 4;
+/// actix's default, pinned because the slow-client defence rests on it: after an answer
+/// to a request whose body was not read to the end (`slow_clients::HoldingBody`, the
+/// 408 of a cut-off body) actix lingers this long for the client to read the answer,
+/// then closes; without this timer (0) it would close at once and the answer could be
+/// lost to a reset, and a long one would let a dripping client hold the connection
+/// that much longer.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `auto`: on when no real provider is configured.
 pub fn sandbox_enabled(settings: &Settings) -> bool {
@@ -199,6 +206,25 @@ pub enum StartupError {
     FirstAdmin(#[from] AdminError),
     #[error(transparent)]
     Lock(#[from] crate::db::lock::LockError),
+    #[error(
+        "refusing to start: the sandbox is on by default (sandbox.enabled = \"auto\" and no real payment provider is configured) and kassa would listen on {addr}, reachable from the network, where anyone could pay its orders with simulated money. Bind a loopback address (server.bind = \"127.0.0.1:8080\"), configure [alipay] or [wechat], or set [sandbox] enabled = true (KASSA_SANDBOX_ENABLED=true) to expose the sandbox on purpose"
+    )]
+    SandboxExposed { addr: SocketAddr },
+}
+
+/// The sandbox turned on by default must not face the network: only an explicit
+/// `enabled = true` puts it on a non-loopback address (with a warning).
+fn check_sandbox_exposure(settings: &Settings, address: SocketAddr) -> Result<(), StartupError> {
+    if !sandbox_enabled(settings) || address.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    if settings.sandbox.enabled == SandboxMode::Auto {
+        return Err(StartupError::SandboxExposed { addr: address });
+    }
+    tracing::warn!(
+        "the sandbox is on (sandbox.enabled = true) and kassa listens on {address}, reachable from the network: anyone who reaches it can pay sandbox orders with simulated money; its fault switches need the sandbox token from other hosts. Configure [alipay] or [wechat] and set [sandbox] enabled = false before going live"
+    );
+    Ok(())
 }
 
 /// Where the payment providers come from.
@@ -265,16 +291,20 @@ impl Application {
         options: Options,
         listener: TcpListener,
     ) -> Result<Application, StartupError> {
+        // Checked on the address actually bound: a listener whose address cannot be
+        // read is not started, rather than started unchecked.
+        let bound = listener.local_addr().map_err(|e| StartupError::Bind {
+            addr: settings.server.bind,
+            reason: e.to_string(),
+        })?;
+        check_sandbox_exposure(&settings, bound)?;
         let lock = DataDirLock::acquire(&settings.server.data_dir)?;
         keep_private(&settings.server.data_dir, &settings.database_path());
         let metrics = Arc::new(crate::metrics::Metrics::default());
         crate::service::metrics::declare(&metrics);
         let db = Database::open_counted(&settings.database_path(), metrics.writer())?;
         let bind = settings.server.bind;
-        let address = listener.local_addr().map_err(|e| StartupError::Bind {
-            addr: bind,
-            reason: e.to_string(),
-        })?;
+        let address = bound;
         // How kassa reaches itself (the sandbox gateway), whatever the public URL is.
         let local = if address.ip().is_unspecified() {
             SocketAddr::from(([127, 0, 0, 1], address.port()))
@@ -346,15 +376,30 @@ impl Application {
             &core.settings.server,
             core.metrics.clone(),
         ));
+        let notify_limit = Arc::new(crate::http::notify::limit::RejectedLimit::new(
+            &core.settings.notifications,
+            core.metrics.clone(),
+        ));
         let state = AppState {
             core,
             sandbox_payments,
             overview: Default::default(),
             api_limits,
+            notify_limit,
         };
         let data = web::Data::new(state.clone());
         let shutdown_timeout = state.core.settings.server.shutdown_timeout;
         let sandbox_data = sandbox.clone().map(web::Data::from);
+        let server_settings = &state.core.settings.server;
+        let header_timeout = server_settings
+            .header_timeout
+            .to_std()
+            .unwrap_or(Duration::from_secs(5));
+        let connections = crate::http::slow_clients::ConnectionCap::new(
+            server_settings,
+            state.core.metrics.clone(),
+            state.core.clock.clone(),
+        );
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(data.clone())
@@ -363,6 +408,7 @@ impl Application {
                 // `method_not_allowed`, which replaces the API's 405 whole.
                 .wrap(from_fn(crate::http::head_as_get))
                 .wrap(from_fn(crate::http::method_not_allowed))
+                .wrap(from_fn(crate::http::slow_clients::body_deadline))
                 .wrap(crate::http::default_headers())
                 .wrap(from_fn(crate::http::telemetry::log_request))
                 .configure(crate::http::configure);
@@ -373,6 +419,13 @@ impl Application {
             app.default_service(web::to(crate::http::not_found))
         })
         .workers(2)
+        .on_connect(move |connection, data| connections.on_connect(connection, data))
+        // A request head must arrive whole within this of the connection opening (the
+        // body has its own deadline, `slow_clients::body_deadline`).
+        .client_request_timeout(header_timeout)
+        // After a response that closes the connection, how long the client has to read it
+        // before the socket is dropped.
+        .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
         .shutdown_timeout(u64::try_from(shutdown_timeout.num_seconds()).unwrap_or(10))
         // SIGTERM and SIGINT alike stop gracefully (actix's own handling forces SIGINT):
         // see `stop_on_signals`.
@@ -585,6 +638,12 @@ fn supervisor(core: &Core, sandbox: Option<&Arc<Sandbox>>, extra: Vec<Job>) -> S
         let c = core.clone();
         jobs.add(Job::new("backup", move || {
             crate::jobs::backup::run(c.clone(), interval)
+        }));
+    }
+    if let Some(keep) = core.settings.notifications.keep_rejected {
+        let c = core.clone();
+        jobs.add(Job::new("notification-retention", move || {
+            crate::jobs::notification_retention::run(c.clone(), keep)
         }));
     }
     if let Some(sandbox) = sandbox {

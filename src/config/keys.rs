@@ -53,6 +53,24 @@ pub const SERVER_SHUTDOWN_TIMEOUT: Key<Duration> = Key::new(
     shutdown_timeout,
     "on SIGTERM or Ctrl-C, how long requests in flight get to finish before their connections are closed (`1s` to `10m`)",
 );
+pub const SERVER_HEADER_TIMEOUT: Key<Duration> = Key::new(
+    "server.header_timeout",
+    "5s",
+    client_timeout,
+    "a connection whose first request head has not arrived whole this long after it opened is answered `408` and closed (`1s` to `5m`)",
+);
+pub const SERVER_BODY_TIMEOUT: Key<Duration> = Key::new(
+    "server.body_timeout",
+    "10s",
+    client_timeout,
+    "a request body not fully received this long after its head is cut off: `408` and the connection closed, nothing stored (`1s` to `5m`)",
+);
+pub const SERVER_MAX_CONNECTIONS_PER_ADDRESS: Key<usize> = Key::new(
+    "server.max_connections_per_address",
+    "256",
+    connection_cap,
+    "open connections one client address (an IPv6 /64) may hold; more are closed at once, unanswered. `0`: no cap. Peers in `trusted_proxies` are not capped",
+);
 pub const MERCHANT_NAME: Key<String> =
     Key::new("merchant.name", "My Shop", merchant_name, "shown to customers");
 pub const MERCHANT_CURRENCY: Key<Currency> = Key::new(
@@ -207,6 +225,18 @@ pub const BACKUP_KEEP: Key<u32> = Key::new(
     at_least_one,
     "periodic backups kept; older ones are deleted",
 );
+pub const NOTIFICATIONS_REJECTED_RATE_LIMIT: Key<Option<crate::service::rate_limit::Rate>> = Key::new(
+    "notifications.rejected_rate_limit",
+    "60/min",
+    optional_rate,
+    "platform notifications that fail verification one client address may send (per `s`, `min` or `h`); more get `429` with `Retry-After` and are not stored. Verified notifications are never limited. Empty: no limit",
+);
+pub const NOTIFICATIONS_KEEP_REJECTED: Key<Option<Duration>> = Key::new(
+    "notifications.keep_rejected",
+    "30d",
+    keep_rejected,
+    "how long notifications that failed verification are kept (at least `1h`); a background job deletes older ones. Verified notifications are kept forever. Empty: kept forever",
+);
 pub const ADMIN_SESSION_IDLE: Key<Duration> = Key::new(
     "admin.session_idle",
     "30m",
@@ -235,6 +265,9 @@ pub const ALL: &[&dyn AnyKey] = &[
     &SERVER_SHUTDOWN_TIMEOUT,
     &SERVER_TRUSTED_PROXIES,
     &SERVER_API_RATE_LIMIT,
+    &SERVER_HEADER_TIMEOUT,
+    &SERVER_BODY_TIMEOUT,
+    &SERVER_MAX_CONNECTIONS_PER_ADDRESS,
     &MERCHANT_NAME,
     &MERCHANT_CURRENCY,
     &MERCHANT_TIMEZONE,
@@ -263,6 +296,8 @@ pub const ALL: &[&dyn AnyKey] = &[
     &LOG_FORMAT,
     &BACKUP_INTERVAL,
     &BACKUP_KEEP,
+    &NOTIFICATIONS_REJECTED_RATE_LIMIT,
+    &NOTIFICATIONS_KEEP_REJECTED,
     &ADMIN_SESSION_IDLE,
     &ADMIN_SESSION_MAX,
     &ADMIN_REQUIRE_TOTP,

@@ -197,6 +197,12 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Requests each API key may make; `None`: no limit.
     pub api_rate_limit: Option<crate::service::rate_limit::Rate>,
+    /// How long a connection may take to send its first request head whole.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive once its head has.
+    pub body_timeout: Duration,
+    /// Open connections per client address; 0: no cap.
+    pub max_connections_per_address: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +269,15 @@ pub struct BackupSettings {
     pub keep: u32,
 }
 
+/// `[notifications]`: what is kept of platform notifications that fail verification.
+#[derive(Debug, Clone)]
+pub struct NotificationSettings {
+    /// Such notifications one client address may send; `None`: no limit.
+    pub rejected_rate_limit: Option<crate::service::rate_limit::Rate>,
+    /// How long they are kept; `None`: forever.
+    pub keep_rejected: Option<Duration>,
+}
+
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub session_idle: Duration,
@@ -285,6 +300,7 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub log: LogFormat,
     pub backup: BackupSettings,
+    pub notifications: NotificationSettings,
     pub admin: AdminSettings,
     /// Each key's source, by `section.key`.
     pub provenance: BTreeMap<String, Source>,
@@ -558,6 +574,9 @@ impl Values {
                 shutdown_timeout: self.get(&SERVER_SHUTDOWN_TIMEOUT)?,
                 trusted_proxies: self.get(&SERVER_TRUSTED_PROXIES)?,
                 api_rate_limit: self.get(&SERVER_API_RATE_LIMIT)?,
+                header_timeout: self.get(&SERVER_HEADER_TIMEOUT)?,
+                body_timeout: self.get(&SERVER_BODY_TIMEOUT)?,
+                max_connections_per_address: self.get(&SERVER_MAX_CONNECTIONS_PER_ADDRESS)?,
             },
             merchant: MerchantSettings {
                 name: self.get(&MERCHANT_NAME)?,
@@ -601,6 +620,10 @@ impl Values {
             backup: BackupSettings {
                 interval: self.get(&BACKUP_INTERVAL)?,
                 keep: self.get(&BACKUP_KEEP)?,
+            },
+            notifications: NotificationSettings {
+                rejected_rate_limit: self.get(&NOTIFICATIONS_REJECTED_RATE_LIMIT)?,
+                keep_rejected: self.get(&NOTIFICATIONS_KEEP_REJECTED)?,
             },
             admin: AdminSettings {
                 session_idle: self.get(&ADMIN_SESSION_IDLE)?,

@@ -179,6 +179,19 @@ pub fn log_format(v: &str) -> Result<LogFormat, String> {
     }
 }
 
+/// Empty: kept forever. Shorter than an hour would delete what a person looking into a
+/// failed notification still needs.
+pub fn keep_rejected(v: &str) -> Result<Option<Duration>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let d = parse_duration(v)?;
+    if d < Duration::hours(1) {
+        return Err("must be at least 1h (empty: kept forever)".to_owned());
+    }
+    Ok(Some(d))
+}
+
 pub fn backup_interval(v: &str) -> Result<Option<Duration>, String> {
     if v.is_empty() {
         return Ok(None);
@@ -197,6 +210,21 @@ pub fn shutdown_timeout(v: &str) -> Result<Duration, String> {
         return Err("must be between 1s and 10m".to_owned());
     }
     Ok(d)
+}
+
+/// Bounded below: a client on a slow mobile link needs a moment; above: the point is
+/// to let go of clients that never finish.
+pub fn client_timeout(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d < Duration::seconds(1) || d > Duration::minutes(5) {
+        return Err("must be between 1s and 5m".to_owned());
+    }
+    Ok(d)
+}
+
+pub fn connection_cap(v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .map_err(|_| format!("must be a whole number of connections (0: no cap), got {v:?}"))
 }
 
 /// How long an admin session lasts (idle or in all).

@@ -89,10 +89,15 @@ pub struct NotificationEntry {
     pub verdict: Verdict,
     pub reason_code: Option<String>,
     pub reason: Option<String>,
+    /// Length and hex SHA-256 of the whole body, on rows that failed verification
+    /// (whose `body` is at most its first 2 KiB).
+    pub body_length: Option<i64>,
+    pub body_sha256: Option<String>,
 }
 
 const NOTIFICATION_COLUMNS: &str =
-    "id, provider, received_at, remote_addr, headers, body, order_id, verdict, reason_code, reason";
+    "id, provider, received_at, remote_addr, headers, body, order_id, verdict, reason_code, reason, \
+     body_length, body_sha256";
 
 fn notification(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationEntry> {
     let body: Vec<u8> = r.get(5)?;
@@ -107,6 +112,8 @@ fn notification(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationEntry> {
         verdict: r.get(7)?,
         reason_code: r.get(8)?,
         reason: r.get(9)?,
+        body_length: r.get(10)?,
+        body_sha256: r.get(11)?,
     })
 }
 

@@ -25,6 +25,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_idempotency_claims",
         include_str!("migrations/0007_idempotency_claims.sql"),
     ),
+    (
+        "0008_rejected_notifications",
+        include_str!("migrations/0008_rejected_notifications.sql"),
+    ),
 ];
 
 /// Schema version this binary writes.

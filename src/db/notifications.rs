@@ -17,6 +17,16 @@ pub struct NewNotification<'a> {
     /// JSON object of header name to value.
     pub headers: &'a str,
     pub body: &'a [u8],
+    /// Set when `body` is only the start of what was received.
+    pub cut: Option<Cut<'a>>,
+}
+
+/// What is kept of a body stored only in part: how long it was and its hash.
+#[derive(Debug, Clone, Copy)]
+pub struct Cut<'a> {
+    pub length: i64,
+    /// Hex SHA-256 of the whole body as received.
+    pub sha256: &'a str,
 }
 
 /// What was decided about a notification, stored with it.
@@ -26,6 +36,8 @@ pub struct Decided<'a> {
     pub detail: Option<&'a str>,
     pub order_id: Option<&'a OrderId>,
     pub dedupe_key: Option<&'a str>,
+    /// It failed verification: no platform vouches for it, and retention may delete it.
+    pub unverified: bool,
 }
 
 /// Stores a notification as received, with its verdict; returns its id. Written in
@@ -34,8 +46,8 @@ pub fn insert(tx: &Tx<'_>, n: &NewNotification<'_>, d: &Decided<'_>) -> DbResult
     Ok(tx
         .conn
         .prepare_cached(
-            "INSERT INTO notifications (provider, received_at, remote_addr, headers, body, verdict, reason_code, reason, order_id, dedupe_key) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+            "INSERT INTO notifications (provider, received_at, remote_addr, headers, body, verdict, reason_code, reason, order_id, dedupe_key, body_length, body_sha256, unverified) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
         )?
         .query_row(
             params![
@@ -49,6 +61,9 @@ pub fn insert(tx: &Tx<'_>, n: &NewNotification<'_>, d: &Decided<'_>) -> DbResult
                 d.detail,
                 d.order_id,
                 d.dedupe_key,
+                n.cut.map(|c| c.length),
+                n.cut.map(|c| c.sha256),
+                d.unverified,
             ],
             |r| r.get(0),
         )?)
@@ -69,10 +84,15 @@ pub struct NotificationRecord {
     pub reason_code: Option<Reason>,
     /// The human detail behind the code.
     pub reason: Option<String>,
+    /// Length of the whole body when `body` holds only its start.
+    pub body_length: Option<i64>,
+    pub body_sha256: Option<String>,
+    pub unverified: bool,
 }
 
 const COLUMNS: &str =
-    "id, provider, received_at, remote_addr, headers, body, order_id, verdict, reason_code, reason";
+    "id, provider, received_at, remote_addr, headers, body, order_id, verdict, reason_code, reason, \
+     body_length, body_sha256, unverified";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
     let body: Vec<u8> = r.get(5)?;
@@ -87,6 +107,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
         verdict: r.get(7)?,
         reason_code: r.get(8)?,
         reason: r.get(9)?,
+        body_length: r.get(10)?,
+        body_sha256: r.get(11)?,
+        unverified: r.get(12)?,
     })
 }
 
@@ -96,4 +119,19 @@ pub fn list_recent(tx: &Tx<'_>, limit: u32) -> DbResult<Vec<NotificationRecord>>
     let mut stmt = tx.conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([limit], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes at most `limit` notifications that failed verification and were received
+/// before `before`, oldest first; returns how many. Verified ones are never deleted,
+/// nor one that history names (its foreign key would refuse the whole statement).
+pub fn delete_unverified_before(tx: &Tx<'_>, before: DateTime<Utc>, limit: u32) -> DbResult<usize> {
+    Ok(tx
+        .conn
+        .prepare_cached(
+            "DELETE FROM notifications WHERE id IN (\
+               SELECT n.id FROM notifications n WHERE n.unverified = 1 AND n.received_at < ?1 \
+               AND NOT EXISTS (SELECT 1 FROM order_events e WHERE e.notification_id = n.id) \
+               ORDER BY n.received_at LIMIT ?2)",
+        )?
+        .execute(params![to_millis(before), limit])?)
 }

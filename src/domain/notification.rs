@@ -168,8 +168,19 @@ impl RejectionCode {
     }
 
     /// Whether the notice failed verification (forged, malformed, not for this
-    /// merchant) rather than being verified and then refused on the order. Every code
-    /// is named so that a new one must be placed on one side.
+    /// merchant) rather than being verified and then refused for what it says. Every
+    /// code is named so that a new one must be placed on one side. This one test decides
+    /// which notifications are rate limited, kept only in part and deleted by retention
+    /// (migration 0008 lists the same codes).
+    ///
+    /// The `false` side is only ever given once the platform's signature has held
+    /// (Alipay and WeChat check the order, amount, currency and trade status after it),
+    /// so a sender without the platform's key cannot earn one. Of the `true` side,
+    /// `missing_field`, `malformed_field` and `malformed_body` can also follow a good
+    /// signature (a WeChat envelope or resource kassa cannot read): the platform's own
+    /// notices always carry what kassa reads, so such a notice is one kassa cannot act
+    /// on or tell from a replay, and is treated as not vouched for; the app and merchant
+    /// mismatches are a genuine notice for someone else's account.
     pub fn is_verification_failure(self) -> bool {
         match self {
             RejectionCode::BodyTooLarge

@@ -55,6 +55,7 @@ error_codes! {
     ProviderAmountMismatch => CONFLICT, "provider_amount_mismatch";
     RefundExceedsBalance => CONFLICT, "refund_exceeds_balance";
     RefundIdConflict => CONFLICT, "refund_id_conflict";
+    RequestTimeout => REQUEST_TIMEOUT, "request_timeout";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large";
     RateLimited => TOO_MANY_REQUESTS, "rate_limited";
     UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type";

@@ -10,6 +10,7 @@ pub mod i18n;
 pub mod notify;
 pub mod ops;
 pub mod qr;
+pub mod slow_clients;
 pub mod state;
 pub mod telemetry;
 

@@ -17,6 +17,8 @@ pub struct AppState {
     pub overview: Arc<OverviewCache>,
     /// The merchant API's rate limits, shared by every worker.
     pub api_limits: Arc<ApiLimits>,
+    /// The limit on platform notifications that fail verification.
+    pub notify_limit: Arc<crate::http::notify::limit::RejectedLimit>,
 }
 
 impl Deref for AppState {

@@ -89,7 +89,9 @@ pub async fn log_request(
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         // Probes and scrapers call every few seconds: their lines would drown the rest.
-        if route == "/healthz" || route == "/metrics" {
+        // So would refusals anyone can cause at will (a client past a rate limit, or too
+        // slow to send its body): the rate limits count theirs and log them once a minute.
+        if route == "/healthz" || route == "/metrics" || status == 408 || status == 429 {
             tracing::debug!(%method, %route, status, latency_ms, "request");
         } else {
             tracing::info!(%method, %route, status, latency_ms, "request");

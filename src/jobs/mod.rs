@@ -5,5 +5,6 @@
 pub mod backup;
 pub mod expiry;
 pub mod late_checks;
+pub mod notification_retention;
 pub mod refund_settlement;
 pub mod supervisor;

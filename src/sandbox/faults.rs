@@ -1,12 +1,14 @@
 //! Fault switches, per trade or global, for testing how a merchant handles a misbehaving
 //! platform: delay, duplicate deliveries, dropped first deliveries, out-of-order
 //! TRADE_CLOSED, a wrong amount, a bad signature; for WeChat Pay also a stale timestamp
-//! and certificate mode.
+//! and certificate mode. Only for loopback clients and holders of the sandbox token
+//! (`access`); per-trade switches only for trades that exist.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
+use super::access::{may_drive, refused};
 use super::Sandbox;
 use crate::db::{sandbox, Database, DbError};
 
@@ -96,8 +98,43 @@ pub async fn store(db: &Database, scope: String, faults: Faults) -> Result<(), D
 }
 
 fn error(status: StatusCode, message: String) -> HttpResponse {
-    HttpResponse::build(status)
-        .json(serde_json::json!({"error": {"code": "invalid_faults", "message": message}}))
+    error_with(status, "invalid_faults", message)
+}
+
+fn error_with(status: StatusCode, code: &str, message: String) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({"error": {"code": code, "message": message}}))
+}
+
+/// The longest `out_trade_no` either platform takes (Alipay 64, WeChat Pay 32): a longer
+/// name is no trade's, refused before any lookup.
+pub const MAX_OUT_TRADE_NO: usize = 64;
+
+/// The scope of an existing sandbox trade's switches; any other name is refused, so
+/// scopes are only ever as many as the trades (which need the merchant's signed calls).
+async fn trade_scope_of(sandbox: &Sandbox, out_trade_no: String) -> Result<String, HttpResponse> {
+    let unknown = |what: &str| {
+        error_with(
+            StatusCode::NOT_FOUND,
+            "unknown_trade",
+            format!(
+                "{what}: per-order switches are for an order created through the sandbox, named by its order id (the out_trade_no the sandbox got). Nothing was stored."
+            ),
+        )
+    };
+    if out_trade_no.len() > MAX_OUT_TRADE_NO {
+        return Err(unknown(&format!(
+            "no sandbox trade has a {}-byte out_trade_no (at most {MAX_OUT_TRADE_NO})",
+            out_trade_no.len()
+        )));
+    }
+    let no = out_trade_no.clone();
+    match sandbox.core.db.read(move |c| sandbox::find_trade(c, &no)).await {
+        Ok(Some(_)) => Ok(trade_scope(&out_trade_no)),
+        Ok(None) => Err(unknown(&format!(
+            "no sandbox trade has out_trade_no {out_trade_no:?}"
+        ))),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }
 
 async fn respond_get(sandbox: web::Data<Sandbox>, scope: String) -> HttpResponse {
@@ -121,30 +158,63 @@ async fn respond_set(sandbox: web::Data<Sandbox>, scope: String, body: web::Byte
     }
 }
 
-pub async fn get_global(sandbox: web::Data<Sandbox>) -> HttpResponse {
+pub async fn get_global(sandbox: web::Data<Sandbox>, req: HttpRequest) -> HttpResponse {
+    if !may_drive(&req, &sandbox, None) {
+        return refused();
+    }
     respond_get(sandbox, GLOBAL.to_owned()).await
 }
 
-pub async fn set_global(sandbox: web::Data<Sandbox>, body: web::Bytes) -> HttpResponse {
+pub async fn set_global(sandbox: web::Data<Sandbox>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    if !may_drive(&req, &sandbox, None) {
+        return refused();
+    }
     respond_set(sandbox, GLOBAL.to_owned(), body).await
 }
 
-pub async fn get_wechat_global(sandbox: web::Data<Sandbox>) -> HttpResponse {
+pub async fn get_wechat_global(sandbox: web::Data<Sandbox>, req: HttpRequest) -> HttpResponse {
+    if !may_drive(&req, &sandbox, None) {
+        return refused();
+    }
     respond_get(sandbox, WECHAT_GLOBAL.to_owned()).await
 }
 
-pub async fn set_wechat_global(sandbox: web::Data<Sandbox>, body: web::Bytes) -> HttpResponse {
+pub async fn set_wechat_global(
+    sandbox: web::Data<Sandbox>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if !may_drive(&req, &sandbox, None) {
+        return refused();
+    }
     respond_set(sandbox, WECHAT_GLOBAL.to_owned(), body).await
 }
 
-pub async fn get_trade(sandbox: web::Data<Sandbox>, path: web::Path<String>) -> HttpResponse {
-    respond_get(sandbox, trade_scope(&path)).await
+pub async fn get_trade(
+    sandbox: web::Data<Sandbox>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if !may_drive(&req, &sandbox, None) {
+        return refused();
+    }
+    match trade_scope_of(&sandbox, path.into_inner()).await {
+        Ok(scope) => respond_get(sandbox, scope).await,
+        Err(response) => response,
+    }
 }
 
 pub async fn set_trade(
     sandbox: web::Data<Sandbox>,
+    req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    respond_set(sandbox, trade_scope(&path), body).await
+    if !may_drive(&req, &sandbox, None) {
+        return refused();
+    }
+    match trade_scope_of(&sandbox, path.into_inner()).await {
+        Ok(scope) => respond_set(sandbox, scope, body).await,
+        Err(response) => response,
+    }
 }

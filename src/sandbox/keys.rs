@@ -21,6 +21,8 @@ pub const WECHAT_PLATFORM_PUBLIC: &str = "wechat_platform_public.pem";
 pub const WECHAT_APIV3_KEY: &str = "wechat_apiv3_key";
 pub const WECHAT_CERTIFICATE: &str = "wechat_platform_cert.pem";
 pub const WECHAT_CERTIFICATE_PRIVATE: &str = "wechat_platform_cert_private.pem";
+/// The sandbox's own token: fault switches from a host other than this one need it.
+pub const TOKEN: &str = "token";
 
 /// The simulated WeChat Pay merchant.
 pub const WECHAT_MCHID: &str = "1230000000";
@@ -47,6 +49,9 @@ pub struct SandboxKeys {
     pub app_public: VerifyingKey,
     pub platform_private: SigningKey,
     pub wechat: WechatSandboxKeys,
+    /// Opens the fault switches to clients that are not on loopback; also keys the
+    /// wallet forms' anti-forgery tokens.
+    pub token: String,
 }
 
 impl SandboxKeys {
@@ -117,6 +122,25 @@ pub fn ensure(data_dir: &Path) -> Result<SandboxKeys, KeyError> {
     ensure_pair(&dir, PLATFORM_PRIVATE, PLATFORM_PUBLIC)?;
     ensure_pair(&dir, WECHAT_MERCHANT_PRIVATE, WECHAT_MERCHANT_PUBLIC)?;
     ensure_pair(&dir, WECHAT_PLATFORM_PRIVATE, WECHAT_PLATFORM_PUBLIC)?;
+    let token_path = dir.join(TOKEN);
+    if !token_path.exists() {
+        write_private(&token_path, &random_base62(32))?;
+    }
+    let token = std::fs::read_to_string(&token_path)
+        .map_err(|e| KeyError::Unreadable {
+            path: token_path.display().to_string(),
+            reason: e.to_string(),
+        })?
+        .trim()
+        .to_owned();
+    if token.len() < 16 {
+        return Err(KeyError::Unreadable {
+            path: token_path.display().to_string(),
+            reason:
+                "the sandbox token is shorter than 16 characters; delete the file and kassa makes a new one"
+                    .into(),
+        });
+    }
     let apiv3_path = dir.join(WECHAT_APIV3_KEY);
     if !apiv3_path.exists() {
         write_private(&apiv3_path, &random_base62(32))?;
@@ -162,6 +186,7 @@ pub fn ensure(data_dir: &Path) -> Result<SandboxKeys, KeyError> {
             apiv3,
             certificate,
         },
+        token,
         dir,
     })
 }

@@ -6,6 +6,7 @@
 //! clients talk to it over real HTTP exactly as to the platforms. It is mounted only
 //! when it is on.
 
+pub mod access;
 pub mod alipay;
 pub mod faults;
 pub mod keys;
@@ -38,6 +39,8 @@ pub struct Sandbox {
     pub http: reqwest::Client,
     /// Wakes the notifier when a delivery is queued.
     pub wake: Arc<Notify>,
+    /// Signs the wallet forms' anti-forgery tokens (from the sandbox token).
+    pub csrf_key: ring::hmac::Key,
 }
 
 impl Sandbox {
@@ -53,6 +56,7 @@ impl Sandbox {
             .build()
             .map_err(|e| e.to_string())?;
         let settings = core.settings.clone();
+        let csrf_key = access::csrf_key(&keys.token);
         Ok(Sandbox {
             core,
             keys,
@@ -61,6 +65,7 @@ impl Sandbox {
             time_scale: settings.sandbox.time_scale,
             http,
             wake: Arc::new(Notify::new()),
+            csrf_key,
         })
     }
 }

@@ -1,13 +1,15 @@
 //! The simulated wallet: what a phone shows after scanning a sandbox QR code, Alipay's
 //! or WeChat Pay's. Opening it "scans" the code (an Alipay trade now exists); Pay
 //! completes it and queues the platform's signed notification; Cancel leaves it
-//! waiting, as a buyer who closes the cashier does.
+//! waiting, as a buyer who closes the cashier does. Every form carries the page's
+//! anti-forgery token (`access`).
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
+use super::access;
 use super::alipay::gateway::new_trade_no;
 use super::alipay::notifier;
 use super::faults::{self, Faults};
@@ -33,6 +35,11 @@ struct WalletPage<'a> {
     wechat: bool,
     /// The trade's status in its platform's words (`WAIT_BUYER_PAY`, `NOTPAY`).
     state: &'static str,
+    /// Every form's anti-forgery token.
+    csrf: String,
+    /// A viewer on this machine changes switches without the sandbox token.
+    local: bool,
+    css: &'static str,
 }
 
 #[derive(Deserialize)]
@@ -145,14 +152,31 @@ pub async fn show(
         } else {
             trade.status.as_str()
         },
+        csrf: access::csrf_token(&sandbox, &token),
+        local: access::is_local(&req),
+        css: access::WALLET_CSS,
     };
     let html = page
         .render()
         .map_err(|e| PageError::internal(&e).for_request(&req))?;
-    Ok(HttpResponse::Ok()
+    Ok(access::with_page_headers(&mut HttpResponse::Ok())
         .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(html))
+}
+
+/// A wallet form's fields, whatever its content type claims: a missing or unreadable
+/// body is a form without its anti-forgery token, refused as such.
+fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// The form came from this wallet link's page.
+fn from_wallet(sandbox: &Sandbox, token: &str, fields: &[(String, String)]) -> bool {
+    access::csrf_ok(sandbox, token, field(fields, access::CSRF_FIELD))
 }
 
 fn back_to(token: &str, query: &str) -> HttpResponse {
@@ -165,8 +189,12 @@ pub async fn pay(
     sandbox: web::Data<Sandbox>,
     req: HttpRequest,
     path: web::Path<String>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
     let token = path.into_inner();
+    if !from_wallet(&sandbox, &token, &form_fields(&body)) {
+        return Ok(access::forged());
+    }
     let now = sandbox.core.now();
     let trade = trade_by_token(&sandbox, &req, token.clone()).await?;
     if now > trade.deadline || !matches!(trade.status, Status::NotScanned | Status::WaitBuyerPay) {
@@ -234,32 +262,16 @@ enum Prepared {
     Wechat(wechat_notifier::Prepared),
 }
 
-pub async fn cancel(path: web::Path<String>) -> HttpResponse {
-    back_to(&path.into_inner(), "?cancelled=1")
+pub async fn cancel(sandbox: web::Data<Sandbox>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    let token = path.into_inner();
+    if !from_wallet(&sandbox, &token, &form_fields(&body)) {
+        return access::forged();
+    }
+    back_to(&token, "?cancelled=1")
 }
 
-#[derive(Deserialize)]
-pub struct FaultsForm {
-    #[serde(default)]
-    delay_seconds: Option<String>,
-    #[serde(default)]
-    duplicates: Option<String>,
-    #[serde(default)]
-    drop_first: Option<String>,
-    #[serde(default)]
-    tamper_amount: Option<String>,
-    #[serde(default)]
-    bad_signature: Option<String>,
-    #[serde(default)]
-    out_of_order: Option<String>,
-    #[serde(default)]
-    stale_timestamp: Option<String>,
-    #[serde(default)]
-    certificate_mode: Option<String>,
-}
-
-fn number(field: &Option<String>) -> Result<u32, String> {
-    match field.as_deref().map(str::trim) {
+fn number(field: Option<&str>) -> Result<u32, String> {
+    match field.map(str::trim) {
         None | Some("") => Ok(0),
         Some(t) => t.parse().map_err(|_| format!("{t:?} is not a whole number")),
     }
@@ -269,20 +281,33 @@ pub async fn set_faults(
     sandbox: web::Data<Sandbox>,
     req: HttpRequest,
     path: web::Path<String>,
-    form: web::Form<FaultsForm>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
     let token = path.into_inner();
+    let form = form_fields(&body);
+    if !from_wallet(&sandbox, &token, &form) {
+        return Ok(access::forged());
+    }
+    if !access::may_drive(&req, &sandbox, field(&form, access::TOKEN_FIELD)) {
+        return Ok(access::with_page_headers(&mut HttpResponse::Forbidden())
+            .content_type("text/plain; charset=utf-8")
+            .body(format!(
+                "403 Forbidden: {}: enter it in the form's Sandbox token field. Nothing was changed.\n",
+                access::WHO_MAY_DRIVE
+            )));
+    }
     let trade = trade_by_token(&sandbox, &req, token.clone()).await?;
+    let on = |name: &str| field(&form, name).is_some();
     let parsed = (|| -> Result<Faults, String> {
         let f = Faults {
-            delay_seconds: number(&form.delay_seconds)?,
-            duplicates: number(&form.duplicates)?,
-            drop_first: number(&form.drop_first)?,
-            tamper_amount: form.tamper_amount.is_some(),
-            bad_signature: form.bad_signature.is_some(),
-            out_of_order: form.out_of_order.is_some(),
-            stale_timestamp: form.stale_timestamp.is_some(),
-            certificate_mode: form.certificate_mode.is_some(),
+            delay_seconds: number(field(&form, "delay_seconds"))?,
+            duplicates: number(field(&form, "duplicates"))?,
+            drop_first: number(field(&form, "drop_first"))?,
+            tamper_amount: on("tamper_amount"),
+            bad_signature: on("bad_signature"),
+            out_of_order: on("out_of_order"),
+            stale_timestamp: on("stale_timestamp"),
+            certificate_mode: on("certificate_mode"),
         };
         faults::usable(&f, &sandbox)?;
         Ok(f)

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::core::Core;
 use crate::db::history::Cause;
-use crate::db::notifications::{self, Decided, NewNotification};
+use crate::db::notifications::{self, Cut, Decided, NewNotification};
 use crate::db::refunds::{self, NewRefund, Settlement};
 use crate::db::transitions::{self, Change, Checked, Expected, Found, Outcome};
 use crate::db::{DbResult, Tx};
@@ -32,7 +32,25 @@ pub struct RawNotification {
     /// The request headers as a JSON object (rendered by the handler).
     pub headers: String,
     pub body: Vec<u8>,
+    /// Set by `kept_when_unverified`: `body` is only the start of what came.
+    pub cut: Option<CutBody>,
 }
+
+/// The whole body's length and hex SHA-256, kept beside a body stored in part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutBody {
+    pub length: i64,
+    pub sha256: String,
+}
+
+/// Bytes of body a notification that failed verification keeps. Anyone can send one, so
+/// what each may leave on disk is small: enough to see what it was (with its length and
+/// hash), too little for a flood to fill the disk.
+pub const KEPT_UNVERIFIED_BODY: usize = 2048;
+/// Bytes of headers (as JSON) such a notification keeps.
+pub const KEPT_UNVERIFIED_HEADERS: usize = 2048;
+/// Characters of one header value it keeps.
+const KEPT_HEADER_VALUE: usize = 256;
 
 impl RawNotification {
     pub fn as_new(&self) -> NewNotification<'_> {
@@ -42,8 +60,95 @@ impl RawNotification {
             remote_addr: self.remote_addr.as_deref(),
             headers: &self.headers,
             body: &self.body,
+            cut: self.cut.as_ref().map(|c| Cut {
+                length: c.length,
+                sha256: &c.sha256,
+            }),
         }
     }
+
+    /// What is stored of a notification that failed verification: the first
+    /// `KEPT_UNVERIFIED_BODY` bytes of its body with the whole body's length and hash,
+    /// and its headers cut to `KEPT_UNVERIFIED_HEADERS`.
+    pub fn kept_when_unverified(mut self) -> RawNotification {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.body);
+        let sha256 = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let length = i64::try_from(self.body.len()).unwrap_or(i64::MAX);
+        self.body.truncate(KEPT_UNVERIFIED_BODY);
+        self.headers = bounded_headers(&self.headers, KEPT_UNVERIFIED_HEADERS);
+        self.cut = Some(CutBody { length, sha256 });
+        self
+    }
+}
+
+/// Headers (a JSON object of name to value) in at most `budget` bytes: each value cut to
+/// `KEPT_HEADER_VALUE` characters, and headers that do not fit left out and counted.
+fn bounded_headers(headers: &str, budget: usize) -> String {
+    use serde_json::{Map, Value};
+    if headers.len() <= budget {
+        return headers.to_owned();
+    }
+    let Ok(all) = serde_json::from_str::<Map<String, Value>>(headers) else {
+        return headers.chars().take(budget / 4).collect();
+    };
+    // Room for the note on what was left out.
+    let room = budget.saturating_sub(64);
+    let mut kept = Map::new();
+    let mut used: usize = 2;
+    let mut left_out = 0usize;
+    for (name, value) in all {
+        let value: String = value
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .take(KEPT_HEADER_VALUE)
+            .collect();
+        // As the object will write them: quoted, escaped, with a colon and a comma.
+        let cost = Value::String(name.clone())
+            .to_string()
+            .len()
+            .saturating_add(Value::String(value.clone()).to_string().len())
+            .saturating_add(2);
+        if used.saturating_add(cost) > room {
+            left_out += 1;
+            continue;
+        }
+        used = used.saturating_add(cost);
+        kept.insert(name, Value::String(value));
+    }
+    if left_out > 0 {
+        kept.insert(
+            "(not kept)".to_owned(),
+            Value::String(format!("{left_out} more headers")),
+        );
+    }
+    Value::Object(kept).to_string()
+}
+
+/// Characters of a rejection's detail that are stored. A detail given before the
+/// signature is checked may quote what anyone sent (a parameter's name, a header's
+/// value), so it is bounded like the body it came with.
+pub const KEPT_DETAIL: usize = 256;
+
+/// `detail` in at most `KEPT_DETAIL` characters, an ellipsis marking a cut.
+fn bounded_detail(detail: &str) -> String {
+    if detail.chars().nth(KEPT_DETAIL).is_none() {
+        return detail.to_owned();
+    }
+    let mut kept: String = detail.chars().take(KEPT_DETAIL - 1).collect();
+    kept.push('…');
+    kept
+}
+
+/// Whether `notice` failed verification: the one test behind everything that treats
+/// such notifications apart (the per-address limit, the body kept only in part, the
+/// `unverified` mark retention deletes by). A notice the platform signed and kassa then
+/// refused for what it says (an unknown order, another amount or currency) is verified:
+/// see `RejectionCode::is_verification_failure`.
+pub fn failed_verification(notice: &Verified) -> bool {
+    notice
+        .as_ref()
+        .is_err_and(|rejection| rejection.code.is_verification_failure())
 }
 
 /// What was decided, as stored.
@@ -83,10 +188,16 @@ pub fn record(
         Err(rejection) => {
             let decision = Decision {
                 reason: Reason::Rejected(rejection.code),
-                detail: Some(rejection.detail.clone()),
+                detail: Some(bounded_detail(&rejection.detail)),
                 order_id: None,
             };
-            store(tx, raw, &decision, None)?;
+            if rejection.code.is_verification_failure() {
+                store_unverified(tx, raw, &decision)?;
+            } else {
+                // Signed by the platform, refused for what it says: kept as every
+                // verified notification is.
+                store(tx, raw, &decision, None)?;
+            }
             return Ok(decision);
         }
     };
@@ -649,6 +760,23 @@ fn store(
             detail: decision.detail.as_deref(),
             order_id: decision.order_id.as_ref(),
             dedupe_key,
+            unverified: false,
+        },
+    )
+}
+
+/// A notification that failed verification (what it keeps is `process`'s concern).
+fn store_unverified(tx: &Tx<'_>, raw: &NewNotification<'_>, decision: &Decision) -> DbResult<i64> {
+    let detail = decision.detail.as_deref().map(bounded_detail);
+    notifications::insert(
+        tx,
+        raw,
+        &Decided {
+            reason: decision.reason,
+            detail: detail.as_deref(),
+            order_id: None,
+            dedupe_key: None,
+            unverified: true,
         },
     )
 }
@@ -668,6 +796,12 @@ fn cause(notice: &VerifiedNotice, notification_id: i64) -> Cause {
 /// platform's resend finds it recorded.
 pub async fn process(core: &Core, raw: RawNotification, notice: Verified) -> Decision {
     let provider = raw.provider.as_str();
+    // Off the writer: the hash is CPU work.
+    let raw = if failed_verification(&notice) {
+        raw.kept_when_unverified()
+    } else {
+        raw
+    };
     let notice = confirm_alipay(core, notice).await;
     let decision = decide(core, raw, notice).await;
     core.metrics
@@ -765,6 +899,7 @@ async fn decide(core: &Core, raw: RawNotification, notice: Verified) -> Decision
     let raw = Arc::new(raw);
     let job_raw = raw.clone();
     let provider = raw.provider.as_str();
+    let unverified = failed_verification(&notice);
     let outcome = changes::write(core, move |tx, changes| {
         record(tx, changes, &job_raw.as_new(), &notice)
     })
@@ -798,7 +933,13 @@ async fn decide(core: &Core, raw: RawNotification, notice: Verified) -> Decision
             // Best effort: keep the raw request with the error, if the database allows.
             let _ = core
                 .db
-                .write(move |tx| store(tx, &raw.as_new(), &stored, None))
+                .write(move |tx| {
+                    if unverified {
+                        store_unverified(tx, &raw.as_new(), &stored)
+                    } else {
+                        store(tx, &raw.as_new(), &stored, None)
+                    }
+                })
                 .await;
             decision
         }
@@ -974,6 +1115,7 @@ mod tests {
                 remote_addr: Some("127.0.0.1:40000".into()),
                 headers: "{}".into(),
                 body: body.as_bytes().to_vec(),
+                cut: None,
             };
             let decision = self
                 .db
@@ -1264,6 +1406,15 @@ mod tests {
             Some("amount mismatch: the notice says 12.35 but the order is 12.34 CNY")
         );
         assert_eq!(amount.stored.order_id.as_ref(), Some(&alipay));
+    }
+
+    #[test]
+    fn a_detail_is_kept_whole_up_to_256_characters_and_cut_at_a_character_past_that() {
+        let fits = "é".repeat(KEPT_DETAIL);
+        assert_eq!(bounded_detail(&fits), fits);
+        let cut = bounded_detail(&format!("{fits}é"));
+        assert_eq!(cut.chars().count(), KEPT_DETAIL);
+        assert_eq!(cut, format!("{}…", "é".repeat(KEPT_DETAIL - 1)));
     }
 
     #[test]

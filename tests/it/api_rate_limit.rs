@@ -195,7 +195,12 @@ async fn every_429_is_counted_in_kassa_rate_limited_total_by_surface() {
     samples.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         samples,
-        vec![("api".to_owned(), 2.0), ("api_auth".to_owned(), 3.0)],
+        vec![
+            ("api".to_owned(), 2.0),
+            ("api_auth".to_owned(), 3.0),
+            ("connections".to_owned(), 0.0),
+            ("notify".to_owned(), 0.0)
+        ],
         "{text}"
     );
 }

@@ -621,8 +621,13 @@ async fn the_running_binary_takes_a_sandbox_payment_all_the_way_to_a_signed_webh
         .unwrap();
     let qr = order["qr_code"].as_str().unwrap();
 
-    client.get(qr).send().await.unwrap();
-    client.post(format!("{qr}/pay")).send().await.unwrap();
+    let csrf = crate::helpers::open_wallet(&client, qr).await;
+    client
+        .post(format!("{qr}/pay"))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
 
     let mut delivered = Vec::new();
     for _ in 0..200 {

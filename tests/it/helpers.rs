@@ -478,11 +478,31 @@ impl TestApp {
 
     /// Opens the wallet page (the "scan") and presses Pay.
     pub async fn pay_in_wallet(&self, qr_code: &str) {
-        let page = self.client.get(qr_code).send().await.unwrap();
-        assert_eq!(page.status(), 200);
-        let pay = self.client.post(format!("{qr_code}/pay")).send().await.unwrap();
+        let csrf = open_wallet(&self.client, qr_code).await;
+        let pay = self
+            .client
+            .post(format!("{qr_code}/pay"))
+            .form(&[("csrf", csrf)])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(pay.status(), 303);
     }
+}
+
+/// Opens a sandbox wallet page (the "scan"): its forms' anti-forgery token.
+pub async fn open_wallet(client: &reqwest::Client, qr_code: &str) -> String {
+    let page = client.get(qr_code).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    wallet_csrf(&page.text().await.unwrap())
+}
+
+/// The anti-forgery token of a wallet page's forms.
+pub fn wallet_csrf(html: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = html.find(marker).expect("a wallet form") + marker.len();
+    let len = html[start..].find('"').unwrap();
+    html[start..start + len].to_owned()
 }
 
 /// Parameters of a TRADE_SUCCESS notification for `order_id`, as Alipay sends them.

@@ -324,8 +324,13 @@ async fn a_whole_sandbox_flow_logged_at_debug_as_json_names_each_request_and_hol
         );
         let order: Value = response.json().await.unwrap();
         let qr = order["qr_code"].as_str().unwrap().to_owned();
-        client.get(&qr).send().await.unwrap();
-        let paid = client.post(format!("{qr}/pay")).send().await.unwrap();
+        let csrf = crate::helpers::open_wallet(&client, &qr).await;
+        let paid = client
+            .post(format!("{qr}/pay"))
+            .form(&[("csrf", csrf)])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(paid.status(), 303, "{provider}");
         orders.push(order["id"].as_str().unwrap().to_owned());
     }
@@ -540,4 +545,61 @@ async fn probes_and_scrapes_are_logged_at_debug_and_a_head_request_under_its_own
         assert_eq!(lines[0]["level"], level, "{method} {route}");
         assert_eq!(lines[0]["status"], 200, "{method} {route}");
     }
+}
+
+#[tokio::test]
+async fn twenty_notifications_refused_with_429_leave_their_request_lines_at_debug_and_one_warning_not_twenty_lines_above_debug(
+) {
+    const REFUSED: usize = 20;
+    let kassa = start(&[
+        ("KASSA_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,kassa=debug"),
+        ("KASSA_NOTIFICATIONS_REJECTED_RATE_LIMIT", "2/min"),
+    ])
+    .await;
+    let client = crate::helpers::http_client();
+    let mut statuses = BTreeMap::new();
+    // Alipay is not enabled: each fails verification (provider_disabled).
+    for _ in 0..2 + REFUSED {
+        let status = client
+            .post(kassa.url("/notify/alipay"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("a=1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, BTreeMap::from([(200, 2), (429, REFUSED)]));
+    let log = kassa.stop();
+
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let refused: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "request" && l["status"] == 429)
+        .collect();
+    assert_eq!(refused.len(), REFUSED, "each is still logged, for RUST_LOG=debug");
+    assert!(refused.iter().all(|l| l["level"] == "DEBUG"), "{refused:#?}");
+    let answered: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["route"] == "/notify/alipay" && l["level"] != "DEBUG")
+        .collect();
+    assert_eq!(answered.len(), 2, "the two answered ones only: {answered:#?}");
+    let limit_lines: Vec<&Value> = lines.iter().filter(|l| l["surface"] == "notify").collect();
+    assert_eq!(limit_lines.len(), 1, "{limit_lines:#?}");
+    assert_eq!(
+        (&limit_lines[0]["level"], &limit_lines[0]["refused"]),
+        (&Value::from("WARN"), &Value::from(1)),
+        "the first refusal, then none for a minute"
+    );
+    let above_debug = lines.iter().filter(|l| l["level"] != "DEBUG").count();
+    assert!(
+        above_debug < REFUSED,
+        "{above_debug} lines above debug for {REFUSED} refusals: {lines:#?}"
+    );
 }

@@ -238,9 +238,12 @@ async fn an_order_nobody_scanned_expires_and_a_scanned_one_is_closed_at_the_sand
         "its TRADE_CLOSED notification changes nothing"
     );
     // The QR code no longer pays.
+    let qr = scanned["qr_code"].as_str().unwrap();
+    let csrf = crate::helpers::open_wallet(&app.client, qr).await;
     let pay = app
         .client
-        .post(format!("{}/pay", scanned["qr_code"].as_str().unwrap()))
+        .post(format!("{qr}/pay"))
+        .form(&[("csrf", csrf)])
         .send()
         .await
         .unwrap();
@@ -597,10 +600,16 @@ async fn cancelling_in_the_wallet_keeps_the_trade_payable_sends_nothing_and_leav
     let app = TestApp::spawn_sandbox(SCALE).await;
     let order = app.create_order("cancel-1", 100).await;
     let (id, qr) = (order["id"].as_str().unwrap(), order["qr_code"].as_str().unwrap());
-    assert_eq!(app.client.get(qr).send().await.unwrap().status(), 200, "scanned");
+    let csrf = crate::helpers::open_wallet(&app.client, qr).await;
     let before = crate::stored::rows(&app).await;
 
-    let cancelled = app.client.post(format!("{qr}/cancel")).send().await.unwrap();
+    let cancelled = app
+        .client
+        .post(format!("{qr}/cancel"))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(cancelled.status(), 303);
     let location = cancelled.headers()["location"].to_str().unwrap().to_owned();
@@ -680,19 +689,24 @@ async fn the_wallet_page_sets_fault_switches_and_refuses_bad_ones() {
     let app = TestApp::spawn_sandbox(SCALE).await;
     let order = app.create_order("form-1", 100).await;
     let (id, qr) = (order["id"].as_str().unwrap(), order["qr_code"].as_str().unwrap());
-    app.client.get(qr).send().await.unwrap();
+    let csrf = crate::helpers::open_wallet(&app.client, qr).await;
 
     let saved = app
         .client
         .post(format!("{qr}/faults"))
-        .form(&[("drop_first", "2"), ("duplicates", "1"), ("bad_signature", "on")])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("drop_first", "2"),
+            ("duplicates", "1"),
+            ("bad_signature", "on"),
+        ])
         .send()
         .await
         .unwrap();
     let refused = app
         .client
         .post(format!("{qr}/faults"))
-        .form(&[("drop_first", "many")])
+        .form(&[("csrf", csrf.as_str()), ("drop_first", "many")])
         .send()
         .await
         .unwrap();

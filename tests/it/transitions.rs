@@ -290,7 +290,8 @@ fn migrations_are_recorded_and_not_rerun() {
             "0004_notification_reasons",
             "0005_admin",
             "0006_admin_staff",
-            "0007_idempotency_claims"
+            "0007_idempotency_claims",
+            "0008_rejected_notifications"
         ]
     );
     assert!(db::migrate(&path).unwrap().is_empty());

@@ -11,8 +11,10 @@ use super::{iso, local_time, render, AdminError, Base, SignedIn};
 use crate::db::logs::{self, NotificationEntry, NotificationFilter};
 use crate::domain::admin::Permission;
 use crate::domain::{OrderId, ProviderKind, Verdict};
+use crate::http::i18n::Lang;
 use crate::http::state::AppState;
 use crate::service::export::parse_bound;
+use crate::service::notifications::KEPT_UNVERIFIED_BODY;
 
 pub const PAGE_SIZE: u32 = 50;
 
@@ -281,6 +283,45 @@ struct DetailPage {
     headers: String,
     body: String,
     raw: String,
+    /// What was kept of a body stored in part, with the whole one's size and hash.
+    kept: Option<String>,
+}
+
+/// For a row that failed verification: how much of its body was kept ("first 2,048 of
+/// 31,000 bytes") and the whole body's SHA-256, which a flood's copies share.
+fn kept_note(n: &NotificationEntry, lang: Lang) -> Option<String> {
+    let length = n.body_length?;
+    let sha = n.body_sha256.as_deref().unwrap_or("");
+    let kept = length.min(i64::try_from(KEPT_UNVERIFIED_BODY).unwrap_or(i64::MAX));
+    let (kept, length) = (thousands(kept), thousands(length));
+    Some(match (lang, kept == length) {
+        (Lang::En, false) => {
+            format!(
+                "Not verified: only the first {kept} of {length} bytes are kept. SHA-256 of all of it: {sha}"
+            )
+        }
+        (Lang::En, true) => format!("Not verified: all {length} bytes are kept. SHA-256: {sha}"),
+        (_, false) => {
+            format!("未通过验证：仅保存前 {kept} 字节（共 {length} 字节）。全部内容的 SHA-256：{sha}")
+        }
+        (_, true) => format!("未通过验证：已保存全部 {length} 字节。SHA-256：{sha}"),
+    })
+}
+
+/// 31000 as "31,000".
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        out.insert(0, '-');
+    }
+    out
 }
 
 pub async fn show_notification(
@@ -308,6 +349,7 @@ pub async fn show_notification(
         headers: pretty_headers(&n.headers),
         body: pretty_body(&n.body),
         raw: n.body.clone(),
+        kept: kept_note(&n, base.lang),
         base,
     };
     render(&page, &page.base, StatusCode::OK)
@@ -323,5 +365,14 @@ mod tests {
         assert_eq!(pretty_body("{\"a\":1}"), "{\n  \"a\": 1\n}");
         assert_eq!(pretty_body("plain"), "plain");
         assert_eq!(pretty_headers("{\"x\":\"1\",\"y\":\"<b>\"}"), "x: 1\ny: <b>");
+    }
+
+    #[test]
+    fn byte_counts_are_grouped_by_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(2048), "2,048");
+        assert_eq!(thousands(31000), "31,000");
+        assert_eq!(thousands(1234567), "1,234,567");
     }
 }

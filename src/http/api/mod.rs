@@ -215,10 +215,14 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<B
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("cannot read request body: {e}"),
-            )
+            if crate::http::slow_clients::is_body_timeout(&e) {
+                ApiError::new(ErrorCode::RequestTimeout, e.to_string())
+            } else {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("cannot read request body: {e}"),
+                )
+            }
         })?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(too_large());

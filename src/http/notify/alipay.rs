@@ -5,12 +5,12 @@
 use actix_web::http::header;
 use actix_web::{mime, web, HttpRequest, HttpResponse};
 
-use super::{headers_json, read_capped, remote_addr, MAX_NOTIFY_BYTES};
+use super::{headers_json, over_limit, read_capped, remote_addr, too_many_requests, MAX_NOTIFY_BYTES};
 use crate::domain::{ProviderKind, Rejection, RejectionCode};
 use crate::http::state::AppState;
 use crate::service::notifications::{self, RawNotification};
 
-fn reply(ok: bool) -> HttpResponse {
+pub(super) fn reply(ok: bool) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(if ok { "success" } else { "failure" })
@@ -51,7 +51,9 @@ pub async fn receive_alipay_notify(
     let (body, oversized) = match read_capped(payload).await {
         Ok(read) => read,
         Err(e) => {
-            tracing::warn!(provider = "alipay", error = %e, "notification body unreadable");
+            // A client that stalls or hangs up mid-body can do so at will: a line
+            // above debug for each would let it fill the log.
+            tracing::debug!(provider = "alipay", error = %e, "notification body unreadable");
             return reply(false);
         }
     };
@@ -72,12 +74,18 @@ pub async fn receive_alipay_notify(
             Some(alipay) => alipay.verify_notification(&body),
         }
     };
+    if let Some(limited) = over_limit(&state, &req, &verified, received_at) {
+        return too_many_requests(limited)
+            .content_type("text/plain; charset=utf-8")
+            .body("failure");
+    }
     let raw = RawNotification {
         provider: ProviderKind::Alipay,
         received_at,
         remote_addr: remote_addr(&req),
         headers: headers_json(&req),
         body: body.into(),
+        cut: None,
     };
     let decision = notifications::process(&state, raw, verified).await;
     reply(decision.verdict().acknowledged())

@@ -5,13 +5,13 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{headers_json, read_capped, remote_addr, MAX_NOTIFY_BYTES};
+use super::{headers_json, over_limit, read_capped, remote_addr, too_many_requests, MAX_NOTIFY_BYTES};
 use crate::domain::{ProviderKind, Reason, Rejection, RejectionCode};
 use crate::http::state::AppState;
 use crate::providers::wechat::wire::PlatformHeaders;
 use crate::service::notifications::{self, RawNotification};
 
-fn fail(status: StatusCode, message: &str) -> HttpResponse {
+pub(super) fn fail(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({"code": "FAIL", "message": message}))
 }
 
@@ -24,7 +24,9 @@ pub async fn receive_wechat_notify(
     let (body, oversized) = match read_capped(payload).await {
         Ok(read) => read,
         Err(e) => {
-            tracing::warn!(provider = "wechat", error = %e, "notification body unreadable");
+            // A client that stalls or hangs up mid-body can do so at will: a line
+            // above debug for each would let it fill the log.
+            tracing::debug!(provider = "wechat", error = %e, "notification body unreadable");
             return fail(StatusCode::BAD_REQUEST, "body unreadable");
         }
     };
@@ -50,12 +52,19 @@ pub async fn receive_wechat_notify(
             Some(wechat) => wechat.verify_notification(&headers, &body),
         }
     };
+    if let Some(limited) = over_limit(&state, &req, &verified, received_at) {
+        return too_many_requests(limited).json(serde_json::json!({
+            "code": "FAIL",
+            "message": "too many notifications that failed verification from this address; retry after Retry-After seconds",
+        }));
+    }
     let raw = RawNotification {
         provider: ProviderKind::Wechat,
         received_at,
         remote_addr: remote_addr(&req),
         headers: headers_json(&req),
         body: body.into(),
+        cut: None,
     };
     let decision = notifications::process(&state, raw, verified).await;
     if decision.verdict().acknowledged() {

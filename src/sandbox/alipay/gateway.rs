@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
@@ -17,18 +18,38 @@ use crate::db::DbError;
 use crate::domain::ids::random_base62;
 use crate::domain::{Amount, Currency};
 use crate::providers::alipay::sign::{beijing, parse_beijing, request_content};
-use crate::sandbox::{Sandbox, SANDBOX_APP_ID};
+use crate::sandbox::{access, Sandbox, SANDBOX_APP_ID};
 
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Longer than any of Alipay's method names (`alipay.trade.fastpay.refund.query` is 33).
+const MAX_METHOD_LEN: usize = 64;
+
+/// Whether `method` has the shape of an Alipay method name. Anything else is answered
+/// as `error_response` and never written back: the answer is `text/html` (what the
+/// SDKs expect) on the server's own origin, so a name carrying markup would be a
+/// reflected script on a GET link.
+fn method_shaped(method: &str) -> bool {
+    !method.is_empty()
+        && method.len() <= MAX_METHOD_LEN
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.')
+}
 
 /// Signs and wraps a response object as Alipay does.
 pub fn signed_response(sandbox: &Sandbox, method: &str, fields: Map<String, Value>) -> HttpResponse {
     let inner = Value::Object(fields).to_string().replace('/', "\\/");
     let sign = sandbox.keys.platform_private.sign_base64(inner.as_bytes());
-    let key = format!("{}_response", method.replace('.', "_"));
+    let method = if method_shaped(method) { method } else { "error" };
+    // Encoded as a JSON string even though the shape check leaves nothing to escape:
+    // the key must never be able to end the string it is in.
+    let key = Value::String(format!("{}_response", method.replace('.', "_"))).to_string();
     HttpResponse::Ok()
         .content_type("text/html;charset=utf-8")
-        .body(format!("{{\"{key}\":{inner},\"sign\":\"{sign}\"}}"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, access::GATEWAY_CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(format!("{{{key}:{inner},\"sign\":\"{sign}\"}}"))
 }
 
 fn business_error(sub_code: &str, sub_msg: &str) -> Map<String, Value> {
@@ -107,13 +128,20 @@ fn parse_timeout_express(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>
 
 pub async fn handle(sandbox: web::Data<Sandbox>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     if body.len() > MAX_REQUEST_BYTES {
-        return HttpResponse::PayloadTooLarge().body("request too large");
+        return HttpResponse::PayloadTooLarge()
+            .insert_header((header::CONTENT_SECURITY_POLICY, access::GATEWAY_CSP))
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .content_type("text/plain; charset=utf-8")
+            .body("request too large");
     }
     let mut params: BTreeMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
         .into_owned()
         .collect();
     params.extend(url::form_urlencoded::parse(&body).into_owned());
     let method = params.get("method").cloned().unwrap_or_default();
+    if !method.is_empty() && !method_shaped(&method) {
+        return signed_response(&sandbox, "error", invalid("isv.invalid-method", "不存在的方法名"));
+    }
     let biz_text = params.get("biz_content").map_or("", String::as_str);
     let answer = match authenticate(&sandbox, &params) {
         Err(fields) => fields,
