@@ -271,6 +271,8 @@ pub struct Application {
     /// Held until the database is closed: `kassa restore` and a second server on the
     /// same data directory see that this one runs.
     lock: DataDirLock,
+    /// Tells the event streams that a graceful stop began.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -380,12 +382,14 @@ impl Application {
             &core.settings.notifications,
             core.metrics.clone(),
         ));
+        let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
         let state = AppState {
             core,
             sandbox_payments,
             overview: Default::default(),
             api_limits,
             notify_limit,
+            stopping: stopping_seen,
         };
         let data = web::Data::new(state.clone());
         let shutdown_timeout = state.core.settings.server.shutdown_timeout;
@@ -447,6 +451,7 @@ impl Application {
             jobs,
             first_admin,
             lock,
+            stopping,
         })
     }
 
@@ -470,10 +475,14 @@ impl Application {
     }
 
     /// Stops the server from outside, as SIGTERM does (`stop(true)` finishes requests
-    /// in flight); `run_until_stopped` then returns. A restart in the same process needs
-    /// this: the old server, its jobs and its database writer must be gone first.
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// in flight and ends open event streams); `run_until_stopped` then returns. A
+    /// restart in the same process needs this: the old server, its jobs and its
+    /// database writer must be gone first.
+    pub fn handle(&self) -> StopHandle {
+        StopHandle {
+            server: self.server.handle(),
+            stopping: self.stopping.clone(),
+        }
     }
 
     /// Serves until the server stops (SIGTERM or Ctrl-C, or `handle().stop`), or until
@@ -489,6 +498,7 @@ impl Application {
             sandbox,
             jobs,
             lock,
+            stopping,
             ..
         } = self;
         let handle = server.handle();
@@ -496,6 +506,7 @@ impl Application {
         let signals = tokio::spawn(stop_on_signals(
             handle.clone(),
             state.core.settings.server.shutdown_timeout,
+            stopping,
         ));
         // Without its writer kassa can store nothing: better stopped than answering
         // every payment platform with a failure.
@@ -581,9 +592,32 @@ async fn wait_until_closed(database: &DbThreads, db_path: &std::path::Path) {
     tracing::info!(wal_bytes = left, "database closed");
 }
 
+/// Stops a running `Application` from outside. A graceful stop first ends the open
+/// checkout event streams: they never finish by themselves, so the server would wait
+/// for them the whole `server.shutdown_timeout`.
+#[derive(Clone)]
+pub struct StopHandle {
+    server: ServerHandle,
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl StopHandle {
+    /// `graceful`: requests in flight may finish (within `server.shutdown_timeout`);
+    /// otherwise connections are dropped at once.
+    pub async fn stop(&self, graceful: bool) {
+        self.stopping.send_replace(true);
+        self.server.stop(graceful).await
+    }
+}
+
 /// SIGTERM or SIGINT: a graceful stop (no new connections; requests in flight get
-/// `grace` to finish). A second signal stops at once.
-async fn stop_on_signals(handle: ServerHandle, grace: chrono::Duration) {
+/// `grace` to finish; event streams end, as they would never finish). A second signal
+/// stops at once.
+async fn stop_on_signals(
+    handle: ServerHandle,
+    grace: chrono::Duration,
+    stopping: tokio::sync::watch::Sender<bool>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(term), Ok(int)) => (term, int),
@@ -601,6 +635,7 @@ async fn stop_on_signals(handle: ServerHandle, grace: chrono::Duration) {
         grace_seconds = grace.num_seconds(),
         "stopping: no new connections; requests in flight may finish"
     );
+    stopping.send_replace(true);
     let graceful = handle.stop(true);
     tokio::select! {
         () = graceful => {}
@@ -658,40 +693,87 @@ fn supervisor(core: &Core, sandbox: Option<&Arc<Sandbox>>, extra: Vec<Job>) -> S
     jobs
 }
 
-/// Databases written by earlier versions (or by SQLite itself) may be readable by
-/// anyone: they hold every order, the webhook secret and API key hashes. kassa owns
-/// them, so it narrows them to 0600; the directory may be the operator's (a mount, a
-/// systemd `StateDirectory`), so a loose one is reported, not changed.
+/// Databases, backups and keys written by earlier versions (or by SQLite itself) may be
+/// readable by anyone, in a data directory anyone may list: they hold every order, the
+/// webhook secret, API key hashes and private keys. What kassa's own user owns it
+/// narrows (directories 0700, files 0600) and says so in one line; what another user
+/// owns (a directory root made for kassa, a mount) it cannot or should not change, so
+/// that is reported and left.
 fn keep_private(data_dir: &std::path::Path, database: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let loose = |path: &std::path::Path| {
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| m.permissions().mode() & 0o777)
-            .filter(|mode| mode & 0o077 != 0)
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Owned by the process's effective user; without /proc, chmod itself refuses a
+    // user other than the owner.
+    let me = std::fs::metadata("/proc/self").ok().map(|m| m.uid());
+    let mut narrowed = Vec::new();
+    let mut narrow = |path: &std::path::Path, meta: &std::fs::Metadata| {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            return;
+        }
+        let (private, what) = if meta.is_dir() {
+            (0o700, "directory")
+        } else {
+            (0o600, "file")
+        };
+        if me.is_some_and(|uid| uid != meta.uid()) {
+            tracing::warn!(
+                path = %path.display(),
+                "the {what} is mode {mode:o} and another user owns it: it holds secrets (orders, webhook secret, keys, API key hashes); make it {private:o}"
+            );
+            return;
+        }
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(private)) {
+            Ok(()) => narrowed.push(format!("{} {mode:o}→{private:o}", path.display())),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "the {what} is mode {mode:o} and cannot be narrowed: it holds secrets (orders, webhook secret, keys, API key hashes); make it {private:o}"
+            ),
+        }
     };
-    let mut files = vec![database.to_owned()];
-    for tail in ["-wal", "-shm"] {
+    let with_tail = |tail: &str| {
         let mut name = database.as_os_str().to_owned();
         name.push(tail);
-        files.push(name.into());
-    }
-    for file in files {
-        if let Some(mode) = loose(&file) {
-            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
-                Ok(()) => {
-                    tracing::warn!(file = %file.display(), "was mode {mode:o}, readable by others; now 0600")
-                }
-                Err(e) => {
-                    tracing::warn!(file = %file.display(), error = %e, "is mode {mode:o}, readable by others, and cannot be narrowed")
-                }
-            }
+        std::path::PathBuf::from(name)
+    };
+    let mut paths = vec![
+        data_dir.to_owned(),
+        database.to_owned(),
+        with_tail("-wal"),
+        with_tail("-shm"),
+        data_dir.join(crate::db::lock::FILE_NAME),
+    ];
+    // Directories only kassa writes into: every file in them is its own. Not when the
+    // directory is a link: it leads somewhere the operator chose (a shared backup disk),
+    // whose other files are not kassa's to narrow.
+    for dir in [
+        data_dir.join("sandbox"),
+        data_dir.join(crate::db::backup::PERIODIC_DIR),
+    ] {
+        let real_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+        if let Some(entries) = real_dir.then(|| std::fs::read_dir(&dir).ok()).flatten() {
+            paths.push(dir);
+            paths.extend(entries.flatten().map(|e| e.path()));
         }
     }
-    if let Some(mode) = loose(data_dir) {
+    for (n, path) in paths.iter().enumerate() {
+        // A link inside points at something kassa did not make, and chmod would follow
+        // it; the data directory itself is wherever the operator's link leads.
+        let meta = if n == 0 {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        };
+        match meta {
+            Ok(meta) if meta.file_type().is_symlink() => {}
+            Ok(meta) => narrow(path, &meta),
+            Err(_) => {}
+        }
+    }
+    if !narrowed.is_empty() {
         tracing::warn!(
-            dir = %data_dir.display(),
-            "the data directory is mode {mode:o}: it holds secrets (webhook secret, keys, API key hashes); make it 0700"
+            "narrowed to owner-only what an earlier version left readable by others: {}",
+            narrowed.join(", ")
         );
     }
 }

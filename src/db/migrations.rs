@@ -29,6 +29,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_rejected_notifications",
         include_str!("migrations/0008_rejected_notifications.sql"),
     ),
+    (
+        "0009_sandbox_trades_by_trade_no",
+        include_str!("migrations/0009_sandbox_trades_by_trade_no.sql"),
+    ),
 ];
 
 /// Schema version this binary writes.

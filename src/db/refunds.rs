@@ -92,6 +92,19 @@ pub fn find_by_id(tx: &Tx<'_>, id: &str) -> DbResult<Option<Refund>> {
         .optional()?)
 }
 
+/// The order's refund stored as `id` or, failing that, as `alt`: a number the platform
+/// gives per trade only (Alipay's) may name a row stored under either form.
+pub fn find_in_order(tx: &Tx<'_>, order_id: &OrderId, id: &str, alt: &str) -> DbResult<Option<Refund>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM refunds WHERE order_id = ?1 AND id IN (?2, ?3) ORDER BY id = ?2 DESC LIMIT 1"
+    );
+    Ok(tx
+        .conn
+        .prepare_cached(&sql)?
+        .query_row(params![order_id, id, alt], from_row)
+        .optional()?)
+}
+
 pub fn find_by_merchant_id(
     tx: &Tx<'_>,
     order_id: &OrderId,

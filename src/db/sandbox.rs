@@ -166,12 +166,15 @@ pub fn find_trade(tx: &Tx<'_>, out_trade_no: &str) -> DbResult<Option<SandboxTra
         .optional()?)
 }
 
+fn by_trade_no_sql() -> String {
+    format!("SELECT {TRADE_COLUMNS} FROM sandbox_trades WHERE trade_no = ?1")
+}
+
 /// The trade Alipay numbered `trade_no` (set once the buyer scanned).
 pub fn find_trade_by_trade_no(tx: &Tx<'_>, trade_no: &str) -> DbResult<Option<SandboxTrade>> {
-    let sql = format!("SELECT {TRADE_COLUMNS} FROM sandbox_trades WHERE trade_no = ?1");
     Ok(tx
         .conn
-        .prepare_cached(&sql)?
+        .prepare_cached(&by_trade_no_sql())?
         .query_row([trade_no], trade_from_row)
         .optional()?)
 }
@@ -402,6 +405,28 @@ mod tests {
             texts,
             ["NOT_SCANNED", "WAIT_BUYER_PAY", "TRADE_SUCCESS", "TRADE_CLOSED"]
         );
+    }
+
+    #[test]
+    fn finding_a_trade_by_alipays_trade_no_walks_its_index_and_never_scans_the_trades() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = super::super::Offline::open(&dir.path().join("kassa.db")).unwrap();
+        db.migrate().unwrap();
+        let plan: Vec<String> = db
+            .read(|tx| {
+                let mut stmt = tx
+                    .conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {}", by_trade_no_sql()))?;
+                let rows = stmt.query_map(["2026112422001446880501234567"], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX sandbox_trades_by_trade_no (trade_no=?)")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN")), "{plan:?}");
     }
 
     #[test]

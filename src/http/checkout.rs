@@ -12,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use askama::Template;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::assets::AssetUrls;
 use super::error::{ApiError, Missing, PageError};
@@ -250,8 +250,17 @@ struct Stream {
     state: web::Data<AppState>,
     id: OrderId,
     signals: broadcast::Receiver<OrderId>,
+    stopping: watch::Receiver<bool>,
     last: Option<&'static str>,
     done: bool,
+}
+
+/// Returns once a graceful stop has begun; never, when no stop can come (the sender is
+/// gone with an application that was never run).
+async fn until_stopping(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn signal_for(signals: &mut broadcast::Receiver<OrderId>, id: &OrderId) {
@@ -267,7 +276,7 @@ async fn signal_for(signals: &mut broadcast::Receiver<OrderId>, id: &OrderId) {
 }
 
 async fn next_event(mut s: Stream) -> Option<(Result<Bytes, Infallible>, Stream)> {
-    if s.done {
+    if s.done || *s.stopping.borrow() {
         return None;
     }
     loop {
@@ -290,9 +299,12 @@ async fn next_event(mut s: Stream) -> Option<(Result<Bytes, Infallible>, Stream)
         let until_expiry =
             (order.expires_at - now).to_std().unwrap_or_default() + StdDuration::from_millis(200);
         let wait = HEARTBEAT.min(until_expiry);
-        let signalled = tokio::time::timeout(wait, signal_for(&mut s.signals, &s.id))
-            .await
-            .is_ok();
+        // At a stop the stream ends (the page's EventSource reconnects to the next
+        // start): the server waits for open responses before it exits.
+        let signalled = tokio::select! {
+            () = until_stopping(&mut s.stopping) => return None,
+            waited = tokio::time::timeout(wait, signal_for(&mut s.signals, &s.id)) => waited.is_ok(),
+        };
         if !signalled && wait == HEARTBEAT {
             return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), s));
         }
@@ -308,6 +320,7 @@ async fn checkout_events(
     };
     let stream = Stream {
         signals: state.hooks.subscribe(),
+        stopping: state.stopping.clone(),
         state,
         id: order.id,
         last: None,

@@ -19,6 +19,9 @@ pub struct AppState {
     pub api_limits: Arc<ApiLimits>,
     /// The limit on platform notifications that fail verification.
     pub notify_limit: Arc<crate::http::notify::limit::RejectedLimit>,
+    /// Turns true when a graceful stop begins: open event streams end then, instead of
+    /// holding the stop for its whole `[server] shutdown_timeout`.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Deref for AppState {

@@ -281,9 +281,9 @@ struct RunningTotal<'a> {
 /// A refund notice whose amount is the trade's running refunded total (Alipay's
 /// `refund_fee`). A refund kassa made (its `out_request_no` is the notice's
 /// `out_biz_no`), or one already recorded from an earlier notice, is settled by its
-/// number. Any other was made outside kassa: it is recorded as a refund of its own for
-/// what the running total adds to what the order already shows refunded, so a resend,
-/// or an older notice arriving after a newer one, adds nothing.
+/// number within the order. Any other was made outside kassa: it is recorded as a refund
+/// of its own for what the running total adds to what the order already shows refunded,
+/// so a resend, or an older notice arriving after a newer one, adds nothing.
 fn running_total_refund(
     tx: &Tx<'_>,
     changes: &mut Changes,
@@ -313,13 +313,13 @@ fn running_total_refund(
             .map_err(|e| crate::db::DbError::Corrupt(format!("refund amount {minor} of order {id}: {e}")))
     };
     let known = match told.refund_no {
-        Some(no) => refunds::find_by_id(tx, no)?,
+        Some(no) => named_refund(tx, notice, no)?.map(|row| (no, row)),
         None => None,
     };
-    if let Some(row) = known {
+    if let Some((no, row)) = known {
         // The running total cannot be split into refunds; the row says what this one was.
         let refund = RefundNotice {
-            refund_no: row.id.clone(),
+            refund_no: no.to_owned(),
             provider_refund_id: None,
             amount: amount(row.amount)?,
             order_total: told.order_total,
@@ -383,7 +383,7 @@ fn running_total_refund(
     let refund = RefundNotice {
         refund_no: told
             .refund_no
-            .map_or_else(|| format!("{id}-closed"), str::to_owned),
+            .map_or_else(|| format!("{id}-closed"), |no| outside_refund_id(notice, no)),
         provider_refund_id: told.refund_no.map(str::to_owned),
         amount: amount(added)?,
         order_total: told.order_total,
@@ -428,11 +428,15 @@ fn settle_refund(
         store(tx, raw, &decision, dedupe)?;
         return Ok(decision);
     }
-    let row = refunds::find_by_id(tx, &refund.refund_no)?;
+    let row = named_refund(tx, notice, &refund.refund_no)?;
     let now = raw.received_at;
     let settled_at = refund.settled_at.unwrap_or(now);
     let Some(row) = row else {
-        return external_refund(tx, changes, raw, notice, refund);
+        let outside = RefundNotice {
+            refund_no: outside_refund_id(notice, &refund.refund_no),
+            ..refund.clone()
+        };
+        return external_refund(tx, changes, raw, notice, &outside);
     };
     if row.order_id != *id {
         let decision = rejected(
@@ -546,9 +550,39 @@ fn must_apply(order_id: &OrderId, refund_id: &str, outcome: Outcome) -> DbResult
     }
 }
 
+/// Alipay numbers refunds (`out_biz_no`, kassa's `out_request_no`) per trade only, so
+/// two orders may each have a refund made outside kassa under the same number; WeChat's
+/// `out_refund_no` is unique per merchant.
+fn numbered_per_trade(provider: ProviderKind) -> bool {
+    provider == ProviderKind::Alipay
+}
+
+/// The id a refund made outside kassa is stored under: for a number given per trade,
+/// the order's id and the number (an order id has no `/`), so the same number on two
+/// orders makes two rows; otherwise the number itself.
+fn outside_refund_id(notice: &VerifiedNotice, no: &str) -> String {
+    if numbered_per_trade(notice.provider) {
+        format!("{}/{no}", notice.order_id)
+    } else {
+        no.to_owned()
+    }
+}
+
+/// The refund row a notice names by `no`. A number given per trade is looked up among
+/// the order's refunds only: kassa's own under the number it sent, an outside one under
+/// `outside_refund_id`, or under the bare number as such rows were stored before that
+/// form (so a resend of their notice still finds them).
+fn named_refund(tx: &Tx<'_>, notice: &VerifiedNotice, no: &str) -> DbResult<Option<refunds::Refund>> {
+    if numbered_per_trade(notice.provider) {
+        refunds::find_in_order(tx, &notice.order_id, no, &outside_refund_id(notice, no))
+    } else {
+        refunds::find_by_id(tx, no)
+    }
+}
+
 /// A refund the platform reports that kassa never asked for (made in the platform's
 /// merchant console): the money left, so it is recorded as a refund row of its own,
-/// numbered as the platform numbers it, and applied to the order. A failed one is only
+/// under `outside_refund_id`, and applied to the order. A failed one is only
 /// acknowledged.
 fn external_refund(
     tx: &Tx<'_>,
@@ -590,9 +624,9 @@ fn external_refund(
     Ok(decision)
 }
 
-/// Stores a refund made outside kassa as a pending row numbered as the platform numbers
-/// it; `false` when it does not fit (the order is not refundable or has not that much
-/// left). Shared by every platform that reports such refunds.
+/// Stores a refund made outside kassa as a pending row under `refund.refund_no`; `false`
+/// when it does not fit (the order is not refundable or has not that much left). Shared
+/// by every platform that reports such refunds.
 pub fn insert_external_refund(
     tx: &Tx<'_>,
     order_id: &OrderId,
@@ -1240,16 +1274,9 @@ mod tests {
                 let case = format!("{what} on a {status} order");
                 let id = db.alipay_order(*status);
                 let (before, history_before, outbox_before) = db.read(&id);
-                // A refund's number is unique across orders, as Alipay's out_biz_no is.
-                let numbered: Vec<(&str, String)> = changes
-                    .iter()
-                    .map(|(k, v)| match *k {
-                        "out_biz_no" => (*k, format!("{v}-{id}")),
-                        _ => (*k, (*v).to_owned()),
-                    })
-                    .collect();
-                let numbered: Vec<(&str, &str)> = numbered.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                let body = db.body(id.as_str(), &numbered);
+                // Every order's refund has the same out_biz_no: Alipay numbers refunds
+                // per trade.
+                let body = db.body(id.as_str(), changes);
 
                 let after = db.notify(&id, &body);
 

@@ -329,6 +329,35 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::guard::tests::blocked;
+    use crate::webhooks::guard::LookupSlots;
+
+    #[tokio::test]
+    async fn a_delivery_finding_every_lookup_slot_held_fails_for_now_without_a_refusal_and_looks_up_once_a_slot_is_free(
+    ) {
+        let slots = LookupSlots::new(1);
+        let (release, held) = blocked();
+        let held = slots.try_spawn(held).unwrap();
+        let client = WebhookClient::with_lookups(reqwest::Client::builder(), false, slots.clone()).unwrap();
+        let secrets = [signer::generate_secret()];
+        // localhost would be refused, but only once it has been looked up.
+        let url = "http://localhost:9/hook";
+
+        let busy = post_signed(&client, url, "msg_busy", &secrets, "{}", Utc::now()).await;
+        let error = busy.error.unwrap_or_default();
+        assert!(!busy.refused, "{error}");
+        assert_eq!(busy.status, None);
+        assert!(error.contains("all 1 DNS lookup slots are held"), "{error}");
+        assert_eq!(slots.in_flight(), 1, "no lookup was started");
+
+        release.send(()).unwrap();
+        held.await.unwrap();
+        let looked_up = post_signed(&client, url, "msg_free", &secrets, "{}", Utc::now()).await;
+        let error = looked_up.error.unwrap_or_default();
+        assert!(looked_up.refused, "{error}");
+        assert!(error.contains("localhost"), "{error}");
+        assert_eq!(slots.in_flight(), 0);
+    }
 
     #[test]
     fn jitter_stays_within_twenty_percent() {

@@ -10,7 +10,7 @@ use kassa::webhooks::dispatcher::{Dispatcher, Outcome};
 use serde_json::{json, Value};
 
 use crate::gateway_standin::{GatewayStandin, Reply};
-use crate::helpers::{trade_success, unique, TestApp};
+use crate::helpers::{raw_connection, trade_success, unique, TestApp};
 use crate::oracle::{signed_notification, verify_webhook};
 use crate::receiver::Receiver;
 
@@ -52,6 +52,12 @@ fn refund_notice(order_id: &str, trade_status: &str, refund_fee: &str, out_biz_n
 /// (paid by a signed notification) whose webhooks go to `notify_url`.
 async fn paid_order(gateway: &GatewayStandin, notify_url: Option<&str>) -> (TestApp, String) {
     let app = TestApp::spawn_alipay_via(gateway, &[]).await;
+    let id = add_paid_order(&app, notify_url).await;
+    (app, id)
+}
+
+/// Another paid order of 12.34 in `app`.
+async fn add_paid_order(app: &TestApp, notify_url: Option<&str>) -> String {
     let order = NewOrder {
         id: OrderId::generate(),
         out_trade_no: OutTradeNo::parse(&format!("ext-{}", unique())).unwrap(),
@@ -75,7 +81,7 @@ async fn paid_order(gateway: &GatewayStandin, notify_url: Option<&str>) -> (Test
         .await;
     assert_eq!(paid, (200, "success".into()));
     assert_eq!(app.order(&id).await["status"], "paid");
-    (app, id)
+    id
 }
 
 /// A refund row as the test compares it: (id, amount, status, reason).
@@ -117,9 +123,11 @@ async fn last_verdict(app: &TestApp) -> (String, String) {
     )
 }
 
-fn external(no: &str, amount: i64) -> RefundRow {
+/// A refund made outside kassa as stored: under its order's id and Alipay's
+/// `out_biz_no`, which Alipay makes unique per trade only.
+fn external(order_id: &str, no: &str, amount: i64) -> RefundRow {
     (
-        no.to_owned(),
+        format!("{order_id}/{no}"),
         amount,
         "succeeded".to_owned(),
         kassa::service::notifications::EXTERNAL_REFUND_REASON.to_owned(),
@@ -158,7 +166,7 @@ async fn an_outside_partial_then_full_refund_make_the_order_partially_refunded_t
         (order["status"].as_str(), order["refunded_amount"].as_i64()),
         (Some("partially_refunded"), Some(300))
     );
-    assert_eq!(refunds, &[external("2026112401RF0001", 300)]);
+    assert_eq!(refunds, &[external(&id, "2026112401RF0001", 300)]);
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(transition(&events[1]), refund_step("paid", "partially_refunded"));
     assert_eq!(outbox, &["order.paid", "order.partially_refunded"]);
@@ -194,8 +202,8 @@ async fn an_outside_partial_then_full_refund_make_the_order_partially_refunded_t
     assert_eq!(
         refunds,
         &[
-            external("2026112401RF0001", 300),
-            external("2026112401RF0002", 934)
+            external(&id, "2026112401RF0001", 300),
+            external(&id, "2026112401RF0002", 934)
         ],
         "refund_fee is a running total: the second refund is what it adds"
     );
@@ -363,7 +371,7 @@ async fn a_refund_notice_without_refund_fee_is_confirmed_by_alipays_refund_query
         (order["status"].as_str(), order["refunded_amount"].as_i64()),
         (Some("partially_refunded"), Some(500))
     );
-    assert_eq!(refunds, [external("2026112401RF0005", 500)]);
+    assert_eq!(refunds, [external(&id, "2026112401RF0005", 500)]);
     assert_eq!(outbox, ["order.paid", "order.partially_refunded"]);
     let calls = gateway.calls();
     assert_eq!(gateway.methods(), ["alipay.trade.fastpay.refund.query"]);
@@ -469,4 +477,197 @@ async fn an_outside_refund_notice_while_a_refund_kassa_made_is_pending_is_answer
         ("error".into(), "refund_unconfirmed".into())
     );
     assert_eq!(snapshot(&app, &id).await, before, "nothing changed");
+}
+
+/// Each of the order's refund rows as (id, Alipay's number for it).
+async fn alipay_numbers(app: &TestApp, id: &str) -> Vec<(String, Option<String>)> {
+    let oid = OrderId::parse(id).unwrap();
+    app.core
+        .db
+        .read(move |c| kassa::db::refunds::list_for_order(c, &oid))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.provider_refund_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn two_orders_refunded_outside_kassa_under_the_same_out_biz_no_are_each_recorded_and_refunded_once_whatever_the_resends(
+) {
+    let gateway = GatewayStandin::start().await;
+    let (app, first) = paid_order(&gateway, None).await;
+    let second = add_paid_order(&app, None).await;
+    // Alipay makes out_biz_no unique per trade only: both trades' first refund on its
+    // merchant platform may carry the same number.
+    let on_first = refund_notice(&first, "TRADE_SUCCESS", "3.00", "2026112401RF0001");
+    let on_second = refund_notice(&second, "TRADE_SUCCESS", "5.00", "2026112401RF0001");
+
+    for notice in [&on_first, &on_second] {
+        assert_eq!(
+            app.post_alipay_notify(signed_notification(notice)).await,
+            (200, "success".into())
+        );
+        assert_eq!(
+            last_verdict(&app).await,
+            ("applied".into(), "external_refund".into())
+        );
+    }
+
+    let after_first = snapshot(&app, &first).await;
+    let after_second = snapshot(&app, &second).await;
+    for ((order, refunds, events, outbox), id, amount) in
+        [(&after_first, &first, 300), (&after_second, &second, 500)]
+    {
+        assert_eq!(
+            (order["status"].as_str(), order["refunded_amount"].as_i64()),
+            (Some("partially_refunded"), Some(amount)),
+            "{id}"
+        );
+        assert_eq!(refunds, &[external(id, "2026112401RF0001", amount)]);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(transition(&events[1]), refund_step("paid", "partially_refunded"));
+        assert_eq!(outbox, &["order.paid", "order.partially_refunded"]);
+        assert_eq!(
+            alipay_numbers(&app, id).await,
+            [(
+                format!("{id}/2026112401RF0001"),
+                Some("2026112401RF0001".to_owned())
+            )],
+            "Alipay's number is kept as the provider's refund id"
+        );
+    }
+
+    for again in [
+        resend(&on_second),
+        resend(&on_first),
+        resend(&on_second),
+        resend(&on_first),
+    ] {
+        assert_eq!(app.post_alipay_notify(again).await, (200, "success".into()));
+        assert_eq!(
+            last_verdict(&app).await,
+            ("duplicate".into(), "refund_already_settled".into())
+        );
+    }
+    assert_eq!(
+        snapshot(&app, &first).await,
+        after_first,
+        "resends change nothing"
+    );
+    assert_eq!(
+        snapshot(&app, &second).await,
+        after_second,
+        "resends change nothing"
+    );
+    assert!(gateway.calls().is_empty(), "the notices said all that was needed");
+}
+
+/// The stand-in answers `alipay.trade.fastpay.refund.query` for `no` on `order_id`: a
+/// refund of 5.00 that succeeded.
+fn refund_query_answers(gateway: &GatewayStandin, order_id: &str, no: &str) {
+    let answer = json!({"code": "10000", "msg": "Success", "out_trade_no": order_id,
+        "trade_no": "2026112422001446880501234567", "out_request_no": no,
+        "refund_amount": "5.00", "total_amount": "12.34", "refund_status": "REFUND_SUCCESS"});
+    gateway.answer_method("alipay.trade.fastpay.refund.query", Reply::Signed(answer));
+}
+
+#[tokio::test]
+async fn an_outside_refund_stored_under_its_bare_out_biz_no_by_an_earlier_kassa_is_recognised_when_resent_and_does_not_block_that_number_on_another_order(
+) {
+    let gateway = GatewayStandin::start().await;
+    let (app, first) = paid_order(&gateway, None).await;
+    let second = add_paid_order(&app, None).await;
+    let no = "2026112401RF0005";
+    // Without refund_fee: the amount comes from Alipay's refund query, so only the row
+    // found by its number keeps a resend from being recorded again.
+    let on_first = refund_notice(&first, "TRADE_SUCCESS", "", no);
+    refund_query_answers(&gateway, &first, no);
+    assert_eq!(
+        app.post_alipay_notify(signed_notification(&on_first)).await,
+        (200, "success".into())
+    );
+    assert_eq!(
+        last_verdict(&app).await,
+        ("applied".into(), "external_refund".into())
+    );
+    // kassa before this version stored such a refund under out_biz_no alone.
+    let changed = raw_connection(&app.data_dir.join("kassa.db"))
+        .execute(
+            "UPDATE refunds SET id = provider_refund_id WHERE order_id = ?1",
+            [&first],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let before = snapshot(&app, &first).await;
+    let (order, refunds, _, _) = &before;
+    assert_eq!(
+        refunds,
+        &[(
+            no.to_owned(),
+            500,
+            "succeeded".to_owned(),
+            kassa::service::notifications::EXTERNAL_REFUND_REASON.to_owned()
+        )]
+    );
+    assert_eq!(
+        (order["status"].as_str(), order["refunded_amount"].as_i64()),
+        (Some("partially_refunded"), Some(500))
+    );
+
+    let with_refund_fee = refund_notice(&first, "TRADE_SUCCESS", "5.00", no);
+    for again in [
+        resend(&on_first),
+        signed_notification(&with_refund_fee),
+        resend(&on_first),
+    ] {
+        assert_eq!(app.post_alipay_notify(again).await, (200, "success".into()));
+        assert_eq!(
+            last_verdict(&app).await,
+            ("duplicate".into(), "refund_already_settled".into())
+        );
+    }
+    assert_eq!(snapshot(&app, &first).await, before, "resends change nothing");
+
+    let on_second = refund_notice(&second, "TRADE_SUCCESS", "", no);
+    refund_query_answers(&gateway, &second, no);
+    assert_eq!(
+        app.post_alipay_notify(signed_notification(&on_second)).await,
+        (200, "success".into())
+    );
+    assert_eq!(
+        last_verdict(&app).await,
+        ("applied".into(), "external_refund".into())
+    );
+    let (order, refunds, _, outbox) = snapshot(&app, &second).await;
+    assert_eq!(
+        (order["status"].as_str(), order["refunded_amount"].as_i64()),
+        (Some("partially_refunded"), Some(500))
+    );
+    assert_eq!(refunds, [external(&second, no, 500)]);
+    assert_eq!(outbox, ["order.paid", "order.partially_refunded"]);
+    assert_eq!(
+        snapshot(&app, &first).await,
+        before,
+        "the first order is untouched"
+    );
+    let queried: Vec<(String, String)> = gateway
+        .calls()
+        .iter()
+        .map(|c| {
+            let biz = c.biz();
+            let s = |k: &str| biz[k].as_str().unwrap_or_default().to_owned();
+            (s("out_trade_no"), s("out_request_no"))
+        })
+        .collect();
+    assert_eq!(
+        queried,
+        [
+            (first.clone(), no.to_owned()),
+            (first.clone(), no.to_owned()),
+            (first.clone(), no.to_owned()),
+            (second.clone(), no.to_owned())
+        ],
+        "each notice without refund_fee asked Alipay for its own trade's refund"
+    );
 }

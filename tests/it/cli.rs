@@ -43,13 +43,18 @@ impl Drop for Server {
 }
 
 pub(crate) async fn start_server(dir: &Path, env: &[(&str, &str)]) -> Server {
+    start_server_logging_to(dir, env, Stdio::null()).await
+}
+
+/// Like `start_server`, with the log (stderr) going to `log`.
+pub(crate) async fn start_server_logging_to(dir: &Path, env: &[(&str, &str)], log: Stdio) -> Server {
     let mut child = kassa(dir)
         .args(["--bind", "127.0.0.1:0"])
         // Test receivers listen on 127.0.0.1; a test may still turn this off.
         .env("KASSA_WEBHOOKS_ALLOW_PRIVATE", "true")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -32,7 +32,7 @@ pub struct TestApp {
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
     mode: Mode,
-    server: actix_web::dev::ServerHandle,
+    server: kassa::startup::StopHandle,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }

@@ -506,7 +506,7 @@ fn migration_0008_keeps_earlier_notifications_whole_and_marks_unverified_exactly
 
     assert_eq!(
         kassa::db::migrate(&database).unwrap(),
-        vec!["0008_rejected_notifications"]
+        vec!["0008_rejected_notifications", "0009_sandbox_trades_by_trade_no"]
     );
 
     let db = raw_connection(&database);

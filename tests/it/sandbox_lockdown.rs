@@ -366,7 +366,7 @@ struct Started {
     port: u16,
     /// The sandbox's token, when the sandbox is on.
     token: Option<String>,
-    handle: actix_web::dev::ServerHandle,
+    handle: kassa::startup::StopHandle,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 

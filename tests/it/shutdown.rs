@@ -399,3 +399,112 @@ async fn a_request_outlasting_the_shutdown_timeout_is_cut_off_and_kassa_still_ex
     assert!(ended.calls.is_empty(), "{:?}", ended.calls);
     assert_eq!(ended.exit.code(), Some(0), "{:?}", ended.exit);
 }
+
+#[tokio::test]
+async fn sigterm_with_a_checkout_event_stream_open_ends_the_stream_and_exits_0_without_waiting_out_the_shutdown_timeout(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(dir.path(), &[("KASSA_SERVER_SHUTDOWN_TIMEOUT", "60s")]).await;
+    let key = text(&run(kassa(dir.path()).args(["apikey", "create", "shop"])).stdout)
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let order: Value = client
+        .post(format!("{}/api/v1/orders", server.address))
+        .bearer_auth(&key)
+        .json(&crate::helpers::order_body("streamed", 100))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+    let mut events = client
+        .get(format!("{}/pay/{id}/events", server.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let first = events.chunk().await.unwrap().expect("the first event");
+    let first = String::from_utf8_lossy(&first).into_owned();
+    assert!(first.starts_with("event: status\n"), "{first}");
+    assert!(first.contains(r#""status":"pending""#), "{first}");
+
+    let signalled = std::time::Instant::now();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Heartbeats (every 15 s) may come first; the stream must then end cleanly, not be
+    // cut when the 60 s grace runs out.
+    let mut rest = String::new();
+    let end = loop {
+        match events.chunk().await {
+            Ok(Some(chunk)) => rest.push_str(&String::from_utf8_lossy(&chunk)),
+            other => break other.map(|_| ()),
+        }
+    };
+    assert!(
+        end.is_ok(),
+        "the stream was cut, not ended: {end:?} after {rest:?}"
+    );
+    assert!(!rest.contains("event:"), "no other event came: {rest:?}");
+    let exit = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    let took = signalled.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "the stop took {took:?}, as if it had waited for the 60 s shutdown_timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_graceful_stop_through_the_applications_handle_ends_an_open_checkout_event_stream_instead_of_waiting_out_the_shutdown_timeout(
+) {
+    let app = crate::helpers::TestApp::spawn_sandbox(&[("KASSA_SERVER_SHUTDOWN_TIMEOUT", "60s")]).await;
+    let order = app.create_order("streamed-in-process", 100).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    let mut events = client
+        .get(app.url(&format!("/pay/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let first = events.chunk().await.unwrap().expect("the first event");
+    assert!(String::from_utf8_lossy(&first).contains(r#""status":"pending""#));
+
+    let stopped = std::time::Instant::now();
+    // `restart` stops through `Application::handle()`, as an embedding program would.
+    let reading = tokio::spawn(async move {
+        let mut rest = String::new();
+        loop {
+            match events.chunk().await {
+                Ok(Some(chunk)) => rest.push_str(&String::from_utf8_lossy(&chunk)),
+                other => break (other.map(|_| ()), rest),
+            }
+        }
+    });
+    let app = app.restart().await;
+    let (end, rest) = reading.await.unwrap();
+    assert!(
+        end.is_ok(),
+        "the stream was cut, not ended: {end:?} after {rest:?}"
+    );
+    assert!(!rest.contains("event:"), "no other event came: {rest:?}");
+    let took = stopped.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "the stop took {took:?}, as if it had waited for the 60 s shutdown_timeout"
+    );
+    assert_eq!(
+        app.order(&id).await["status"],
+        "pending",
+        "the restarted kassa serves the order"
+    );
+}

@@ -291,7 +291,8 @@ fn migrations_are_recorded_and_not_rerun() {
             "0005_admin",
             "0006_admin_staff",
             "0007_idempotency_claims",
-            "0008_rejected_notifications"
+            "0008_rejected_notifications",
+            "0009_sandbox_trades_by_trade_no"
         ]
     );
     assert!(db::migrate(&path).unwrap().is_empty());
