@@ -770,9 +770,11 @@ fn keep_private(data_dir: &std::path::Path, database: &std::path::Path) {
             Err(_) => {}
         }
     }
+    // Info, not a warning: a fresh checkout's `data/` (git keeps no directory modes) is
+    // narrowed on its first start, and there is nothing left for the operator to do.
     if !narrowed.is_empty() {
-        tracing::warn!(
-            "narrowed to owner-only what an earlier version left readable by others: {}",
+        tracing::info!(
+            "narrowed to owner-only what was readable by others (the data directory holds secrets): {}",
             narrowed.join(", ")
         );
     }
