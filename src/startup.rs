@@ -504,9 +504,11 @@ impl Application {
         let handle = server.handle();
         let writer_stopped = state.core.db.writer_stopped();
         let signals = tokio::spawn(stop_on_signals(
-            handle.clone(),
+            StopHandle {
+                server: handle.clone(),
+                stopping,
+            },
             state.core.settings.server.shutdown_timeout,
-            stopping,
         ));
         // Without its writer kassa can store nothing: better stopped than answering
         // every payment platform with a failure.
@@ -586,9 +588,8 @@ async fn wait_until_closed(database: &DbThreads, db_path: &std::path::Path) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let mut wal = db_path.as_os_str().to_owned();
-    wal.push("-wal");
-    let left = std::fs::metadata(std::path::PathBuf::from(wal)).map_or(0, |m| m.len());
+    let wal = crate::db::backup::with_tail(db_path, "-wal");
+    let left = std::fs::metadata(wal).map_or(0, |m| m.len());
     tracing::info!(wal_bytes = left, "database closed");
 }
 
@@ -613,11 +614,7 @@ impl StopHandle {
 /// SIGTERM or SIGINT: a graceful stop (no new connections; requests in flight get
 /// `grace` to finish; event streams end, as they would never finish). A second signal
 /// stops at once.
-async fn stop_on_signals(
-    handle: ServerHandle,
-    grace: chrono::Duration,
-    stopping: tokio::sync::watch::Sender<bool>,
-) {
+async fn stop_on_signals(handle: StopHandle, grace: chrono::Duration) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(term), Ok(int)) => (term, int),
@@ -635,7 +632,6 @@ async fn stop_on_signals(
         grace_seconds = grace.num_seconds(),
         "stopping: no new connections; requests in flight may finish"
     );
-    stopping.send_replace(true);
     let graceful = handle.stop(true);
     tokio::select! {
         () = graceful => {}
@@ -731,16 +727,12 @@ fn keep_private(data_dir: &std::path::Path, database: &std::path::Path) {
             ),
         }
     };
-    let with_tail = |tail: &str| {
-        let mut name = database.as_os_str().to_owned();
-        name.push(tail);
-        std::path::PathBuf::from(name)
-    };
+    use crate::db::backup::with_tail;
     let mut paths = vec![
         data_dir.to_owned(),
         database.to_owned(),
-        with_tail("-wal"),
-        with_tail("-shm"),
+        with_tail(database, "-wal"),
+        with_tail(database, "-shm"),
         data_dir.join(crate::db::lock::FILE_NAME),
     ];
     // Directories only kassa writes into: every file in them is its own. Not when the

@@ -3,7 +3,7 @@
 //! database.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -67,8 +67,8 @@ fn integrity_of(conn: &Connection) -> DbResult<String> {
     Ok(rows.join("; "))
 }
 
-/// `path` with `tail` appended to its file name.
-fn with_tail(path: &Path, tail: &str) -> PathBuf {
+/// `path` with `tail` appended to its file name (`kassa.db` → `kassa.db-wal`).
+pub fn with_tail(path: &Path, tail: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(tail);
     PathBuf::from(name)
@@ -114,11 +114,7 @@ pub fn parse_periodic_name(name: &str) -> Option<(NaiveDateTime, u32)> {
 
 /// Creates the backups directory, readable by its owner only.
 fn private_dir(dir: &Path) -> DbResult<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| file_error(dir, e))
+    super::create_private_dir(dir).map_err(|e| file_error(dir, e))
 }
 
 /// Writes a checked backup of `db_path` into `dir`, named for `at`. The copy is written

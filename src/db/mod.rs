@@ -217,13 +217,12 @@ impl Offline {
     /// migrates it (`kassa doctor` looks without touching).
     pub fn open_read_only(path: &Path) -> DbResult<Offline> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
+        let wal = backup::with_tail(path, "-wal");
         // No `-wal` means no connection is open and everything is checkpointed into the
         // file. A plain reader would create `-wal` and `-shm` and, read-only, could not
         // delete them again: left behind by another user (root running a check), they
         // would keep the server out. Read such a file as immutable, which creates nothing.
-        let conn = match path.to_str().filter(|_| !Path::new(&wal).exists()) {
+        let conn = match path.to_str().filter(|_| !wal.exists()) {
             Some(text) => {
                 let escaped = text.replace('%', "%25").replace('?', "%3f").replace('#', "%23");
                 Connection::open_with_flags(

@@ -111,6 +111,18 @@ fn ensure_pair(dir: &Path, private: &str, public: &str) -> Result<(), KeyError> 
     write_private(&dir.join(public), &public_pem)
 }
 
+/// A random secret kept in `path` (made on first use, 0600), trimmed.
+fn ensure_secret(path: &Path) -> Result<String, KeyError> {
+    if !path.exists() {
+        write_private(path, &random_base62(32))?;
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| KeyError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(text.trim().to_owned())
+}
+
 /// Loads the sandbox keys from `data_dir/sandbox`, generating missing pairs.
 pub fn ensure(data_dir: &Path) -> Result<SandboxKeys, KeyError> {
     let dir = data_dir.join("sandbox");
@@ -122,37 +134,22 @@ pub fn ensure(data_dir: &Path) -> Result<SandboxKeys, KeyError> {
     ensure_pair(&dir, PLATFORM_PRIVATE, PLATFORM_PUBLIC)?;
     ensure_pair(&dir, WECHAT_MERCHANT_PRIVATE, WECHAT_MERCHANT_PUBLIC)?;
     ensure_pair(&dir, WECHAT_PLATFORM_PRIVATE, WECHAT_PLATFORM_PUBLIC)?;
-    let token_path = dir.join(TOKEN);
-    if !token_path.exists() {
-        write_private(&token_path, &random_base62(32))?;
-    }
-    let token = std::fs::read_to_string(&token_path)
-        .map_err(|e| KeyError::Unreadable {
-            path: token_path.display().to_string(),
-            reason: e.to_string(),
-        })?
-        .trim()
-        .to_owned();
-    if token.len() < 16 {
-        return Err(KeyError::Unreadable {
-            path: token_path.display().to_string(),
-            reason:
-                "the sandbox token is shorter than 16 characters; delete the file and kassa makes a new one"
-                    .into(),
-        });
-    }
-    let apiv3_path = dir.join(WECHAT_APIV3_KEY);
-    if !apiv3_path.exists() {
-        write_private(&apiv3_path, &random_base62(32))?;
-    }
     let unreadable = |path: &Path, reason: String| KeyError::Unreadable {
         path: path.display().to_string(),
         reason,
     };
-    let apiv3_text =
-        std::fs::read_to_string(&apiv3_path).map_err(|e| unreadable(&apiv3_path, e.to_string()))?;
-    let apiv3 =
-        ApiV3Key::new(apiv3_text.trim().as_bytes()).map_err(|e| unreadable(&apiv3_path, e.to_string()))?;
+    let token_path = dir.join(TOKEN);
+    let token = ensure_secret(&token_path)?;
+    if token.len() < 16 {
+        return Err(unreadable(
+            &token_path,
+            "the sandbox token is shorter than 16 characters; delete the file and kassa makes a new one"
+                .into(),
+        ));
+    }
+    let apiv3_path = dir.join(WECHAT_APIV3_KEY);
+    let apiv3 = ApiV3Key::new(ensure_secret(&apiv3_path)?.as_bytes())
+        .map_err(|e| unreadable(&apiv3_path, e.to_string()))?;
     let cert_path = dir.join(WECHAT_CERTIFICATE);
     let cert_key_path = dir.join(WECHAT_CERTIFICATE_PRIVATE);
     if !cert_path.exists() || !cert_key_path.exists() {

@@ -19,6 +19,7 @@ use super::Sandbox;
 use crate::db::sandbox::{self as store, Delivery, SandboxTrade, SandboxTradeStatus as Status};
 use crate::db::DbError;
 use crate::domain::{Amount, Currency};
+use crate::http::admin::Form;
 use crate::http::error::{Missing, PageError};
 
 #[derive(Template)]
@@ -164,19 +165,10 @@ pub async fn show(
         .body(html))
 }
 
-/// A wallet form's fields, whatever its content type claims: a missing or unreadable
-/// body is a form without its anti-forgery token, refused as such.
-fn form_fields(body: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(body).into_owned().collect()
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-/// The form came from this wallet link's page.
-fn from_wallet(sandbox: &Sandbox, token: &str, fields: &[(String, String)]) -> bool {
-    access::csrf_ok(sandbox, token, field(fields, access::CSRF_FIELD))
+/// The form came from this wallet link's page. Read whatever its content type claims:
+/// a missing or unreadable body is a form without its anti-forgery token, refused as such.
+fn from_wallet(sandbox: &Sandbox, token: &str, form: &Form) -> bool {
+    access::csrf_ok(sandbox, token, form.get(access::CSRF_FIELD))
 }
 
 fn back_to(token: &str, query: &str) -> HttpResponse {
@@ -192,7 +184,7 @@ pub async fn pay(
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
     let token = path.into_inner();
-    if !from_wallet(&sandbox, &token, &form_fields(&body)) {
+    if !from_wallet(&sandbox, &token, &Form::parse(&body)) {
         return Ok(access::forged());
     }
     let now = sandbox.core.now();
@@ -264,7 +256,7 @@ enum Prepared {
 
 pub async fn cancel(sandbox: web::Data<Sandbox>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
     let token = path.into_inner();
-    if !from_wallet(&sandbox, &token, &form_fields(&body)) {
+    if !from_wallet(&sandbox, &token, &Form::parse(&body)) {
         return access::forged();
     }
     back_to(&token, "?cancelled=1")
@@ -284,11 +276,11 @@ pub async fn set_faults(
     body: web::Bytes,
 ) -> Result<HttpResponse, PageError> {
     let token = path.into_inner();
-    let form = form_fields(&body);
+    let form = Form::parse(&body);
     if !from_wallet(&sandbox, &token, &form) {
         return Ok(access::forged());
     }
-    if !access::may_drive(&req, &sandbox, field(&form, access::TOKEN_FIELD)) {
+    if !access::may_drive(&req, &sandbox, form.get(access::TOKEN_FIELD)) {
         return Ok(access::with_page_headers(&mut HttpResponse::Forbidden())
             .content_type("text/plain; charset=utf-8")
             .body(format!(
@@ -297,12 +289,12 @@ pub async fn set_faults(
             )));
     }
     let trade = trade_by_token(&sandbox, &req, token.clone()).await?;
-    let on = |name: &str| field(&form, name).is_some();
+    let on = |name: &str| form.get(name).is_some();
     let parsed = (|| -> Result<Faults, String> {
         let f = Faults {
-            delay_seconds: number(field(&form, "delay_seconds"))?,
-            duplicates: number(field(&form, "duplicates"))?,
-            drop_first: number(field(&form, "drop_first"))?,
+            delay_seconds: number(form.get("delay_seconds"))?,
+            duplicates: number(form.get("duplicates"))?,
+            drop_first: number(form.get("drop_first"))?,
             tamper_amount: on("tamper_amount"),
             bad_signature: on("bad_signature"),
             out_of_order: on("out_of_order"),

@@ -799,15 +799,15 @@ fn store(
     )
 }
 
-/// A notification that failed verification (what it keeps is `process`'s concern).
+/// A notification that failed verification (what it keeps of the body is `process`'s
+/// concern; `record` has already cut the detail, which may quote the sender).
 fn store_unverified(tx: &Tx<'_>, raw: &NewNotification<'_>, decision: &Decision) -> DbResult<i64> {
-    let detail = decision.detail.as_deref().map(bounded_detail);
     notifications::insert(
         tx,
         raw,
         &Decided {
             reason: decision.reason,
-            detail: detail.as_deref(),
+            detail: decision.detail.as_deref(),
             order_id: None,
             dedupe_key: None,
             unverified: true,

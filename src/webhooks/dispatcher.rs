@@ -129,17 +129,19 @@ pub async fn post_signed(
         .send()
         .await;
     match sent {
-        Err(e) if refusal_in(&e).is_some() => {
-            out.error = refusal_in(&e).map(|r| format!("refused: {r}"));
-            out.refused = true;
-        }
-        Err(e) => {
-            out.error = Some(if e.is_timeout() {
-                "timeout".to_owned()
-            } else {
-                format!("connection error: {}", without_url(e))
-            })
-        }
+        Err(e) => match refusal_in(&e) {
+            Some(refusal) => {
+                out.error = Some(format!("refused: {refusal}"));
+                out.refused = true;
+            }
+            None => {
+                out.error = Some(if e.is_timeout() {
+                    "timeout".to_owned()
+                } else {
+                    format!("connection error: {}", without_url(e))
+                })
+            }
+        },
         Ok(mut r) => {
             out.status = Some(r.status().as_u16());
             out.retry_after = r

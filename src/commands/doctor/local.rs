@@ -194,11 +194,7 @@ pub fn database(settings: &Settings, now: DateTime<Utc>) -> (Vec<Check>, Vec<Str
         );
     }
     let mut checks = Vec::new();
-    let wal_path = {
-        let mut p = path.clone().into_os_string();
-        p.push("-wal");
-        std::path::PathBuf::from(p)
-    };
+    let wal_path = crate::db::backup::with_tail(&path, "-wal");
     let wal = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
     let version = db.schema_version().unwrap_or(0);
     let latest = migrations::latest_version();
