@@ -7,6 +7,7 @@ use chrono::Duration;
 use serde_json::Value;
 
 use crate::helpers::{error_code, order_body, raw_connection, unique, TestApp};
+use crate::stored;
 
 const ATTACKER: &str = "203.0.113.66";
 const SHOP: &str = "198.51.100.7";
@@ -73,6 +74,7 @@ async fn assert_limited(response: reqwest::Response) -> u64 {
 async fn after_twenty_wrong_keys_an_address_is_refused_even_with_the_right_key_and_nothing_is_stored() {
     let app = spawn(&[]).await;
     wrong_keys(&app, ATTACKER, 20).await;
+    let before = stored::rows(&app).await;
 
     let retry_after = assert_limited(create_from(&app, ATTACKER, &app.api_key).await).await;
     assert_eq!(
@@ -81,6 +83,8 @@ async fn after_twenty_wrong_keys_an_address_is_refused_even_with_the_right_key_a
     );
     assert_limited(create_from(&app, ATTACKER, "kassa_wrong_again").await).await;
     assert_eq!(orders_count(&app), 0, "no order was created");
+    assert_eq!(stored::rows(&app).await, before, "nothing stored");
+    assert_eq!(app.provider.calls(), [0; 5], "the provider was not asked");
 }
 
 #[tokio::test]
@@ -105,14 +109,22 @@ async fn once_the_window_has_passed_on_the_clock_the_locked_out_address_is_serve
     wrong_keys(&app, ATTACKER, 20).await;
 
     app.clock.advance(Duration::seconds(45));
+    let before = stored::rows(&app).await;
     let retry_after = assert_limited(create_from(&app, ATTACKER, &app.api_key).await).await;
     assert_eq!(retry_after, 15);
     assert_eq!(orders_count(&app), 0);
+    assert_eq!(stored::rows(&app).await, before, "nothing stored");
+    assert_eq!(app.provider.calls(), [0; 5], "the provider was not asked");
 
     app.clock.advance(Duration::seconds(15));
     let created = create_from(&app, ATTACKER, &app.api_key).await;
     assert_eq!(created.status(), 201);
     assert_eq!(orders_count(&app), 1);
+    assert_eq!(
+        app.provider.calls(),
+        [1, 0, 0, 0, 0],
+        "served, the call reaches the provider"
+    );
     // A new window: the next wrong key is one of twenty again, not the twenty-first.
     wrong_keys(&app, ATTACKER, 1).await;
 }
@@ -128,14 +140,22 @@ async fn with_an_api_rate_limit_the_call_past_it_in_a_window_is_refused_and_not_
         );
     }
     app.clock.advance(Duration::seconds(20));
+    let before = stored::rows(&app).await;
     let retry_after = assert_limited(create_from(&app, SHOP, &app.api_key).await).await;
     assert_eq!(retry_after, 40);
     assert_eq!(orders_count(&app), 0, "the refused call created nothing");
+    assert_eq!(stored::rows(&app).await, before, "nothing stored");
+    assert_eq!(app.provider.calls(), [0; 5], "the provider was not asked");
 
     // The limit is per key: another key of the same shop, from the same address, is served.
     let other = TestApp::create_api_key(&app.core, "second").await;
     assert_eq!(create_from(&app, SHOP, &other).await.status(), 201);
     assert_eq!(orders_count(&app), 1);
+    assert_eq!(
+        app.provider.calls(),
+        [1, 0, 0, 0, 0],
+        "the served call reached the provider"
+    );
 
     app.clock.advance(Duration::seconds(40));
     assert_eq!(create_from(&app, SHOP, &app.api_key).await.status(), 201);

@@ -661,7 +661,8 @@ async fn the_running_binary_takes_a_sandbox_payment_all_the_way_to_a_signed_webh
 }
 
 #[tokio::test]
-async fn listening_on_all_interfaces_without_a_public_url_links_to_loopback_not_0_0_0_0() {
+async fn listening_on_all_interfaces_without_a_public_url_links_to_loopback_not_0_0_0_0_and_prints_the_sandbox_token_it_wrote(
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = kassa(dir.path())
         .args(["--bind", "0.0.0.0:0"])
@@ -673,6 +674,8 @@ async fn listening_on_all_interfaces_without_a_public_url_links_to_loopback_not_
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let public = lines.next().unwrap().unwrap();
+    // Then the database, the providers and the sandbox line, in that order.
+    let rest: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
     std::thread::spawn(move || lines.for_each(drop));
     let server = Server {
         child,
@@ -681,6 +684,20 @@ async fn listening_on_all_interfaces_without_a_public_url_links_to_loopback_not_
     let port = server.address.rsplit(':').next().unwrap().to_owned();
 
     assert_eq!(public, format!("public URL: http://127.0.0.1:{port}"));
+    // On its first start the operator is told the token the fault switches need, and where it is kept.
+    let sandbox = rest
+        .iter()
+        .find(|l| l.starts_with("sandbox: on"))
+        .unwrap_or_else(|| panic!("no sandbox line: {rest:?}"));
+    let written = std::fs::read_to_string(dir.path().join("data/sandbox/token")).unwrap();
+    assert!(written.len() >= 16, "{written:?}");
+    let printed = sandbox
+        .split("X-Sandbox-Token: ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap_or_else(|| panic!("no token in {sandbox}"));
+    assert_eq!(printed, written, "{sandbox}");
+    assert!(sandbox.contains("data/sandbox/token"), "{sandbox}");
 }
 
 /// The outbox row of `order_id`'s only event, read from the database file.

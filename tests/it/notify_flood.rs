@@ -403,11 +403,17 @@ async fn retention_deletes_rejected_notifications_older_than_keep_rejected_in_ba
     assert_eq!((again.deleted, again.batches), (0, 1));
 }
 
-/// The real binary, with its default `keep_rejected` (`30d`), started on a database that
-/// holds old notifications: the supervisor runs the retention job at once, which deletes
-/// the old unverified ones only and logs how many.
-#[tokio::test]
-async fn the_binary_runs_retention_at_start_deleting_only_old_unverified_notifications_and_logs_how_many() {
+/// What a start of the real binary left: the retention lines it logged and the rows kept.
+struct RetentionAtStart {
+    lines: Vec<String>,
+    log: String,
+    left: Vec<(String, i64)>,
+}
+
+/// Starts the real binary, with `env` added to a clean environment, on a new database
+/// holding notifications of `(age, unverified, reason)` (ages from the wall clock, which
+/// the binary runs on), waits for the retention job's first log line and stops it.
+async fn retention_at_start(rows: &[(Duration, i64, &str)], env: &[(&str, &str)]) -> RetentionAtStart {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -417,16 +423,11 @@ async fn the_binary_runs_retention_at_start_deleting_only_old_unverified_notific
     let now = chrono::Utc::now();
     let millis = |age: Duration| (now - age).timestamp_millis();
     let db = raw_connection(&database);
-    for (age, unverified, reason) in [
-        (Duration::days(40), 1, "bad_signature"),
-        (Duration::days(31), 1, "malformed_body"),
-        (Duration::days(29), 1, "bad_signature"),
-        (Duration::days(40), 0, "unknown_order"),
-    ] {
+    for (age, unverified, reason) in rows {
         db.execute(
             "INSERT INTO notifications (provider, received_at, headers, body, verdict, reason_code, unverified) \
              VALUES ('alipay', ?1, '{}', x'61', 'rejected', ?2, ?3)",
-            rusqlite::params![millis(age), reason, unverified],
+            rusqlite::params![millis(*age), reason, unverified],
         )
         .unwrap();
     }
@@ -435,6 +436,7 @@ async fn the_binary_runs_retention_at_start_deleting_only_old_unverified_notific
         .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
         .args(["--bind", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -455,23 +457,68 @@ async fn the_binary_runs_retention_at_start_deleting_only_old_unverified_notific
     }
     let _ = child.kill();
     let _ = child.wait();
-    let lines: Vec<&str> = logged
+    let lines = logged
         .lines()
         .filter(|l| l.contains("deleted notifications that failed verification"))
+        .map(str::to_owned)
         .collect();
-    assert_eq!(lines.len(), 1, "one line a pass: {logged}");
-    assert!(lines[0].contains("deleted=2"), "{}", lines[0]);
-    let left: Vec<(String, i64)> = db
+    let left = db
         .prepare("SELECT reason_code, unverified FROM notifications ORDER BY id")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
+    RetentionAtStart {
+        lines,
+        log: logged,
+        left,
+    }
+}
+
+/// The real binary, with its default `keep_rejected` (`30d`), started on a database that
+/// holds old notifications: the supervisor runs the retention job at once, which deletes
+/// the old unverified ones only and logs how many.
+#[tokio::test]
+async fn the_binary_runs_retention_at_start_deleting_only_old_unverified_notifications_and_logs_how_many() {
+    let RetentionAtStart { lines, log, left } = retention_at_start(
+        &[
+            (Duration::days(40), 1, "bad_signature"),
+            (Duration::days(31), 1, "malformed_body"),
+            (Duration::days(29), 1, "bad_signature"),
+            (Duration::days(40), 0, "unknown_order"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(lines.len(), 1, "one line a pass: {log}");
+    assert!(lines[0].contains("deleted=2"), "{}", lines[0]);
     assert_eq!(
         left,
         vec![("bad_signature".to_owned(), 1), ("unknown_order".to_owned(), 0)],
         "the recent unverified one and the old verified one"
+    );
+}
+
+/// `notifications.keep_rejected` set through its environment variable reaches the job the
+/// binary runs: with `7d`, an unverified notification 8 days old (kept under the `30d`
+/// default) is deleted and one 6 days old is kept.
+#[tokio::test]
+async fn the_binary_with_keep_rejected_set_to_7d_deletes_unverified_notifications_older_than_7_days_only() {
+    let RetentionAtStart { lines, log, left } = retention_at_start(
+        &[
+            (Duration::days(8), 1, "bad_signature"),
+            (Duration::days(6), 1, "malformed_body"),
+        ],
+        &[("KASSA_NOTIFICATIONS_KEEP_REJECTED", "7d")],
+    )
+    .await;
+    assert_eq!(lines.len(), 1, "one line a pass: {log}");
+    assert!(lines[0].contains("deleted=1"), "{}", lines[0]);
+    assert_eq!(
+        left,
+        vec![("malformed_body".to_owned(), 1)],
+        "the 6-day-old one is kept, the 8-day-old one deleted"
     );
 }
 
@@ -697,15 +744,24 @@ async fn a_signed_wechat_notice_in_an_unknown_currency_passes_an_address_past_it
     );
 }
 
-/// `(reason code, characters of the stored detail, its start)` of every notification.
-fn stored_details(app: &TestApp) -> Vec<(String, i64, String)> {
-    raw_connection(&app.data_dir.join("kassa.db"))
+/// Asserts `(reason code, whether the stored detail is at most 256 characters, its
+/// start)` of every notification, oldest first.
+fn assert_stored_details(app: &TestApp, expected: &[(&str, bool, &str)]) {
+    let details: Vec<(String, i64, String)> = raw_connection(&app.data_dir.join("kassa.db"))
         .prepare("SELECT reason_code, length(reason), substr(reason, 1, 24) FROM notifications ORDER BY id")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .collect::<Result<_, _>>()
-        .unwrap()
+        .unwrap();
+    assert_eq!(
+        details
+            .iter()
+            .map(|(code, length, start)| (code.as_str(), *length <= 256, start.as_str()))
+            .collect::<Vec<_>>(),
+        expected,
+        "{details:?}"
+    );
 }
 
 #[tokio::test]
@@ -719,17 +775,12 @@ async fn a_rejection_that_quotes_a_huge_parameter_name_or_header_value_stores_at
     ] {
         assert_eq!(alipay.post_alipay_notify(body).await.1, "failure");
     }
-    let details = stored_details(&alipay);
-    assert_eq!(
-        details
-            .iter()
-            .map(|(code, length, start)| (code.as_str(), *length <= 256, start.as_str()))
-            .collect::<Vec<_>>(),
-        vec![
+    assert_stored_details(
+        &alipay,
+        &[
             ("malformed_body", true, "parameter kkkkkkkkkkkkkk"),
             ("unsupported_sign_type", true, "sign_type \"RRRRRRRRRRRRR"),
         ],
-        "{details:?}"
     );
 
     let wechat = spawn_wechat(&[("KASSA_NOTIFICATIONS_REJECTED_RATE_LIMIT", "")]).await;
@@ -754,18 +805,13 @@ async fn a_rejection_that_quotes_a_huge_parameter_name_or_header_value_stores_at
             "{header}: the reply quotes the bounded detail"
         );
     }
-    let details = stored_details(&wechat);
-    assert_eq!(
-        details
-            .iter()
-            .map(|(code, length, start)| (code.as_str(), *length <= 256, start.as_str()))
-            .collect::<Vec<_>>(),
-        vec![
+    assert_stored_details(
+        &wechat,
+        &[
             ("unsupported_sign_type", true, "Wechatpay-Signature-Type"),
             ("malformed_field", true, "Wechatpay-Timestamp \"ZZZ"),
             ("unknown_serial", true, "no platform public key o"),
         ],
-        "{details:?}"
     );
     assert_eq!(wechat.order(&id).await["status"], "pending");
 }

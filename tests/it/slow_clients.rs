@@ -121,7 +121,6 @@ async fn slow_bodies_are_cut_off_with_408_connections_over_the_cap_are_closed_an
     let orders_before = count(&app, "orders");
     assert_eq!(app.notifications().await.len(), 0);
 
-    let started = Instant::now();
     let slow: Vec<_> = (0..200)
         .map(|n| {
             let (path, headers) = if n % 3 == 0 {
@@ -217,7 +216,6 @@ async fn slow_bodies_are_cut_off_with_408_connections_over_the_cap_are_closed_an
             "the other address was served before the slow clients were cut off"
         );
     }
-    assert!(started < others_done);
     assert!(
         ["/notify/alipay", "/notify/wechat", "/api/v1/orders"]
             .iter()
