@@ -23,6 +23,9 @@ pub struct Core {
     pub hooks: PostCommit,
     /// What `/metrics` shows; this app's own, never a process-wide registry.
     pub metrics: Arc<Metrics>,
+    /// This process, as named in what it holds in the database (job leases, webhook and
+    /// sandbox delivery claims).
+    pub instance: InstanceId,
 }
 
 impl Core {
@@ -33,6 +36,28 @@ impl Core {
 
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+}
+
+/// Names one running process in the shared database: random per start (`inst_` and 16
+/// base62 characters), so a restarted process never takes a dead one's leases or claims
+/// for its own, and two processes on one database never share a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceId(Arc<str>);
+
+impl InstanceId {
+    pub fn generate() -> InstanceId {
+        InstanceId(format!("inst_{}", crate::domain::ids::random_base62(16)).into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

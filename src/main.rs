@@ -63,36 +63,42 @@ fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
 
-    let db_path = settings.database_path();
+    // The commands below work on the SQLite file; config load has already refused any
+    // other target, so this only fails once a build has another backend.
+    let sqlite = || settings.database.target.sqlite_file().map_err(CommandError::from);
     let stdout = std::io::stdout();
     let result: Result<(), CommandError> = match cli.command {
         None | Some(Command::Serve(_)) => serve(settings),
-        Some(Command::Migrate) => kassa::db::migrate(&db_path)
-            .map(|applied| {
-                if applied.is_empty() {
-                    println!("database {} is up to date", db_path.display());
-                } else {
-                    println!(
-                        "applied migrations to {}: {}",
-                        db_path.display(),
-                        applied.join(", ")
-                    );
-                }
-            })
-            .map_err(Into::into),
+        Some(Command::Migrate) => sqlite().and_then(|db_path| {
+            kassa::db::migrate(db_path)
+                .map(|applied| {
+                    if applied.is_empty() {
+                        println!("database {} is up to date", db_path.display());
+                    } else {
+                        println!(
+                            "applied migrations to {}: {}",
+                            db_path.display(),
+                            applied.join(", ")
+                        );
+                    }
+                })
+                .map_err(Into::into)
+        }),
         Some(Command::Apikey(ApikeyCommand::Create { name })) => {
-            commands::apikey::create(&db_path, &name, &mut stdout.lock())
+            sqlite().and_then(|db| commands::apikey::create(db, &name, &mut stdout.lock()))
         }
-        Some(Command::Apikey(ApikeyCommand::List)) => commands::apikey::list(&db_path, &mut stdout.lock()),
+        Some(Command::Apikey(ApikeyCommand::List)) => {
+            sqlite().and_then(|db| commands::apikey::list(db, &mut stdout.lock()))
+        }
         Some(Command::Apikey(ApikeyCommand::Revoke { name })) => {
-            commands::apikey::revoke(&db_path, &name, &mut stdout.lock())
+            sqlite().and_then(|db| commands::apikey::revoke(db, &name, &mut stdout.lock()))
         }
         Some(Command::Backup(args)) => {
-            commands::backup::run(&db_path, &args.file, args.force, &mut stdout.lock())
+            sqlite().and_then(|db| commands::backup::run(db, &args.file, args.force, &mut stdout.lock()))
         }
         Some(Command::Restore(args)) => commands::restore::run(
             &settings.server.data_dir,
-            &db_path,
+            &settings.database.target,
             &args.file,
             chrono::Utc::now(),
             &mut stdout.lock(),
@@ -103,13 +109,13 @@ fn main() -> ExitCode {
         Some(Command::Doctor(args)) => return doctor(Ok(settings), &args),
         Some(Command::Healthcheck) => commands::healthcheck::run(settings.server.bind, &mut stdout.lock()),
         Some(Command::Admin(AdminCommand::Passwd { user })) => {
-            commands::admin::passwd(&db_path, &user, &mut stdout.lock())
+            sqlite().and_then(|db| commands::admin::passwd(db, &user, &mut stdout.lock()))
         }
         Some(Command::Admin(AdminCommand::Add { user, role })) => {
-            commands::admin::add(&db_path, &user, role, &mut stdout.lock())
+            sqlite().and_then(|db| commands::admin::add(db, &user, role, &mut stdout.lock()))
         }
         Some(Command::Admin(AdminCommand::Remove { user })) => {
-            commands::admin::remove(&db_path, &user, &mut stdout.lock())
+            sqlite().and_then(|db| commands::admin::remove(db, &user, &mut stdout.lock()))
         }
     };
     match result {
@@ -150,7 +156,8 @@ fn export_orders(settings: &Settings, args: &kassa::cli::ExportOrdersArgs) -> Re
         .map(|t| parse_bound(t, tz, true, "--to"))
         .transpose()?;
     let out = std::io::BufWriter::new(std::io::stdout().lock());
-    match commands::export::orders(&settings.database_path(), tz, from, to, out) {
+    let db_path = settings.database.target.sqlite_file()?;
+    match commands::export::orders(db_path, tz, from, to, out) {
         // `kassa export orders | head` closing the pipe early is not an error.
         Err(e) if e.message.contains("Broken pipe") => Ok(()),
         other => other.map(|_| ()),
@@ -185,7 +192,7 @@ fn serve(settings: Settings) -> Result<(), CommandError> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "kassa listening on http://{}", app.address());
         let _ = writeln!(out, "public URL: {}", core.public_url());
-        let _ = writeln!(out, "database: {}", core.db.path().display());
+        let _ = writeln!(out, "database: {}", core.db.target());
         let enabled: Vec<&str> = core.providers.enabled().iter().map(|p| p.as_str()).collect();
         if enabled.is_empty() {
             let _ = writeln!(

@@ -11,8 +11,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
 use crate::config::{SandboxMode, Settings, Source};
-use crate::core::{Core, PostCommit};
-use crate::db::lock::DataDirLock;
+use crate::core::{Core, InstanceId, PostCommit};
+use crate::db::lock::ServerLock;
 use crate::db::{outbox, Database, DbError, DbThreads};
 use crate::domain::{Clock, SystemClock};
 use crate::http::state::AppState;
@@ -269,8 +269,8 @@ pub struct Application {
     jobs: Option<Supervisor>,
     first_admin: Option<FirstAdmin>,
     /// Held until the database is closed: `kassa restore` and a second server on the
-    /// same data directory see that this one runs.
-    lock: DataDirLock,
+    /// same data directory or the same database file see that this one runs.
+    lock: ServerLock,
     /// Tells the event streams that a graceful stop began.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -300,11 +300,11 @@ impl Application {
             reason: e.to_string(),
         })?;
         check_sandbox_exposure(&settings, bound)?;
-        let lock = DataDirLock::acquire(&settings.server.data_dir)?;
-        keep_private(&settings.server.data_dir, &settings.database_path());
+        let lock = ServerLock::acquire(&settings.server.data_dir, &settings.database.target)?;
+        keep_private(&settings.server.data_dir, &settings.database.target);
         let metrics = Arc::new(crate::metrics::Metrics::default());
         crate::service::metrics::declare(&metrics);
-        let db = Database::open_counted(&settings.database_path(), metrics.writer())?;
+        let db = Database::open_counted(&settings.database.target, metrics.writer())?;
         let bind = settings.server.bind;
         let address = bound;
         // How kassa reaches itself (the sandbox gateway), whatever the public URL is.
@@ -367,7 +367,9 @@ impl Application {
             settings: Arc::new(settings),
             hooks: PostCommit::new(metrics.clone()),
             metrics,
+            instance: InstanceId::generate(),
         };
+        tracing::info!(instance = %core.instance, "instance id (names this process's job leases and delivery claims)");
         let sandbox = match sandbox_keys {
             Some(keys) => Some(Arc::new(
                 Sandbox::new(core.clone(), keys).map_err(StartupError::Provider)?,
@@ -487,10 +489,10 @@ impl Application {
 
     /// Serves until the server stops (SIGTERM or Ctrl-C, or `handle().stop`), or until
     /// the database writer dies, which is an error. Then shuts down in order: requests
-    /// in flight finish (within `server.shutdown_timeout`), the jobs stop, webhook claims
-    /// are given back, the writer commits what is queued, empties the log
-    /// (`wal_checkpoint(TRUNCATE)`) and closes, and only then is the data directory's
-    /// lock released.
+    /// in flight finish (within `server.shutdown_timeout`), the jobs stop, this
+    /// instance's delivery claims and job leases are given back, the writer commits what
+    /// is queued, empties the log (`wal_checkpoint(TRUNCATE)`) and closes, and only then
+    /// are the locks released (the data directory's and the database file's).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             server,
@@ -537,9 +539,9 @@ impl Application {
             release_claims(&state).await;
         }
         let database = state.core.db.threads();
-        let db_path = state.core.db.path().to_owned();
+        let db_path = state.core.db.sqlite_path().map(std::path::Path::to_owned);
         drop((state, sandbox));
-        wait_until_closed(&database, &db_path).await;
+        wait_until_closed(&database, db_path.as_deref()).await;
         drop(lock);
         if writer_died {
             return Err(std::io::Error::other("the database writer stopped"));
@@ -548,14 +550,23 @@ impl Application {
     }
 }
 
-/// Webhook deliveries the stopped dispatchers had claimed go back to pending, so the
-/// next start sends them at once instead of after their lease.
+/// What this process held goes back once its jobs have stopped: webhook deliveries and
+/// sandbox notices its loops had claimed return to pending, so the next start (or
+/// another instance) sends them at once instead of after their lease, and its job
+/// leases are freed for another instance to take at once. Other instances' claims and
+/// leases are left alone.
 async fn release_claims(state: &AppState) {
     let now = state.core.now();
+    let me = state.core.instance.clone();
     match state
         .core
         .db
-        .write(move |tx| outbox::release_claims(tx, now))
+        .write(move |tx| {
+            let webhooks = outbox::release_claims(tx, me.as_str(), now)?;
+            crate::db::sandbox::release_claims(tx, me.as_str())?;
+            crate::db::leases::release_all(tx, me.as_str())?;
+            Ok(webhooks)
+        })
         .await
     {
         Ok(0) => {}
@@ -565,7 +576,7 @@ async fn release_claims(state: &AppState) {
         ),
         Err(e) => tracing::warn!(
             error = %e,
-            "cannot give back webhook deliveries under way; after a restart they wait for their lease"
+            "cannot give back webhook deliveries under way and job leases; after a restart they wait for their lease"
         ),
     }
 }
@@ -576,7 +587,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(60);
 
 /// Waits until the writer has committed what was queued, emptied the log and closed.
 /// Polls: the threads end on their own once the last handle is gone.
-async fn wait_until_closed(database: &DbThreads, db_path: &std::path::Path) {
+async fn wait_until_closed(database: &DbThreads, db_path: Option<&std::path::Path>) {
     let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
     while database.running() {
         if tokio::time::Instant::now() >= deadline {
@@ -588,8 +599,8 @@ async fn wait_until_closed(database: &DbThreads, db_path: &std::path::Path) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let wal = crate::db::backup::with_tail(db_path, "-wal");
-    let left = std::fs::metadata(wal).map_or(0, |m| m.len());
+    let wal = db_path.map(|db| crate::db::backup::with_tail(db, "-wal"));
+    let left = wal.map_or(0, |wal| std::fs::metadata(wal).map_or(0, |m| m.len()));
     tracing::info!(wal_bytes = left, "database closed");
 }
 
@@ -694,8 +705,9 @@ fn supervisor(core: &Core, sandbox: Option<&Arc<Sandbox>>, extra: Vec<Job>) -> S
 /// webhook secret, API key hashes and private keys. What kassa's own user owns it
 /// narrows (directories 0700, files 0600) and says so in one line; what another user
 /// owns (a directory root made for kassa, a mount) it cannot or should not change, so
-/// that is reported and left.
-fn keep_private(data_dir: &std::path::Path, database: &std::path::Path) {
+/// that is reported and left. A database outside the data directory has its files
+/// narrowed, not its directory: that is wherever the operator chose, perhaps shared.
+fn keep_private(data_dir: &std::path::Path, database: &crate::db::DbTarget) {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     // Owned by the process's effective user; without /proc, chmod itself refuses a
     // user other than the owner.
@@ -728,13 +740,12 @@ fn keep_private(data_dir: &std::path::Path, database: &std::path::Path) {
         }
     };
     use crate::db::backup::with_tail;
-    let mut paths = vec![
-        data_dir.to_owned(),
-        database.to_owned(),
-        with_tail(database, "-wal"),
-        with_tail(database, "-shm"),
-        data_dir.join(crate::db::lock::FILE_NAME),
-    ];
+    let mut paths = vec![data_dir.to_owned(), data_dir.join(crate::db::lock::FILE_NAME)];
+    if let Some(database) = database.sqlite_path() {
+        paths.extend(["", "-wal", "-shm"].map(|tail| with_tail(database, tail)));
+        // Where the lock really is (beside the file a link or `..` leads to), as taken.
+        paths.extend(crate::db::lock::database_lock_file(database).ok());
+    }
     // Directories only kassa writes into: every file in them is its own. Not when the
     // directory is a link: it leads somewhere the operator chose (a shared backup disk),
     // whose other files are not kassa's to narrow.

@@ -7,24 +7,25 @@ use chrono::{DateTime, Utc};
 
 use super::CommandError;
 use crate::db::backup;
-use crate::db::lock::DataDirLock;
-use crate::db::migrations;
+use crate::db::lock::ServerLock;
+use crate::db::{migrations, DbTarget};
 
 /// Checks `from` (an SQLite file passing `integrity_check`, with kassa's schema at a
 /// version this binary knows), then swaps it in for `db_path`, keeping the database it
-/// replaces. Refused while a server holds `data_dir`'s lock: the lock is taken for the
-/// whole swap, so no server can start halfway either.
+/// replaces. Refused while a server holds `data_dir`'s lock or the database file's: the
+/// locks are taken for the whole swap, so no server can start halfway either.
 pub fn run(
     data_dir: &Path,
-    db_path: &Path,
+    database: &DbTarget,
     from: &Path,
     now: DateTime<Utc>,
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
     let refused = |e: &dyn std::fmt::Display| CommandError::new(format!("cannot restore: {e}"));
+    let db_path = database.sqlite_file().map_err(|e| refused(&e))?;
     // Checked before taking the lock too, so a bad file is named even while a server runs.
     backup::check_restorable(from).map_err(|e| refused(&e))?;
-    let _lock = DataDirLock::acquire(data_dir).map_err(|e| refused(&e))?;
+    let _lock = ServerLock::acquire(data_dir, database).map_err(|e| refused(&e))?;
     let restored = backup::restore(from, db_path, now).map_err(|e| refused(&e))?;
     let mut say = |line: String| writeln!(out, "{line}").map_err(|e| CommandError::new(e.to_string()));
     say(format!(

@@ -18,7 +18,7 @@ fn io(e: std::io::Error) -> CommandError {
 }
 
 pub fn secret(settings: &Settings, out: &mut impl Write) -> Result<(), CommandError> {
-    let db = Database::open(&settings.database_path())?;
+    let db = Database::open_target(&settings.database.target)?;
     let secret = ensure_secret_blocking(&db, settings, Utc::now())?;
     writeln!(out, "{secret}").map_err(io)
 }
@@ -33,7 +33,7 @@ pub fn rotate_secret(settings: &Settings, out: &mut impl Write) -> Result<(), Co
             "the webhook secret comes from {source}; change it there (kassa signs with the configured secret only)"
         )));
     }
-    let db = Database::open(&settings.database_path())?;
+    let db = Database::open_target(&settings.database.target)?;
     let now = Utc::now();
     let new = signer::generate_secret();
     let stored = new.clone();
@@ -53,7 +53,7 @@ pub fn resend(
     since: Option<chrono::DateTime<Utc>>,
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
-    let db = Database::open(&settings.database_path())?;
+    let db = Database::open_target(&settings.database.target)?;
     let now = Utc::now();
     match (id, since) {
         (Some(id), _) => {
@@ -74,7 +74,7 @@ pub fn resend(
 }
 
 pub fn status(settings: &Settings, out: &mut impl Write) -> Result<(), CommandError> {
-    let db = Database::open(&settings.database_path())?;
+    let db = Database::open_target(&settings.database.target)?;
     let (counts, endpoints) =
         db.read_blocking(|c| Ok((outbox::count_by_status(c)?, webhook_endpoints::list(c)?)))?;
     writeln!(out, "deliveries:").map_err(io)?;
@@ -108,7 +108,7 @@ pub fn test(settings: &Settings, url: Option<&str>, out: &mut impl Write) -> Res
         .or_else(|| settings.webhooks.url.clone())
         .ok_or_else(|| CommandError::new("no endpoint: pass --url or set [webhooks] url"))?;
     check_http_url(&url).map_err(|e| CommandError::new(format!("--url {e}")))?;
-    let db = Database::open(&settings.database_path())?;
+    let db = Database::open_target(&settings.database.target)?;
     let now = Utc::now();
     ensure_secret_blocking(&db, settings, now)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

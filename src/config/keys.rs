@@ -28,7 +28,7 @@ pub const SERVER_DATA_DIR: Key<PathBuf> = Key::new(
     "server.data_dir",
     "data",
     directory,
-    "database (`kassa.db`), generated keys, backups",
+    "database (`kassa.db`, unless `database.url` names another file), generated keys, backups",
 );
 pub const SERVER_METRICS_TOKEN: Key<Secret> = Key::secret(
     "server.metrics_token",
@@ -70,6 +70,13 @@ pub const SERVER_MAX_CONNECTIONS_PER_ADDRESS: Key<usize> = Key::new(
     "256",
     connection_cap,
     "open connections one client address (an IPv6 /64) may hold; more are closed at once, unanswered. `0`: no cap. Peers in `trusted_proxies` are not capped",
+);
+pub const DATABASE_URL: Key<Option<crate::db::DbTarget>> = Key::redacted(
+    "database.url",
+    "",
+    database_url,
+    redact_database_url,
+    "the database: a SQLite file's path (`/var/lib/kassa/shop.db`; also `sqlite:<path>`), relative to the working directory; empty: `<data_dir>/kassa.db`. A `postgres://` URL is refused: this kassa has no PostgreSQL backend yet",
 );
 pub const MERCHANT_NAME: Key<String> =
     Key::new("merchant.name", "My Shop", merchant_name, "shown to customers");
@@ -268,6 +275,7 @@ pub const ALL: &[&dyn AnyKey] = &[
     &SERVER_HEADER_TIMEOUT,
     &SERVER_BODY_TIMEOUT,
     &SERVER_MAX_CONNECTIONS_PER_ADDRESS,
+    &DATABASE_URL,
     &MERCHANT_NAME,
     &MERCHANT_CURRENCY,
     &MERCHANT_TIMEZONE,

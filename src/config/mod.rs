@@ -70,6 +70,9 @@ pub struct Key<T> {
     pub doc: &'static str,
     /// Reads the (trimmed) text, or says what is wrong with it.
     pub parse: fn(&str) -> Result<T, String>,
+    /// How `kassa config` and error messages show a value that is not a secret as a
+    /// whole but may hold one (a database URL's password); `None`: as written.
+    pub redact: Option<fn(&str) -> String>,
 }
 
 impl<T> Key<T> {
@@ -85,16 +88,27 @@ impl<T> Key<T> {
             secret: false,
             doc,
             parse,
+            redact: None,
+        }
+    }
+
+    const fn redacted(
+        name: &'static str,
+        default: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+        redact: fn(&str) -> String,
+        doc: &'static str,
+    ) -> Key<T> {
+        Key {
+            redact: Some(redact),
+            ..Key::new(name, default, parse, doc)
         }
     }
 
     const fn secret(name: &'static str, parse: fn(&str) -> Result<T, String>, doc: &'static str) -> Key<T> {
         Key {
-            name,
-            default: "",
             secret: true,
-            doc,
-            parse,
+            ..Key::new(name, "", parse, doc)
         }
     }
 }
@@ -106,6 +120,8 @@ pub trait AnyKey: Sync {
     fn secret(&self) -> bool;
     fn doc(&self) -> &'static str;
     fn check(&self, text: &str) -> Result<(), String>;
+    /// The value as `kassa config` and error messages may show it.
+    fn shown(&self, text: &str) -> String;
 }
 
 impl<T> AnyKey for Key<T> {
@@ -123,6 +139,14 @@ impl<T> AnyKey for Key<T> {
     }
     fn check(&self, text: &str) -> Result<(), String> {
         (self.parse)(text).map(|_| ())
+    }
+    fn shown(&self, text: &str) -> String {
+        match self.redact {
+            _ if self.secret && !text.is_empty() => "***".to_owned(),
+            // Redacted as it is read (trimmed): a password after a stray space is one too.
+            Some(redact) => redact(text.trim()),
+            None => text.to_owned(),
+        }
     }
 }
 
@@ -263,6 +287,13 @@ pub struct WebhookSettings {
     pub allow_private: bool,
 }
 
+/// `[database]`.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `url` resolved: empty is `<data_dir>/kassa.db`.
+    pub target: crate::db::DbTarget,
+}
+
 #[derive(Debug, Clone)]
 pub struct BackupSettings {
     pub interval: Option<Duration>,
@@ -293,6 +324,7 @@ pub struct AdminSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub database: DatabaseSettings,
     pub merchant: MerchantSettings,
     pub alipay: AlipaySettings,
     pub wechat: WechatSettings,
@@ -316,12 +348,14 @@ impl Settings {
         Settings::load(&ConfigSources::default().with_no_file())
     }
 
-    pub fn database_path(&self) -> PathBuf {
-        self.server.data_dir.join("kassa.db")
-    }
-
     pub fn source_of(&self, key: &str) -> Option<&Source> {
         self.provenance.get(key)
+    }
+
+    /// Whether `key` has a value other than empty (spaces count as empty), whichever
+    /// layer set it.
+    pub fn is_set(&self, key: &str) -> bool {
+        self.shown.get(key).is_some_and(|v| !v.trim().is_empty())
     }
 
     /// `(key, value, source)` for every key, secrets shown as `***`.
@@ -474,11 +508,11 @@ impl Values {
 
     fn problem(&self, key: &dyn AnyKey, problem: String) -> ConfigProblem {
         let (value, source) = self.entry(key.name());
-        // A secret's value never reaches a message.
+        // A secret's value never reaches a message, nor a password inside a value.
         let problem = if key.secret() {
             problem
         } else {
-            format!("{problem} (value {value:?})")
+            format!("{problem} (value {:?})", key.shown(value))
         };
         ConfigProblem {
             key: key.name().to_owned(),
@@ -562,6 +596,7 @@ impl Values {
     ) -> Result<Settings, ConfigProblem> {
         use keys::*;
         let bind = self.get(&SERVER_BIND)?;
+        let data_dir: PathBuf = self.get(&SERVER_DATA_DIR)?;
         let settings = Settings {
             server: ServerSettings {
                 bind,
@@ -569,7 +604,7 @@ impl Values {
                 public_url: self
                     .get(&SERVER_PUBLIC_URL)?
                     .unwrap_or_else(|| format!("http://{bind}")),
-                data_dir: self.get(&SERVER_DATA_DIR)?,
+                data_dir: data_dir.clone(),
                 metrics_token: self.get(&SERVER_METRICS_TOKEN)?,
                 shutdown_timeout: self.get(&SERVER_SHUTDOWN_TIMEOUT)?,
                 trusted_proxies: self.get(&SERVER_TRUSTED_PROXIES)?,
@@ -577,6 +612,11 @@ impl Values {
                 header_timeout: self.get(&SERVER_HEADER_TIMEOUT)?,
                 body_timeout: self.get(&SERVER_BODY_TIMEOUT)?,
                 max_connections_per_address: self.get(&SERVER_MAX_CONNECTIONS_PER_ADDRESS)?,
+            },
+            database: DatabaseSettings {
+                target: self
+                    .get(&DATABASE_URL)?
+                    .unwrap_or_else(|| crate::db::DbTarget::Sqlite(data_dir.join("kassa.db"))),
             },
             merchant: MerchantSettings {
                 name: self.get(&MERCHANT_NAME)?,
@@ -641,12 +681,7 @@ impl Values {
                 .iter()
                 .map(|k| {
                     let (value, _) = self.entry(k.name());
-                    let shown = if k.secret() && !value.is_empty() {
-                        "***".to_owned()
-                    } else {
-                        value.to_owned()
-                    };
-                    (k.name().to_owned(), shown)
+                    (k.name().to_owned(), k.shown(value))
                 })
                 .collect(),
         };
@@ -844,6 +879,92 @@ mod tests {
         let ok = Settings::load(&env(&[("KASSA_WEBHOOKS_SECRET", "whsec_SECRETVALUE")])).unwrap();
         assert!(!format!("{ok:?}").contains("SECRETVALUE"));
         assert!(ok.describe().iter().all(|(_, v, _)| !v.contains("SECRETVALUE")));
+    }
+
+    #[test]
+    fn an_empty_database_url_is_kassa_db_in_the_data_directory_and_a_path_is_that_file() {
+        use crate::db::DbTarget;
+        let s = Settings::load(&env(&[("KASSA_SERVER_DATA_DIR", "/srv/shop")])).unwrap();
+        assert_eq!(s.database.target, DbTarget::Sqlite("/srv/shop/kassa.db".into()));
+        let s = Settings::load(&env(&[
+            ("KASSA_SERVER_DATA_DIR", "/srv/shop"),
+            ("KASSA_DATABASE_URL", "db/orders.db"),
+        ]))
+        .unwrap();
+        assert_eq!(s.database.target, DbTarget::Sqlite("db/orders.db".into()));
+        assert_eq!(s.server.data_dir, PathBuf::from("/srv/shop"));
+    }
+
+    #[test]
+    fn a_postgres_database_url_is_refused_at_load_naming_its_scheme_and_never_its_password() {
+        let err = Settings::load(&env(&[(
+            "KASSA_DATABASE_URL",
+            "postgresql://kassa:SECRETPW@db/shop?password=SECRETPW",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("SECRETPW"), "{err}");
+        assert!(err.contains("postgresql://kassa:***@db/shop"), "{err}");
+        assert!(err.contains("no PostgreSQL backend yet"), "{err}");
+        assert!(err.contains("KASSA_DATABASE_URL"), "{err}");
+        let unknown = Settings::load(&env(&[("KASSA_DATABASE_URL", "mysql://root:SECRETPW@db/shop")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !unknown.contains("SECRETPW") && unknown.contains("mysql://"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn a_password_after_a_stray_space_is_hidden_too() {
+        for value in [
+            " postgres://kassa:SECRETPW@db/shop",
+            "postgres://kassa:SECRETPW@db/shop\t",
+            " mysql://root:SECRETPW@db/shop ",
+        ] {
+            let err = Settings::load(&env(&[("KASSA_DATABASE_URL", value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("SECRETPW"), "{value:?}: {err}");
+        }
+        let err = Settings::load(&env(&[(
+            "KASSA_DATABASE_URL",
+            " postgres://kassa:SECRETPW@db/shop",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("postgres://kassa:***@db/shop"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_database_url_is_shown_without_anything_that_may_be_a_password() {
+        for value in [
+            "\"postgres://kassa:SECRETPW@db/shop\"",
+            "jdbc:postgresql://db/shop?password=SECRETPW",
+            "host=db user=kassa password=SECRETPW",
+            "postgres:/kassa:SECRETPW@db/shop",
+            "sqlite:shop.db?key=SECRETPW",
+            "user=kassa:SECRETPW",
+        ] {
+            let err = Settings::load(&env(&[("KASSA_DATABASE_URL", value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("SECRETPW"), "{value:?}: {err}");
+            assert!(err.contains("KASSA_DATABASE_URL"), "{err}");
+        }
+    }
+
+    #[test]
+    fn kassa_config_shows_a_sqlite_url_as_the_path_it_names() {
+        let s = Settings::load(&env(&[("KASSA_DATABASE_URL", "sqlite:///var/lib/shop.db")])).unwrap();
+        let (_, shown, source) = s
+            .describe()
+            .into_iter()
+            .find(|(k, ..)| k == "database.url")
+            .unwrap();
+        assert_eq!(shown, "/var/lib/shop.db");
+        assert!(source.contains("KASSA_DATABASE_URL"), "{source}");
     }
 
     #[test]

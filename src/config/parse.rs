@@ -56,11 +56,13 @@ pub fn optional_base_url(v: &str) -> Result<Option<String>, String> {
     base_url(v).map(Some)
 }
 
+/// A relative directory starting with `file:` gets `./` in front, so that SQLite, which
+/// reads `file:…` as a URI on every connection, opens the files inside it.
 pub fn directory(v: &str) -> Result<PathBuf, String> {
     if v.is_empty() {
         Err("must not be empty".to_owned())
     } else {
-        Ok(PathBuf::from(v))
+        Ok(crate::db::target::not_a_uri(std::path::Path::new(v)).into_owned())
     }
 }
 
@@ -242,4 +244,48 @@ pub fn boolean(v: &str) -> Result<bool, String> {
         "false" | "0" | "no" | "off" | "" => Ok(false),
         _ => Err(format!("must be true or false, got {v:?}")),
     }
+}
+
+/// `[database] url`; empty: the default file in the data directory.
+pub fn database_url(v: &str) -> Result<Option<crate::db::DbTarget>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    match crate::db::DbTarget::parse(v)? {
+        // Refused before anything is opened or created, so the data directory and the
+        // database stay as they were.
+        crate::db::DbTarget::Postgres(_) => Err(format!(
+            "is a PostgreSQL URL ({}://), and this kassa has no PostgreSQL backend yet (it is not built); leave database.url empty to use SQLite in the data directory, or give a SQLite file path",
+            v.split_once("://").map_or("postgres", |(scheme, _)| scheme)
+        )),
+        sqlite => Ok(Some(sqlite)),
+    }
+}
+
+/// A database URL as it may be shown: any password as `***`. Trims on its own, so a
+/// value with a stray space is shown the way it is read.
+pub fn redact_database_url(v: &str) -> String {
+    let v = v.trim();
+    if let Ok(target) = crate::db::DbTarget::parse(v) {
+        return target.to_string();
+    }
+    // Refused, it may still carry a password anywhere: only a harmless prefix shows.
+    if let Some((scheme, _)) = v.split_once("://") {
+        return if scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.:\"'".contains(c))
+        {
+            format!("{scheme}://…")
+        } else {
+            "…".to_owned()
+        };
+    }
+    let lower = v.to_ascii_lowercase();
+    if lower.starts_with("postgres") {
+        return format!("{}…", &v[..v.find(':').map_or(0, |n| n + 1)]);
+    }
+    if v.contains(['=', '@']) || crate::db::target::is_keyword_string(v) {
+        return "… (not shown: it may hold a password)".to_owned();
+    }
+    v.to_owned()
 }

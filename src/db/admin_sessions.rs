@@ -2,10 +2,10 @@
 //! cookie carries.
 
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::{params, OptionalExtension};
 
 use super::admin_users::{self, AdminUser};
-use super::types::{from_millis, to_millis};
+use super::sql::args;
+use super::types::to_millis;
 use super::{DbResult, Tx};
 
 pub struct NewSession<'a> {
@@ -19,12 +19,10 @@ pub struct NewSession<'a> {
 }
 
 pub fn insert(tx: &Tx<'_>, s: &NewSession<'_>) -> DbResult<()> {
-    tx.conn
-        .prepare_cached(
-            "INSERT INTO admin_sessions (id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, remote_addr, user_agent) \
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
+    tx.exec(
+        "INSERT INTO admin_sessions (id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at, remote_addr, user_agent) \
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+        args![
             s.id_hash,
             s.user_id,
             s.csrf_token,
@@ -32,7 +30,8 @@ pub fn insert(tx: &Tx<'_>, s: &NewSession<'_>) -> DbResult<()> {
             to_millis(s.expires_at),
             s.remote_addr,
             s.user_agent
-        ])?;
+        ],
+    )?;
     Ok(())
 }
 
@@ -51,54 +50,47 @@ pub fn find(tx: &Tx<'_>, id_hash: &[u8]) -> DbResult<Option<Session>> {
          FROM admin_sessions s JOIN admin_users u ON u.id = s.user_id WHERE s.id_hash = ?1",
         admin_users::COLUMNS
     );
-    Ok(tx
-        .conn
-        .prepare_cached(&sql)?
-        .query_row([id_hash], |r| {
-            Ok(Session {
-                csrf_token: r.get(0)?,
-                created_at: from_millis(r.get(1)?)?,
-                last_seen_at: from_millis(r.get(2)?)?,
-                expires_at: from_millis(r.get(3)?)?,
-                user: admin_users::from_row_at(r, 4)?,
-            })
+    tx.opt(&sql, args![id_hash], |r| {
+        Ok(Session {
+            csrf_token: r.get_string(0)?,
+            created_at: r.get_time(1)?,
+            last_seen_at: r.get_time(2)?,
+            expires_at: r.get_time(3)?,
+            user: admin_users::from_row_at(r, 4)?,
         })
-        .optional()?)
+    })
 }
 
 pub fn touch(tx: &Tx<'_>, id_hash: &[u8], now: DateTime<Utc>) -> DbResult<()> {
-    tx.conn
-        .prepare_cached("UPDATE admin_sessions SET last_seen_at = ?2 WHERE id_hash = ?1")?
-        .execute(params![id_hash, to_millis(now)])?;
+    tx.exec(
+        "UPDATE admin_sessions SET last_seen_at = ?2 WHERE id_hash = ?1",
+        args![id_hash, to_millis(now)],
+    )?;
     Ok(())
 }
 
 /// True when there was such a session.
 pub fn delete(tx: &Tx<'_>, id_hash: &[u8]) -> DbResult<bool> {
-    let n = tx
-        .conn
-        .prepare_cached("DELETE FROM admin_sessions WHERE id_hash = ?1")?
-        .execute([id_hash])?;
+    let n = tx.exec("DELETE FROM admin_sessions WHERE id_hash = ?1", args![id_hash])?;
     Ok(n == 1)
 }
 
 /// Deletes every session past its lifetime or idle for `idle`; returns how many.
 pub fn delete_expired(tx: &Tx<'_>, now: DateTime<Utc>, idle: Duration) -> DbResult<usize> {
     let at = to_millis(now);
-    Ok(tx
-        .conn
-        .prepare_cached("DELETE FROM admin_sessions WHERE expires_at <= ?1 OR last_seen_at <= ?2")?
-        .execute(params![at, at - idle.num_milliseconds()])?)
+    tx.exec(
+        "DELETE FROM admin_sessions WHERE expires_at <= ?1 OR last_seen_at <= ?2",
+        args![at, at - idle.num_milliseconds()],
+    )
 }
 
 /// Sessions of a user (for tests and the users page of a later part).
 pub fn count_for_user(tx: &Tx<'_>, username: &str) -> DbResult<i64> {
-    Ok(tx
-        .conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM admin_sessions s JOIN admin_users u ON u.id = s.user_id WHERE u.username = ?1",
-        )?
-        .query_row([username], |r| r.get(0))?)
+    tx.one(
+        "SELECT COUNT(*) FROM admin_sessions s JOIN admin_users u ON u.id = s.user_id WHERE u.username = ?1",
+        args![username],
+        |r| r.get_i64(0),
+    )
 }
 
 /// A sign-in waiting for its second factor.
@@ -114,15 +106,14 @@ pub struct NewPending<'a> {
 }
 
 pub fn insert_pending(tx: &Tx<'_>, p: &NewPending<'_>) -> DbResult<()> {
-    tx.conn
-        .prepare_cached("DELETE FROM admin_pending_logins WHERE expires_at <= ?1")?
-        .execute([to_millis(p.now)])?;
-    tx.conn
-        .prepare_cached(
-            "INSERT INTO admin_pending_logins (id_hash, user_id, csrf_token, created_at, expires_at, next, remote_addr, user_agent) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
+    tx.exec(
+        "DELETE FROM admin_pending_logins WHERE expires_at <= ?1",
+        args![to_millis(p.now)],
+    )?;
+    tx.exec(
+        "INSERT INTO admin_pending_logins (id_hash, user_id, csrf_token, created_at, expires_at, next, remote_addr, user_agent) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        args![
             p.id_hash,
             p.user_id,
             p.csrf_token,
@@ -131,7 +122,8 @@ pub fn insert_pending(tx: &Tx<'_>, p: &NewPending<'_>) -> DbResult<()> {
             p.next,
             p.remote_addr,
             p.user_agent
-        ])?;
+        ],
+    )?;
     Ok(())
 }
 
@@ -150,25 +142,21 @@ pub fn find_pending(tx: &Tx<'_>, id_hash: &[u8]) -> DbResult<Option<Pending>> {
          FROM admin_pending_logins p JOIN admin_users u ON u.id = p.user_id WHERE p.id_hash = ?1",
         admin_users::COLUMNS
     );
-    Ok(tx
-        .conn
-        .prepare_cached(&sql)?
-        .query_row([id_hash], |r| {
-            Ok(Pending {
-                csrf_token: r.get(0)?,
-                expires_at: from_millis(r.get(1)?)?,
-                next: r.get(2)?,
-                user_agent: r.get(3)?,
-                user: admin_users::from_row_at(r, 4)?,
-            })
+    tx.opt(&sql, args![id_hash], |r| {
+        Ok(Pending {
+            csrf_token: r.get_string(0)?,
+            expires_at: r.get_time(1)?,
+            next: r.get_string(2)?,
+            user_agent: r.get_opt_string(3)?,
+            user: admin_users::from_row_at(r, 4)?,
         })
-        .optional()?)
+    })
 }
 
 pub fn delete_pending(tx: &Tx<'_>, id_hash: &[u8]) -> DbResult<bool> {
-    let n = tx
-        .conn
-        .prepare_cached("DELETE FROM admin_pending_logins WHERE id_hash = ?1")?
-        .execute([id_hash])?;
+    let n = tx.exec(
+        "DELETE FROM admin_pending_logins WHERE id_hash = ?1",
+        args![id_hash],
+    )?;
     Ok(n == 1)
 }

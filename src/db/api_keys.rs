@@ -1,9 +1,9 @@
 //! API key rows. Only hashes are stored.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Row};
 
-use super::types::{from_millis, opt_from_millis, to_millis};
+use super::sql::{args, Row};
+use super::types::to_millis;
 use super::{DbResult, Tx};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -18,14 +18,14 @@ pub struct ApiKeyRecord {
 
 const COLUMNS: &str = "id, name, prefix, created_at, last_used_at, revoked_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+fn from_row(r: &Row<'_>) -> DbResult<ApiKeyRecord> {
     Ok(ApiKeyRecord {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        prefix: r.get(2)?,
-        created_at: from_millis(r.get(3)?)?,
-        last_used_at: opt_from_millis(r.get(4)?)?,
-        revoked_at: opt_from_millis(r.get(5)?)?,
+        id: r.get_i64(0)?,
+        name: r.get_string(1)?,
+        prefix: r.get_string(2)?,
+        created_at: r.get_time(3)?,
+        last_used_at: r.get_opt_time(4)?,
+        revoked_at: r.get_opt_time(5)?,
     })
 }
 
@@ -37,45 +37,37 @@ pub fn insert(
     hash: &[u8],
     now: DateTime<Utc>,
 ) -> DbResult<Option<i64>> {
-    let id = tx
-        .conn
-        .prepare_cached(
-            "INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )?
-        .query_row(params![name, prefix, hash, to_millis(now)], |r| r.get(0))
-        .optional()?;
-    Ok(id)
+    tx.opt(
+        "INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT DO NOTHING RETURNING id",
+        args![name, prefix, hash, to_millis(now)],
+        |r| r.get_i64(0),
+    )
 }
 
 pub fn find_active_by_hash(tx: &Tx<'_>, hash: &[u8]) -> DbResult<Option<ApiKeyRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL");
-    Ok(tx
-        .conn
-        .prepare_cached(&sql)?
-        .query_row([hash], from_row)
-        .optional()?)
+    tx.opt(&sql, args![hash], from_row)
 }
 
 pub fn list(tx: &Tx<'_>) -> DbResult<Vec<ApiKeyRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM api_keys ORDER BY revoked_at IS NOT NULL, name, id");
-    let mut stmt = tx.conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map([], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    tx.all(&sql, args![], from_row)
 }
 
 /// True when an active key of that name was revoked.
 pub fn revoke(tx: &Tx<'_>, name: &str, now: DateTime<Utc>) -> DbResult<bool> {
-    let n = tx
-        .conn
-        .prepare_cached("UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL")?
-        .execute(params![name, to_millis(now)])?;
+    let n = tx.exec(
+        "UPDATE api_keys SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+        args![name, to_millis(now)],
+    )?;
     Ok(n > 0)
 }
 
 pub fn touch(tx: &Tx<'_>, id: i64, now: DateTime<Utc>) -> DbResult<()> {
-    tx.conn
-        .prepare_cached("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")?
-        .execute(params![id, to_millis(now)])?;
+    tx.exec(
+        "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+        args![id, to_millis(now)],
+    )?;
     Ok(())
 }

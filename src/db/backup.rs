@@ -37,7 +37,8 @@ fn snapshot(src: &Connection, target: &Path) -> DbResult<i32> {
         .mode(0o600)
         .open(target)
         .map_err(|e| file_error(target, e))?;
-    let mut dst = Connection::open(target)?;
+    // Not as a URI: a target whose path starts with `file:` is the file just created.
+    let mut dst = Connection::open(super::target::not_a_uri(target))?;
     let pages = {
         let backup = Backup::new(src, &mut dst)?;
         backup.step(-1)?;
@@ -290,7 +291,7 @@ fn check(from: &Path) -> Result<i64, RestoreError> {
 }
 
 /// Puts the backup at `from` in place of the database at `db_path`. The caller holds the
-/// data directory's lock (no server runs). The database replaced is moved, with its
+/// data directory's lock and the database file's (no server runs). The database replaced is moved, with its
 /// `-wal`, to `<name>.replaced-<UTC time>`; its `-shm` (an index SQLite rebuilds) is
 /// deleted, so that what opens next is exactly the restored file.
 pub fn restore(from: &Path, db_path: &Path, now: DateTime<Utc>) -> Result<Restored, RestoreError> {
@@ -363,7 +364,7 @@ pub fn restore(from: &Path, db_path: &Path, now: DateTime<Utc>) -> Result<Restor
 /// root would otherwise leave a root-owned 0600 file that the service's own user (a
 /// systemd DynamicUser, say) cannot open. Best effort: only root may give a file away,
 /// and another user restoring its own database needs no change.
-fn keep_owner(db_path: &Path, incoming: &Path) {
+pub(super) fn keep_owner(db_path: &Path, incoming: &Path) {
     use std::os::unix::fs::MetadataExt;
     let (Ok(old), Ok(new)) = (std::fs::metadata(db_path), std::fs::metadata(incoming)) else {
         return;

@@ -4,10 +4,10 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use serde::Serialize;
 
-use super::types::{from_millis, text_column, to_millis};
+use super::sql::args;
+use super::types::{text_column, to_millis};
 use super::{DbResult, Tx};
 use crate::domain::order::serialize_rfc3339;
 use crate::domain::{OrderId, OrderStatus, Transition, TransitionSource};
@@ -84,12 +84,10 @@ pub(super) struct Recorded<'a> {
 }
 
 pub(super) fn record(tx: &Tx<'_>, r: &Recorded<'_>) -> DbResult<()> {
-    tx.conn
-        .prepare_cached(
-            "INSERT INTO order_events (order_id, at, transition, outcome, from_status, to_status, source, actor, detail, notification_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
+    tx.exec(
+        "INSERT INTO order_events (order_id, at, transition, outcome, from_status, to_status, source, actor, detail, notification_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        args![
             r.order_id,
             to_millis(r.at),
             r.transition,
@@ -97,10 +95,11 @@ pub(super) fn record(tx: &Tx<'_>, r: &Recorded<'_>) -> DbResult<()> {
             r.from,
             r.to,
             r.cause.source,
-            r.cause.actor,
-            r.cause.detail,
+            r.cause.actor.as_str(),
+            r.cause.detail.as_deref(),
             r.cause.notification_id,
-        ])?;
+        ],
+    )?;
     Ok(())
 }
 
@@ -121,36 +120,34 @@ pub struct HistoryEntry {
 }
 
 pub fn list_for_order(tx: &Tx<'_>, order_id: &OrderId) -> DbResult<Vec<HistoryEntry>> {
-    let mut stmt = tx.conn.prepare_cached(
+    tx.all(
         "SELECT id, at, transition, outcome, from_status, to_status, source, actor, detail, notification_id \
          FROM order_events WHERE order_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([order_id], |r| {
-        Ok(HistoryEntry {
-            id: r.get(0)?,
-            at: from_millis(r.get(1)?)?,
-            transition: r.get(2)?,
-            outcome: r.get(3)?,
-            from: r.get(4)?,
-            to: r.get(5)?,
-            source: r.get(6)?,
-            actor: r.get(7)?,
-            detail: r.get(8)?,
-            notification_id: r.get(9)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        args![order_id],
+        |r| {
+            Ok(HistoryEntry {
+                id: r.get_i64(0)?,
+                at: r.get_time(1)?,
+                transition: r.parse(2)?,
+                outcome: r.parse(3)?,
+                from: r.parse(4)?,
+                to: r.parse(5)?,
+                source: r.parse(6)?,
+                actor: r.get_string(7)?,
+                detail: r.get_opt_string(8)?,
+                notification_id: r.get_opt_i64(9)?,
+            })
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::types::tests::{round_trip, stored};
+    use super::super::sql::tests::round_trip;
     use super::*;
 
     #[test]
     fn every_history_outcome_round_trips_and_keeps_its_stored_text() {
-        round_trip(&HistoryOutcome::ALL);
-        let texts: Vec<String> = HistoryOutcome::ALL.iter().map(stored).collect();
-        assert_eq!(texts, ["applied", "refused"]);
+        assert_eq!(round_trip(&HistoryOutcome::ALL), ["applied", "refused"]);
     }
 }

@@ -5,9 +5,9 @@
 //! provider a second time.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 
-use super::types::{from_millis, to_millis};
+use super::sql::args;
+use super::types::to_millis;
 use super::{DbResult, Tx};
 use crate::domain::OrderId;
 
@@ -21,20 +21,18 @@ pub struct IdempotencyRecord {
 }
 
 pub fn find(tx: &Tx<'_>, api_key_id: i64, key: &str) -> DbResult<Option<IdempotencyRecord>> {
-    Ok(tx
-        .conn
-        .prepare_cached(
-            "SELECT request_hash, order_id, created_at FROM idempotency_keys \
-             WHERE api_key_id = ?1 AND key = ?2",
-        )?
-        .query_row(params![api_key_id, key], |r| {
+    tx.opt(
+        "SELECT request_hash, order_id, created_at FROM idempotency_keys \
+         WHERE api_key_id = ?1 AND key = ?2",
+        args![api_key_id, key],
+        |r| {
             Ok(IdempotencyRecord {
-                request_hash: r.get(0)?,
-                order_id: r.get(1)?,
-                created_at: from_millis(r.get(2)?)?,
+                request_hash: r.get_bytes(0)?,
+                order_id: r.get_opt_order_id(1)?,
+                created_at: r.get_time(2)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Claims a free key for a request in flight. False when the key was already taken.
@@ -45,13 +43,11 @@ pub fn claim(
     request_hash: &[u8],
     now: DateTime<Utc>,
 ) -> DbResult<bool> {
-    let n = tx
-        .conn
-        .prepare_cached(
-            "INSERT INTO idempotency_keys (api_key_id, key, request_hash, order_id, created_at) \
-             VALUES (?1, ?2, ?3, NULL, ?4) ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![api_key_id, key, request_hash, to_millis(now)])?;
+    let n = tx.exec(
+        "INSERT INTO idempotency_keys (api_key_id, key, request_hash, order_id, created_at) \
+         VALUES (?1, ?2, ?3, NULL, ?4) ON CONFLICT DO NOTHING",
+        args![api_key_id, key, request_hash, to_millis(now)],
+    )?;
     Ok(n == 1)
 }
 
@@ -64,35 +60,31 @@ pub fn take_over(
     claimed_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> DbResult<bool> {
-    let n = tx
-        .conn
-        .prepare_cached(
-            "UPDATE idempotency_keys SET created_at = ?4 \
-             WHERE api_key_id = ?1 AND key = ?2 AND order_id IS NULL AND created_at = ?3",
-        )?
-        .execute(params![api_key_id, key, to_millis(claimed_at), to_millis(now)])?;
+    let n = tx.exec(
+        "UPDATE idempotency_keys SET created_at = ?4 \
+         WHERE api_key_id = ?1 AND key = ?2 AND order_id IS NULL AND created_at = ?3",
+        args![api_key_id, key, to_millis(claimed_at), to_millis(now)],
+    )?;
     Ok(n == 1)
 }
 
 /// Records the order a claimed key created.
 pub fn complete(tx: &Tx<'_>, api_key_id: i64, key: &str, order_id: &OrderId) -> DbResult<()> {
-    tx.conn
-        .prepare_cached(
-            "UPDATE idempotency_keys SET order_id = ?3 \
-             WHERE api_key_id = ?1 AND key = ?2 AND order_id IS NULL",
-        )?
-        .execute(params![api_key_id, key, order_id])?;
+    tx.exec(
+        "UPDATE idempotency_keys SET order_id = ?3 \
+         WHERE api_key_id = ?1 AND key = ?2 AND order_id IS NULL",
+        args![api_key_id, key, order_id],
+    )?;
     Ok(())
 }
 
 /// Frees a claim whose request created nothing, so the key can be used again. A
 /// completed key, or a claim taken over since `claimed_at`, is left alone.
 pub fn release(tx: &Tx<'_>, api_key_id: i64, key: &str, claimed_at: DateTime<Utc>) -> DbResult<()> {
-    tx.conn
-        .prepare_cached(
-            "DELETE FROM idempotency_keys \
-             WHERE api_key_id = ?1 AND key = ?2 AND order_id IS NULL AND created_at = ?3",
-        )?
-        .execute(params![api_key_id, key, to_millis(claimed_at)])?;
+    tx.exec(
+        "DELETE FROM idempotency_keys \
+         WHERE api_key_id = ?1 AND key = ?2 AND order_id IS NULL AND created_at = ?3",
+        args![api_key_id, key, to_millis(claimed_at)],
+    )?;
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! address and per user name within a window, and a lockout that grows with each one.
 
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::{params, OptionalExtension};
 
-use super::types::{from_millis, to_millis};
+use super::sql::args;
+use super::types::to_millis;
 use super::{DbResult, Tx};
 
 /// What a limit is counted by.
@@ -44,14 +44,11 @@ pub fn locked_until(
     key: &str,
     now: DateTime<Utc>,
 ) -> DbResult<Option<DateTime<Utc>>> {
-    let until: Option<i64> = tx
-        .conn
-        .prepare_cached(
-            "SELECT locked_until FROM login_attempts WHERE scope = ?1 AND key = ?2 AND locked_until > ?3",
-        )?
-        .query_row(params![scope.as_str(), key, to_millis(now)], |r| r.get(0))
-        .optional()?;
-    Ok(until.map(from_millis).transpose()?)
+    tx.opt(
+        "SELECT locked_until FROM login_attempts WHERE scope = ?1 AND key = ?2 AND locked_until > ?3",
+        args![scope.as_str(), key, to_millis(now)],
+        |r| r.get_time(0),
+    )
 }
 
 /// Counts a failure; returns the end of the lockout it started, if it started one.
@@ -63,28 +60,24 @@ pub fn record_failure(
     policy: &Policy,
 ) -> DbResult<Option<DateTime<Utc>>> {
     let at = to_millis(now);
-    let (failures, lockouts): (i64, i64) = tx
-        .conn
-        .prepare_cached(
-            "INSERT INTO login_attempts (scope, key, failures, window_start, lockouts, updated_at) \
-             VALUES (?1, ?2, 1, ?3, 0, ?3) \
-             ON CONFLICT (scope, key) DO UPDATE SET \
-                 lockouts = CASE WHEN updated_at <= ?3 - ?5 THEN 0 ELSE lockouts END, \
-                 failures = CASE WHEN window_start <= ?3 - ?4 THEN 1 ELSE failures + 1 END, \
-                 window_start = CASE WHEN window_start <= ?3 - ?4 THEN ?3 ELSE window_start END, \
-                 updated_at = ?3 \
-             RETURNING failures, lockouts",
-        )?
-        .query_row(
-            params![
-                scope.as_str(),
-                key,
-                at,
-                policy.window.num_milliseconds(),
-                policy.forget_after.num_milliseconds()
-            ],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+    let (failures, lockouts) = tx.one(
+        "INSERT INTO login_attempts (scope, key, failures, window_start, lockouts, updated_at) \
+         VALUES (?1, ?2, 1, ?3, 0, ?3) \
+         ON CONFLICT (scope, key) DO UPDATE SET \
+             lockouts = CASE WHEN login_attempts.updated_at <= ?3 - ?5 THEN 0 ELSE login_attempts.lockouts END, \
+             failures = CASE WHEN login_attempts.window_start <= ?3 - ?4 THEN 1 ELSE login_attempts.failures + 1 END, \
+             window_start = CASE WHEN login_attempts.window_start <= ?3 - ?4 THEN ?3 ELSE login_attempts.window_start END, \
+             updated_at = ?3 \
+         RETURNING failures, lockouts",
+        args![
+            scope.as_str(),
+            key,
+            at,
+            policy.window.num_milliseconds(),
+            policy.forget_after.num_milliseconds()
+        ],
+        |r| Ok((r.get_i64(0)?, r.get_i64(1)?)),
+    )?;
     if failures < policy.max_failures {
         return Ok(None);
     }
@@ -96,30 +89,85 @@ pub fn record_failure(
         .unwrap_or(policy.max_lockout)
         .min(policy.max_lockout);
     let until = now + length;
-    tx.conn
-        .prepare_cached(
-            "UPDATE login_attempts SET failures = 0, window_start = ?3, lockouts = lockouts + 1, locked_until = ?4 \
-             WHERE scope = ?1 AND key = ?2",
-        )?
-        .execute(params![scope.as_str(), key, at, to_millis(until)])?;
+    tx.exec(
+        "UPDATE login_attempts SET failures = 0, window_start = ?3, lockouts = lockouts + 1, locked_until = ?4 \
+         WHERE scope = ?1 AND key = ?2",
+        args![scope.as_str(), key, at, to_millis(until)],
+    )?;
     Ok(Some(until))
 }
 
 /// Forgets a key's failures (after a successful sign-in).
 pub fn clear(tx: &Tx<'_>, scope: Scope, key: &str) -> DbResult<()> {
-    tx.conn
-        .prepare_cached("DELETE FROM login_attempts WHERE scope = ?1 AND key = ?2")?
-        .execute(params![scope.as_str(), key])?;
+    tx.exec(
+        "DELETE FROM login_attempts WHERE scope = ?1 AND key = ?2",
+        args![scope.as_str(), key],
+    )?;
     Ok(())
 }
 
 /// Deletes keys quiet for `forget_after` and not locked.
 pub fn prune(tx: &Tx<'_>, now: DateTime<Utc>, forget_after: Duration) -> DbResult<usize> {
     let at = to_millis(now);
-    Ok(tx
-        .conn
-        .prepare_cached(
-            "DELETE FROM login_attempts WHERE updated_at <= ?1 AND (locked_until IS NULL OR locked_until <= ?2)",
-        )?
-        .execute(params![at - forget_after.num_milliseconds(), at])?)
+    tx.exec(
+        "DELETE FROM login_attempts WHERE updated_at <= ?1 AND (locked_until IS NULL OR locked_until <= ?2)",
+        args![at - forget_after.num_milliseconds(), at],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::super::sql::tests::database;
+    use super::*;
+
+    /// `(failures, window_start, lockouts, updated_at)` of the key, times in seconds
+    /// since `t0`.
+    fn state(db: &super::super::Offline, t0: DateTime<Utc>) -> (i64, i64, i64, i64) {
+        let s = |ms: i64| (ms - to_millis(t0)) / 1000;
+        db.read(|tx| {
+            tx.one(
+                "SELECT failures, window_start, lockouts, updated_at FROM login_attempts WHERE key = 'ann'",
+                args![],
+                |r| Ok((r.get_i64(0)?, s(r.get_i64(1)?), r.get_i64(2)?, s(r.get_i64(3)?))),
+            )
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_failure_counts_within_the_window_restarts_it_after_and_a_quiet_key_forgets_its_lockouts() {
+        let (_dir, mut db) = database();
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        let policy = Policy {
+            max_failures: 3,
+            window: Duration::seconds(60),
+            lockout: Duration::seconds(10),
+            max_lockout: Duration::seconds(1000),
+            forget_after: Duration::seconds(500),
+        };
+        let mut fail = |s: i64| {
+            db.immediate(|tx| record_failure(tx, Scope::Username, "ann", t0 + Duration::seconds(s), &policy))
+                .unwrap()
+        };
+        assert_eq!(fail(0), None);
+        assert_eq!(fail(30), None);
+        // Past the window: counting starts again from this failure.
+        assert_eq!(fail(70), None);
+        assert_eq!(fail(80), None);
+        assert_eq!(fail(90), Some(t0 + Duration::seconds(100)));
+        assert_eq!(fail(100), None);
+        assert_eq!(fail(110), None);
+        // The second lockout in a row is twice as long.
+        assert_eq!(fail(120), Some(t0 + Duration::seconds(140)));
+        assert_eq!(state(&db, t0), (0, 120, 2, 120));
+        let mut fail = |s: i64| {
+            db.immediate(|tx| record_failure(tx, Scope::Username, "ann", t0 + Duration::seconds(s), &policy))
+                .unwrap()
+        };
+        // Quiet for `forget_after`: the lockouts are forgotten, the next lockout is the first one.
+        assert_eq!(fail(620), None);
+        assert_eq!(state(&db, t0), (1, 620, 0, 620));
+    }
 }

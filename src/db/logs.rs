@@ -4,11 +4,11 @@
 //! found by a binary search over ids (a few point lookups), never a scan.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 
-use super::outbox::AttemptRecord;
+use super::outbox;
+use super::sql::{args, Row};
 use super::timeline::Delivery;
-use super::types::{from_millis, opt_from_millis, to_millis};
+use super::types::to_millis;
 use super::{webhook_endpoints, DbResult, Tx};
 use crate::domain::{OrderId, OutboxStatus, ProviderKind, Verdict};
 
@@ -36,9 +36,7 @@ pub fn first_id_since(tx: &Tx<'_>, table: Timed, t: DateTime<Utc>) -> DbResult<i
     let (name, column) = table.table_and_column();
     // Two statements: SQLite answers a lone MIN or MAX of the key from the b-tree's
     // ends, but both in one statement scan the whole table.
-    let end = |sql: String| -> DbResult<Option<i64>> {
-        Ok(tx.conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?)
-    };
+    let end = |sql: String| -> DbResult<Option<i64>> { tx.one(&sql, args![], |r| r.get_opt_i64(0)) };
     let (min, max) = (
         end(format!("SELECT MIN(id) FROM {name}"))?,
         end(format!("SELECT MAX(id) FROM {name}"))?,
@@ -48,14 +46,10 @@ pub fn first_id_since(tx: &Tx<'_>, table: Timed, t: DateTime<Utc>) -> DbResult<i
     };
     let at = to_millis(t);
     let mut hi = max + 1;
-    let mut probe = tx.conn.prepare_cached(&format!(
-        "SELECT id, {column} FROM {name} WHERE id >= ?1 ORDER BY id LIMIT 1"
-    ))?;
+    let probe = format!("SELECT id, {column} FROM {name} WHERE id >= ?1 ORDER BY id LIMIT 1");
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let found: Option<(i64, i64)> = probe
-            .query_row([mid], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let found = tx.opt(&probe, args![mid], |r| Ok((r.get_i64(0)?, r.get_i64(1)?)))?;
         match found {
             Some((id, time)) if time < at => lo = id + 1,
             _ => hi = mid,
@@ -99,21 +93,20 @@ const NOTIFICATION_COLUMNS: &str =
     "id, provider, received_at, remote_addr, headers, body, order_id, verdict, reason_code, reason, \
      body_length, body_sha256";
 
-fn notification(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationEntry> {
-    let body: Vec<u8> = r.get(5)?;
+fn notification(r: &Row<'_>) -> DbResult<NotificationEntry> {
     Ok(NotificationEntry {
-        id: r.get(0)?,
-        provider: r.get(1)?,
-        received_at: from_millis(r.get(2)?)?,
-        remote_addr: r.get(3)?,
-        headers: r.get(4)?,
-        body: String::from_utf8_lossy(&body).into_owned(),
-        order_id: r.get(6)?,
-        verdict: r.get(7)?,
-        reason_code: r.get(8)?,
-        reason: r.get(9)?,
-        body_length: r.get(10)?,
-        body_sha256: r.get(11)?,
+        id: r.get_i64(0)?,
+        provider: r.parse(1)?,
+        received_at: r.get_time(2)?,
+        remote_addr: r.get_opt_string(3)?,
+        headers: r.get_string(4)?,
+        body: r.get_blob_lossy(5)?,
+        order_id: r.get_opt_order_id(6)?,
+        verdict: r.parse(7)?,
+        reason_code: r.get_opt_string(8)?,
+        reason: r.get_opt_string(9)?,
+        body_length: r.get_opt_i64(10)?,
+        body_sha256: r.get_opt_string(11)?,
     })
 }
 
@@ -144,32 +137,28 @@ pub fn notifications(tx: &Tx<'_>, f: &NotificationFilter, limit: u32) -> DbResul
     let (first, end) = id_range(tx, Timed::Notifications, f.from, f.before, f.before_id)?;
     let sql = format!(
         "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id >= ?1 AND id < ?2 \
-         AND (?3 IS NULL OR provider = ?3) AND (?4 IS NULL OR verdict = ?4) AND (?5 IS NULL OR reason_code = ?5) \
-         AND (?6 IS NULL OR order_id = ?6) ORDER BY id DESC LIMIT ?7"
+         AND (CAST(?3 AS TEXT) IS NULL OR provider = ?3) AND (CAST(?4 AS TEXT) IS NULL OR verdict = ?4) \
+         AND (CAST(?5 AS TEXT) IS NULL OR reason_code = ?5) AND (CAST(?6 AS TEXT) IS NULL OR order_id = ?6) \
+         ORDER BY id DESC LIMIT ?7"
     );
-    let mut stmt = tx.conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(
-        params![
+    tx.all(
+        &sql,
+        args![
             first,
             end,
             f.provider,
             f.verdict,
-            f.reason_code,
-            f.order_id,
+            f.reason_code.as_deref(),
+            f.order_id.as_ref(),
             limit
         ],
         notification,
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    )
 }
 
 pub fn notification_by_id(tx: &Tx<'_>, id: i64) -> DbResult<Option<NotificationEntry>> {
     let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?1");
-    Ok(tx
-        .conn
-        .prepare_cached(&sql)?
-        .query_row([id], notification)
-        .optional()?)
+    tx.opt(&sql, args![id], notification)
 }
 
 /// The webhook log's filter.
@@ -184,10 +173,11 @@ pub struct DeliveryFilter {
     pub before_id: Option<i64>,
 }
 
-/// `WHERE` of a delivery filter over `webhook_outbox`, parameters `?1` … `?6`.
-const DELIVERY_WHERE: &str =
-    "id >= ?1 AND id < ?2 AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR event_type = ?4) \
-     AND (?5 IS NULL OR order_id = ?5) AND (?6 IS NULL OR url = ?6)";
+/// `WHERE` of a delivery filter over `webhook_outbox`, parameters `?1` … `?6`. A
+/// filter left out is a NULL; the casts give PostgreSQL its type.
+const DELIVERY_WHERE: &str = "id >= ?1 AND id < ?2 AND (CAST(?3 AS TEXT) IS NULL OR status = ?3) \
+     AND (CAST(?4 AS TEXT) IS NULL OR event_type = ?4) AND (CAST(?5 AS TEXT) IS NULL OR order_id = ?5) \
+     AND (CAST(?6 AS TEXT) IS NULL OR url = ?6)";
 
 /// Newest first, `limit` deliveries, each with its attempts; `.0` is each one's id.
 pub fn deliveries(
@@ -200,43 +190,28 @@ pub fn deliveries(
         "SELECT id, event_id, event_type, status, created_at, next_attempt_at, delivered_at, last_error, url, order_id \
          FROM webhook_outbox WHERE {DELIVERY_WHERE} ORDER BY id DESC LIMIT ?7"
     );
-    let mut stmt = tx.conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(
-        params![first, end, f.status, f.event_type, f.order_id, f.url, limit],
+    let mut out = tx.all(
+        &sql,
+        args![
+            first,
+            end,
+            f.status,
+            f.event_type.as_deref(),
+            f.order_id.as_ref(),
+            f.url.as_deref(),
+            limit
+        ],
         |r| {
             Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Option<String>>(8)?.unwrap_or_default(),
-                r.get::<_, OrderId>(9)?,
-                Delivery {
-                    event_id: r.get(1)?,
-                    event_type: r.get(2)?,
-                    status: r.get(3)?,
-                    created_at: from_millis(r.get(4)?)?,
-                    next_attempt_at: from_millis(r.get(5)?)?,
-                    delivered_at: opt_from_millis(r.get(6)?)?,
-                    last_error: r.get(7)?,
-                    attempts: Vec::new(),
-                },
+                r.get_i64(0)?,
+                r.get_opt_string(8)?.unwrap_or_default(),
+                r.get_order_id(9)?,
+                Delivery::read(r)?,
             ))
         },
     )?;
-    let mut out = rows.collect::<Result<Vec<_>, _>>()?;
-    let mut attempts = tx.conn.prepare_cached(
-        "SELECT at, url, http_status, error, latency_ms, response FROM webhook_attempts WHERE outbox_id = ?1 ORDER BY id",
-    )?;
     for (id, _, _, delivery) in &mut out {
-        let rows = attempts.query_map([*id], |r| {
-            Ok(AttemptRecord {
-                at: from_millis(r.get(0)?)?,
-                url: r.get(1)?,
-                http_status: r.get(2)?,
-                error: r.get(3)?,
-                latency_ms: r.get(4)?,
-                response: r.get(5)?,
-            })
-        })?;
-        delivery.attempts = rows.collect::<Result<_, _>>()?;
+        delivery.attempts = outbox::attempts_of(tx, *id)?;
     }
     Ok(out)
 }
@@ -247,20 +222,35 @@ pub fn deliveries(
 pub fn requeue_failed_matching(tx: &Tx<'_>, f: &DeliveryFilter, now: DateTime<Utc>) -> DbResult<usize> {
     let (first, end) = id_range(tx, Timed::WebhookOutbox, f.from, f.before, None)?;
     let failed = Some(OutboxStatus::Failed);
-    let args = params![first, end, failed, f.event_type, f.order_id, f.url];
-    tx.conn
-        .prepare_cached(&format!(
+    tx.exec(
+        &format!(
             "UPDATE webhook_endpoints SET disabled_at = NULL, failing_since = NULL \
              WHERE url IN (SELECT url FROM webhook_outbox WHERE {DELIVERY_WHERE} AND url IS NOT NULL)"
-        ))?
-        .execute(args)?;
-    Ok(tx
-        .conn
-        .prepare_cached(&format!(
-            "UPDATE webhook_outbox SET status = 'pending', attempts = 0, next_attempt_at = ?7, lease_until = NULL, updated_at = ?7 \
+        ),
+        args![
+            first,
+            end,
+            failed,
+            f.event_type.as_deref(),
+            f.order_id.as_ref(),
+            f.url.as_deref()
+        ],
+    )?;
+    tx.exec(
+        &format!(
+            "UPDATE webhook_outbox SET status = 'pending', attempts = 0, next_attempt_at = ?7, lease_until = NULL, lease_owner = NULL, updated_at = ?7 \
              WHERE {DELIVERY_WHERE}"
-        ))?
-        .execute(params![first, end, failed, f.event_type, f.order_id, f.url, to_millis(now)])?)
+        ),
+        args![
+            first,
+            end,
+            failed,
+            f.event_type.as_deref(),
+            f.order_id.as_ref(),
+            f.url.as_deref(),
+            to_millis(now)
+        ],
+    )
 }
 
 /// An endpoint's health with its last success and failure.
@@ -274,30 +264,29 @@ pub struct Endpoint {
 }
 
 pub fn endpoints(tx: &Tx<'_>) -> DbResult<Vec<Endpoint>> {
-    let mut stmt = tx.conn.prepare_cached(
+    tx.all(
         "SELECT url, failing_since, last_failure_at, last_success_at, disabled_at FROM webhook_endpoints ORDER BY url",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Endpoint {
-            url: r.get(0)?,
-            failing_since: opt_from_millis(r.get(1)?)?,
-            last_failure_at: opt_from_millis(r.get(2)?)?,
-            last_success_at: opt_from_millis(r.get(3)?)?,
-            disabled_at: opt_from_millis(r.get(4)?)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        args![],
+        |r| {
+            Ok(Endpoint {
+                url: r.get_string(0)?,
+                failing_since: r.get_opt_time(1)?,
+                last_failure_at: r.get_opt_time(2)?,
+                last_success_at: r.get_opt_time(3)?,
+                disabled_at: r.get_opt_time(4)?,
+            })
+        },
+    )
 }
 
 /// Re-enables a disabled endpoint (its failing streak starts over). True when it was
 /// disabled.
 pub fn reenable_endpoint(tx: &Tx<'_>, url: &str) -> DbResult<bool> {
     let was = webhook_endpoints::find(tx, url)?.is_some_and(|e| e.disabled_at.is_some());
-    tx.conn
-        .prepare_cached(
-            "UPDATE webhook_endpoints SET disabled_at = NULL, failing_since = NULL WHERE url = ?1",
-        )?
-        .execute([url])?;
+    tx.exec(
+        "UPDATE webhook_endpoints SET disabled_at = NULL, failing_since = NULL WHERE url = ?1",
+        args![url],
+    )?;
     Ok(was)
 }
 
@@ -311,24 +300,165 @@ pub struct StoredSecret {
 
 /// Secrets still signing at `now`, newest first.
 pub fn signing_secrets(tx: &Tx<'_>, now: DateTime<Utc>) -> DbResult<Vec<StoredSecret>> {
-    let mut stmt = tx.conn.prepare_cached(
+    tx.all(
         "SELECT secret, created_at, retire_at FROM webhook_secrets WHERE retire_at IS NULL OR retire_at > ?1 ORDER BY id DESC",
-    )?;
-    let rows = stmt.query_map([to_millis(now)], |r| {
-        Ok(StoredSecret {
-            secret: r.get(0)?,
-            created_at: from_millis(r.get(1)?)?,
-            retire_at: opt_from_millis(r.get(2)?)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        args![to_millis(now)],
+        |r| {
+            Ok(StoredSecret {
+                secret: r.get_string(0)?,
+                created_at: r.get_time(1)?,
+                retire_at: r.get_opt_time(2)?,
+            })
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{Duration, TimeZone};
 
+    use super::super::orders;
+    use super::super::outbox::tests::rows;
+    use super::super::sql::tests::{database, new_order};
     use super::*;
+
+    /// The default filter with what `set` sets.
+    fn filter<F: Default>(set: &dyn Fn(&mut F)) -> F {
+        let mut f = F::default();
+        set(&mut f);
+        f
+    }
+
+    #[test]
+    fn each_notification_filter_keeps_only_its_rows_and_no_filter_keeps_them_all() {
+        let (_dir, mut db) = database();
+        let order = new_order(1, 100);
+        let t0 = order.created_at;
+        // (provider, verdict, reason_code, for the order)
+        let rows = [
+            ("alipay", "applied", None, true),
+            ("wechat", "rejected", Some("bad_signature"), false),
+            ("alipay", "duplicate", None, true),
+            ("wechat", "applied", Some("bad_signature"), true),
+        ];
+        db.immediate(|tx| {
+            orders::insert(tx, &order, None)?;
+            for (i, (provider, verdict, code, ours)) in (0_i64..).zip(rows) {
+                tx.exec(
+                    "INSERT INTO notifications (provider, received_at, headers, body, verdict, reason_code, order_id) \
+                     VALUES (?1, ?2, '{}', X'00', ?3, ?4, ?5)",
+                    args![provider, to_millis(t0 + Duration::seconds(i)), verdict, code, ours.then_some(&order.id)],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        // Seconds after t0 of the rows kept by the filter `set` makes, newest first.
+        let kept = |set: &dyn Fn(&mut NotificationFilter)| -> Vec<i64> {
+            let entries = db.read(|tx| notifications(tx, &filter(set), 10)).unwrap();
+            entries
+                .iter()
+                .map(|e| (e.received_at - t0).num_seconds())
+                .collect()
+        };
+        assert_eq!(kept(&|_| {}), [3, 2, 1, 0]);
+        assert_eq!(kept(&|f| f.provider = Some(ProviderKind::Wechat)), [3, 1]);
+        assert_eq!(kept(&|f| f.verdict = Some(Verdict::Applied)), [3, 0]);
+        assert_eq!(kept(&|f| f.reason_code = Some("bad_signature".into())), [3, 1]);
+        assert_eq!(kept(&|f| f.order_id = Some(order.id.clone())), [3, 2, 0]);
+        let all_four = |f: &mut NotificationFilter| {
+            f.provider = Some(ProviderKind::Alipay);
+            f.verdict = Some(Verdict::Duplicate);
+            f.reason_code = None;
+            f.order_id = Some(order.id.clone());
+        };
+        assert_eq!(kept(&all_four), [2]);
+    }
+
+    #[test]
+    fn each_delivery_filter_keeps_only_its_rows_and_no_filter_keeps_them_all() {
+        let (_dir, mut db) = database();
+        let (one, two) = (new_order(1, 100), new_order(2, 100));
+        let t0 = one.created_at;
+        // (order, event type, status, url)
+        let rows = [
+            (&one, "order.paid", "delivered", "https://a.example/hook"),
+            (&two, "order.paid", "failed", "https://b.example/hook"),
+            (&one, "order.refunded", "failed", "https://a.example/hook"),
+            (&two, "order.closed", "pending", "https://a.example/hook"),
+        ];
+        db.immediate(|tx| {
+            orders::insert(tx, &one, None)?;
+            orders::insert(tx, &two, None)?;
+            for (i, (order, event, status, url)) in (0_i64..).zip(rows) {
+                let at = to_millis(t0 + Duration::seconds(i));
+                tx.exec(
+                    "INSERT INTO webhook_outbox (event_id, order_id, event_type, payload, status, url, next_attempt_at, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, '{}', ?4, ?5, ?6, ?6, ?6)",
+                    args![format!("evt_{i}"), &order.id, event, status, url, at],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        // Seconds after t0 of the rows kept by the filter `set` makes, newest first.
+        let kept = |set: &dyn Fn(&mut DeliveryFilter)| -> Vec<i64> {
+            let found = db.read(|tx| deliveries(tx, &filter(set), 10)).unwrap();
+            found
+                .iter()
+                .map(|d| (d.3.created_at - t0).num_seconds())
+                .collect()
+        };
+        assert_eq!(kept(&|_| {}), [3, 2, 1, 0]);
+        assert_eq!(kept(&|f| f.status = Some(OutboxStatus::Failed)), [2, 1]);
+        assert_eq!(kept(&|f| f.event_type = Some("order.paid".into())), [1, 0]);
+        assert_eq!(kept(&|f| f.order_id = Some(two.id.clone())), [3, 1]);
+        assert_eq!(
+            kept(&|f| f.url = Some("https://a.example/hook".into())),
+            [3, 2, 0]
+        );
+        let all_four = |f: &mut DeliveryFilter| {
+            f.status = Some(OutboxStatus::Failed);
+            f.event_type = Some("order.refunded".into());
+            f.order_id = Some(one.id.clone());
+            f.url = Some("https://a.example/hook".into());
+        };
+        assert_eq!(kept(&all_four), [2]);
+    }
+
+    #[test]
+    fn resending_failed_deliveries_by_filter_clears_their_whole_claim_owner_included_and_leaves_the_rest() {
+        let (_dir, mut db) = database();
+        let order = new_order(1, 100);
+        let t0 = order.created_at;
+        // A failed row still naming the claim it failed under, and a delivered one.
+        db.immediate(|tx| {
+            orders::insert(tx, &order, None)?;
+            for (i, status) in [(0_i64, "failed"), (1, "delivered")] {
+                let at = to_millis(t0 + Duration::seconds(i));
+                tx.exec(
+                    "INSERT INTO webhook_outbox (event_id, order_id, event_type, payload, status, url, attempts, \
+                     lease_until, lease_owner, next_attempt_at, created_at, updated_at) \
+                     VALUES (?1, ?2, 'order.paid', '{}', ?3, 'https://a.example/hook', 5, ?4, 'inst_a', ?4, ?4, ?4)",
+                    args![format!("evt_{i}"), &order.id, status, at],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let delivered = rows(&db)[1].clone();
+
+        let filter = DeliveryFilter {
+            status: Some(OutboxStatus::Failed),
+            ..Default::default()
+        };
+        let requeued = db
+            .immediate(|tx| requeue_failed_matching(tx, &filter, t0 + Duration::minutes(1)))
+            .unwrap();
+
+        assert_eq!(requeued, 1);
+        assert_eq!(rows(&db), [("pending".to_owned(), None, None, 0), delivered]);
+    }
 
     #[test]
     fn the_id_found_for_a_time_splits_the_rows_before_it_from_those_after_whatever_the_gaps() {
@@ -344,12 +474,12 @@ mod tests {
         // Ids 1..=9 at seconds 0, 10, … 80, with ids 4 and 5 deleted.
         db.immediate(|tx| {
             for i in 0..9 {
-                tx.conn.execute(
+                tx.exec(
                     "INSERT INTO notifications (provider, received_at, headers, body, verdict) VALUES ('alipay', ?1, '{}', X'00', 'applied')",
-                    [to_millis(at(i * 10))],
+                    args![to_millis(at(i * 10))],
                 )?;
             }
-            tx.conn.execute("DELETE FROM notifications WHERE id IN (4, 5)", [])?;
+            tx.exec("DELETE FROM notifications WHERE id IN (4, 5)", args![])?;
             Ok(())
         })
         .unwrap();

@@ -33,6 +33,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_sandbox_trades_by_trade_no",
         include_str!("migrations/0009_sandbox_trades_by_trade_no.sql"),
     ),
+    (
+        "0010_leases_and_claim_owners",
+        include_str!("migrations/0010_leases_and_claim_owners.sql"),
+    ),
 ];
 
 /// Schema version this binary writes.
@@ -64,4 +68,81 @@ pub(super) fn run(conn: &mut Connection) -> DbResult<Vec<&'static str>> {
 
 pub(super) fn current_version(conn: &Connection) -> DbResult<i64> {
     Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration, TimeZone, Utc};
+
+    use super::MIGRATIONS;
+    use crate::db::outbox::tests::rows as outbox_rows;
+    use crate::db::outbox::{claim_due, enqueue, release_claims};
+    use crate::db::sql::args;
+    use crate::db::sql::tests::new_order;
+    use crate::db::types::to_millis;
+    use crate::db::{orders, Offline};
+    use crate::domain::{EventType, NewOrder};
+
+    const LEASE: Duration = Duration::seconds(60);
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_row_left_delivering_before_claims_had_owners_is_claimed_again_once_its_lease_has_run_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kassa.db");
+        let mut db = Offline::open(&path).unwrap();
+        // The schema as the release before owners left it (version 9).
+        db.immediate(|tx| {
+            for (_, sql) in &MIGRATIONS[..9] {
+                tx.conn.execute_batch(sql)?;
+            }
+            Ok(tx.conn.execute_batch("PRAGMA user_version = 9")?)
+        })
+        .unwrap();
+        let order = NewOrder {
+            notify_url: Some("http://shop.test/hook".into()),
+            ..new_order(0, 100)
+        };
+        let lease_until = t0() + Duration::seconds(30);
+        db.immediate(|tx| {
+            orders::insert(tx, &order, None)?;
+            enqueue(tx, &order.id, EventType::OrderPaid, "{}", t0())?;
+            tx.exec(
+                "UPDATE webhook_outbox SET status = 'delivering', lease_until = ?1",
+                args![to_millis(lease_until)],
+            )
+        })
+        .unwrap();
+
+        assert_eq!(db.migrate().unwrap(), ["0010_leases_and_claim_owners"]);
+        assert_eq!(
+            outbox_rows(&db),
+            vec![("delivering".into(), None, Some(to_millis(lease_until)), 0)]
+        );
+        // Nobody's claim to give back.
+        assert_eq!(db.immediate(|tx| release_claims(tx, "inst_a", t0())).unwrap(), 0);
+        let early = lease_until - Duration::milliseconds(1);
+        assert!(db
+            .immediate(|tx| claim_due(tx, early, LEASE, "inst_a"))
+            .unwrap()
+            .is_none());
+
+        let claimed = db
+            .immediate(|tx| claim_due(tx, lease_until, LEASE, "inst_a"))
+            .unwrap()
+            .expect("due once its lease has run out");
+        assert_eq!(claimed.order_id, order.id);
+        assert_eq!(
+            outbox_rows(&db),
+            vec![(
+                "delivering".into(),
+                Some("inst_a".into()),
+                Some(to_millis(lease_until + LEASE)),
+                0
+            )]
+        );
+    }
 }

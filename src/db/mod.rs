@@ -1,7 +1,11 @@
 //! The only module that knows SQL, and the only one that names rusqlite. Callers get
 //! whole operations (`orders::insert`, `transitions::apply`, `outbox::claim_due`) run on
 //! a `Tx`, a handle this module owns, so a second backend can implement the same
-//! operations without anything above `db` changing.
+//! operations without anything above `db` changing. Inside `db`, the operations run
+//! their statements through `sql` (`Tx::exec/one/opt/all/each`, `Arg`, `Row`) rather
+//! than rusqlite itself, so that each statement is written once for every backend;
+//! `.ci/layering.py` lets only the driver files (this one, `sql`, `backup`,
+//! `checkpointer`, `migrations`, `writer`) name rusqlite.
 //!
 //! Reads go through a pool of read-only connections; every write goes to one writer
 //! thread that commits whatever is queued as one transaction (group commit), each job in
@@ -17,6 +21,7 @@ pub mod backup;
 mod checkpointer;
 pub mod history;
 pub mod idempotency;
+pub mod leases;
 pub mod lock;
 pub mod login_attempts;
 pub mod logs;
@@ -28,12 +33,16 @@ pub mod overview;
 pub mod provider_calls;
 pub mod refunds;
 pub mod sandbox;
+mod sql;
+pub mod target;
 pub mod timeline;
 pub mod transitions;
 mod types;
 pub mod webhook_endpoints;
 pub mod webhook_secrets;
 mod writer;
+
+pub use target::DbTarget;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -64,6 +73,9 @@ pub enum DbError {
     WriterGone,
     #[error("a stored value is invalid: {0}")]
     Corrupt(String),
+    /// A statement that must return a row returned none.
+    #[error("the statement returned no row")]
+    NoRow,
     /// A job refused to commit what it wrote (for a reason of its own, not the database's).
     #[error("the write was abandoned: {0}")]
     Abandoned(String),
@@ -73,6 +85,9 @@ pub enum DbError {
     DataDir { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
+    /// A target this build has no backend for (config load refuses it first).
+    #[error("{target}: this kassa has no PostgreSQL backend yet; leave [database] url empty to use SQLite in the data directory")]
+    NotBuilt { target: String },
 }
 
 /// One connection, inside a transaction for writes. Every operation of this module
@@ -139,7 +154,8 @@ fn connect(path: &Path) -> DbResult<Connection> {
         })?;
     }
     create_private(path)?;
-    let conn = Connection::open(path)?;
+    // Not as a URI: a path starting with `file:` is that file, as it is for the lock.
+    let conn = Connection::open(target::not_a_uri(path))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     configure(&conn)?;
     Ok(conn)
@@ -205,6 +221,11 @@ pub struct Offline {
 }
 
 impl Offline {
+    /// Opens (creating if needed) the database `target` names, without migrating it.
+    pub fn open_target(target: &DbTarget) -> DbResult<Offline> {
+        Offline::open(target.sqlite_file()?)
+    }
+
     /// Opens (creating if needed) the database at `path`, without migrating it.
     pub fn open(path: &Path) -> DbResult<Offline> {
         Ok(Offline {
@@ -333,7 +354,7 @@ impl Offline {
 pub struct Database {
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: Writer,
-    path: PathBuf,
+    target: DbTarget,
     threads: DbThreads,
 }
 
@@ -351,11 +372,17 @@ impl DbThreads {
 impl Database {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> DbResult<Database> {
-        Database::open_counted(path, WriterMetrics::default())
+        Database::open_target(&DbTarget::Sqlite(path.to_owned()))
     }
 
-    /// As `open`, the writer counting its batches and queue waits into `metrics`.
-    pub fn open_counted(path: &Path, metrics: WriterMetrics) -> DbResult<Database> {
+    /// Opens (creating if needed) and migrates the database `target` names.
+    pub fn open_target(target: &DbTarget) -> DbResult<Database> {
+        Database::open_counted(target, WriterMetrics::default())
+    }
+
+    /// As `open_target`, the writer counting its batches and queue waits into `metrics`.
+    pub fn open_counted(target: &DbTarget, metrics: WriterMetrics) -> DbResult<Database> {
+        let path = target.sqlite_file()?;
         let mut conn = connect(path)?;
         migrations::run(&mut conn)?;
         configure_writer(&conn)?;
@@ -377,13 +404,19 @@ impl Database {
         Ok(Database {
             readers,
             writer,
-            path: path.to_owned(),
+            target: target.clone(),
             threads,
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// What was opened; its `Display` hides passwords.
+    pub fn target(&self) -> &DbTarget {
+        &self.target
+    }
+
+    /// The SQLite file, when the database is one (files, backups, `-wal`).
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        self.target.sqlite_path()
     }
 
     /// Watches this database's writer and checkpoint threads, which end (closing their

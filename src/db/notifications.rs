@@ -2,10 +2,10 @@
 //! verdict before kassa replies.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Row};
 use serde::Serialize;
 
-use super::types::{from_millis, to_millis};
+use super::sql::{args, Row};
+use super::types::to_millis;
 use super::{DbResult, Tx};
 use crate::domain::order::serialize_rfc3339;
 use crate::domain::{OrderId, ProviderKind, Reason, Verdict};
@@ -43,30 +43,26 @@ pub struct Decided<'a> {
 /// Stores a notification as received, with its verdict; returns its id. Written in
 /// the transaction of whatever it changed, once that is decided.
 pub fn insert(tx: &Tx<'_>, n: &NewNotification<'_>, d: &Decided<'_>) -> DbResult<i64> {
-    Ok(tx
-        .conn
-        .prepare_cached(
-            "INSERT INTO notifications (provider, received_at, remote_addr, headers, body, verdict, reason_code, reason, order_id, dedupe_key, body_length, body_sha256, unverified) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
-        )?
-        .query_row(
-            params![
-                n.provider,
-                to_millis(n.received_at),
-                n.remote_addr,
-                n.headers,
-                n.body,
-                d.reason.verdict(),
-                d.reason,
-                d.detail,
-                d.order_id,
-                d.dedupe_key,
-                n.cut.map(|c| c.length),
-                n.cut.map(|c| c.sha256),
-                d.unverified,
-            ],
-            |r| r.get(0),
-        )?)
+    tx.one(
+        "INSERT INTO notifications (provider, received_at, remote_addr, headers, body, verdict, reason_code, reason, order_id, dedupe_key, body_length, body_sha256, unverified) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
+        args![
+            n.provider,
+            to_millis(n.received_at),
+            n.remote_addr,
+            n.headers,
+            n.body,
+            d.reason.verdict(),
+            d.reason,
+            d.detail,
+            d.order_id,
+            d.dedupe_key,
+            n.cut.map(|c| c.length),
+            n.cut.map(|c| c.sha256),
+            d.unverified,
+        ],
+        |r| r.get_i64(0),
+    )
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -94,44 +90,39 @@ const COLUMNS: &str =
     "id, provider, received_at, remote_addr, headers, body, order_id, verdict, reason_code, reason, \
      body_length, body_sha256, unverified";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
-    let body: Vec<u8> = r.get(5)?;
+fn from_row(r: &Row<'_>) -> DbResult<NotificationRecord> {
     Ok(NotificationRecord {
-        id: r.get(0)?,
-        provider: r.get(1)?,
-        received_at: from_millis(r.get(2)?)?,
-        remote_addr: r.get(3)?,
-        headers: r.get(4)?,
-        body: String::from_utf8_lossy(&body).into_owned(),
-        order_id: r.get(6)?,
-        verdict: r.get(7)?,
-        reason_code: r.get(8)?,
-        reason: r.get(9)?,
-        body_length: r.get(10)?,
-        body_sha256: r.get(11)?,
-        unverified: r.get(12)?,
+        id: r.get_i64(0)?,
+        provider: r.parse(1)?,
+        received_at: r.get_time(2)?,
+        remote_addr: r.get_opt_string(3)?,
+        headers: r.get_string(4)?,
+        body: r.get_blob_lossy(5)?,
+        order_id: r.get_opt_order_id(6)?,
+        verdict: r.parse(7)?,
+        reason_code: r.parse_opt(8)?,
+        reason: r.get_opt_string(9)?,
+        body_length: r.get_opt_i64(10)?,
+        body_sha256: r.get_opt_string(11)?,
+        unverified: r.get_bool(12)?,
     })
 }
 
 /// Newest first.
 pub fn list_recent(tx: &Tx<'_>, limit: u32) -> DbResult<Vec<NotificationRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM notifications ORDER BY id DESC LIMIT ?1");
-    let mut stmt = tx.conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map([limit], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    tx.all(&sql, args![limit], from_row)
 }
 
 /// Deletes at most `limit` notifications that failed verification and were received
 /// before `before`, oldest first; returns how many. Verified ones are never deleted,
 /// nor one that history names (its foreign key would refuse the whole statement).
 pub fn delete_unverified_before(tx: &Tx<'_>, before: DateTime<Utc>, limit: u32) -> DbResult<usize> {
-    Ok(tx
-        .conn
-        .prepare_cached(
-            "DELETE FROM notifications WHERE id IN (\
-               SELECT n.id FROM notifications n WHERE n.unverified = 1 AND n.received_at < ?1 \
-               AND NOT EXISTS (SELECT 1 FROM order_events e WHERE e.notification_id = n.id) \
-               ORDER BY n.received_at LIMIT ?2)",
-        )?
-        .execute(params![to_millis(before), limit])?)
+    tx.exec(
+        "DELETE FROM notifications WHERE id IN (\
+           SELECT n.id FROM notifications n WHERE n.unverified = 1 AND n.received_at < ?1 \
+           AND NOT EXISTS (SELECT 1 FROM order_events e WHERE e.notification_id = n.id) \
+           ORDER BY n.received_at LIMIT ?2)",
+        args![to_millis(before), limit],
+    )
 }

@@ -3,45 +3,60 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chrono::{DateTime, Utc};
-use rusqlite::types::Value;
-use rusqlite::{named_params, params, OptionalExtension, Row};
+use std::ops::ControlFlow;
 
-use super::types::{corrupt, from_millis, opt_from_millis, to_millis};
-use super::{DbResult, Tx};
+use chrono::{DateTime, Utc};
+
+use super::sql::{args, Arg, Row};
+use super::types::to_millis;
+use super::{DbError, DbResult, Tx};
 use crate::domain::{Amount, Currency, NewOrder, Order, OrderId, OrderStatus, ProviderKind};
 
-pub(super) const COLUMNS: &str = "id, out_trade_no, amount, currency, subject, provider, status, qr_code, \
-     notify_url, return_url, metadata, provider_trade_no, refunded_amount, late_payment, \
-     created_at, expires_at, paid_at, closed_at, updated_at";
+/// The columns `from_row` reads, as a macro so that statements can `concat!` them into
+/// static text instead of formatting a string per call (`find_by_id` is on the notify
+/// path).
+macro_rules! order_columns {
+    () => {
+        "id, out_trade_no, amount, currency, subject, provider, status, qr_code, \
+         notify_url, return_url, metadata, provider_trade_no, refunded_amount, late_payment, \
+         created_at, expires_at, paid_at, closed_at, updated_at"
+    };
+}
 
-pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Order> {
-    let currency: Currency = row.get(3)?;
-    let amount = Amount::from_minor(row.get(2)?, currency).map_err(|e| corrupt(e.to_string()))?;
-    let metadata: String = row.get(10)?;
+pub(super) const COLUMNS: &str = order_columns!();
+
+pub(super) fn from_row(row: &Row<'_>) -> DbResult<Order> {
+    let currency: Currency = row.parse(3)?;
+    let amount =
+        Amount::from_minor(row.get_i64(2)?, currency).map_err(|e| DbError::Corrupt(e.to_string()))?;
+    let metadata = row.get_string(10)?;
     let metadata = match serde_json::from_str(&metadata) {
         Ok(serde_json::Value::Object(map)) => map,
-        _ => return Err(corrupt(format!("metadata is not a JSON object: {metadata}"))),
+        _ => {
+            return Err(DbError::Corrupt(format!(
+                "metadata is not a JSON object: {metadata}"
+            )))
+        }
     };
     Ok(Order {
-        id: row.get(0)?,
-        out_trade_no: row.get(1)?,
+        id: row.get_order_id(0)?,
+        out_trade_no: row.get_string(1)?,
         amount,
-        subject: row.get(4)?,
-        provider: row.get(5)?,
-        status: row.get(6)?,
-        qr_code: row.get(7)?,
-        notify_url: row.get(8)?,
-        return_url: row.get(9)?,
+        subject: row.get_string(4)?,
+        provider: row.parse(5)?,
+        status: row.parse(6)?,
+        qr_code: row.get_opt_string(7)?,
+        notify_url: row.get_opt_string(8)?,
+        return_url: row.get_opt_string(9)?,
         metadata,
-        provider_trade_no: row.get(11)?,
-        refunded_amount: row.get(12)?,
-        late_payment: row.get(13)?,
-        created_at: from_millis(row.get(14)?)?,
-        expires_at: from_millis(row.get(15)?)?,
-        paid_at: opt_from_millis(row.get(16)?)?,
-        closed_at: opt_from_millis(row.get(17)?)?,
-        updated_at: from_millis(row.get(18)?)?,
+        provider_trade_no: row.get_opt_string(11)?,
+        refunded_amount: row.get_i64(12)?,
+        late_payment: row.get_bool(13)?,
+        created_at: row.get_time(14)?,
+        expires_at: row.get_time(15)?,
+        paid_at: row.get_opt_time(16)?,
+        closed_at: row.get_opt_time(17)?,
+        updated_at: row.get_time(18)?,
     })
 }
 
@@ -55,29 +70,27 @@ pub enum Inserted {
 pub fn insert(tx: &Tx<'_>, order: &NewOrder, qr_code: Option<&str>) -> DbResult<Inserted> {
     let metadata = serde_json::Value::Object(order.metadata.clone()).to_string();
     let created = to_millis(order.created_at);
-    let rows = tx
-        .conn
-        .prepare_cached(
-            "INSERT INTO orders (id, out_trade_no, amount, currency, subject, provider, status, qr_code, \
-             notify_url, return_url, metadata, created_at, expires_at, updated_at, next_check_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11, ?12, ?11, ?13) \
-             ON CONFLICT (out_trade_no) DO NOTHING",
-        )?
-        .execute(params![
-            order.id,
+    let rows = tx.exec(
+        "INSERT INTO orders (id, out_trade_no, amount, currency, subject, provider, status, qr_code, \
+         notify_url, return_url, metadata, created_at, expires_at, updated_at, next_check_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?11, ?12, ?11, ?13) \
+         ON CONFLICT (out_trade_no) DO NOTHING",
+        args![
+            &order.id,
             order.out_trade_no.as_str(),
             order.amount.minor(),
             order.amount.currency(),
-            order.subject,
+            order.subject.as_str(),
             order.provider,
             qr_code,
-            order.notify_url,
-            order.return_url,
-            metadata,
+            order.notify_url.as_deref(),
+            order.return_url.as_deref(),
+            metadata.as_str(),
             created,
             to_millis(order.expires_at),
             created + LATE_CHECKS_MS[0],
-        ])?;
+        ],
+    )?;
     Ok(if rows == 1 {
         Inserted::Yes
     } else {
@@ -86,21 +99,17 @@ pub fn insert(tx: &Tx<'_>, order: &NewOrder, qr_code: Option<&str>) -> DbResult<
 }
 
 pub fn find_by_id(tx: &Tx<'_>, id: &OrderId) -> DbResult<Option<Order>> {
-    let sql = format!("SELECT {COLUMNS} FROM orders WHERE id = ?1");
-    Ok(tx
-        .conn
-        .prepare_cached(&sql)?
-        .query_row([id], from_row)
-        .optional()?)
+    const SQL: &str = concat!("SELECT ", order_columns!(), " FROM orders WHERE id = ?1");
+    tx.opt(SQL, args![id], from_row)
 }
 
 pub fn find_by_out_trade_no(tx: &Tx<'_>, out_trade_no: &str) -> DbResult<Option<Order>> {
-    let sql = format!("SELECT {COLUMNS} FROM orders WHERE out_trade_no = ?1");
-    Ok(tx
-        .conn
-        .prepare_cached(&sql)?
-        .query_row([out_trade_no], from_row)
-        .optional()?)
+    const SQL: &str = concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE out_trade_no = ?1"
+    );
+    tx.opt(SQL, args![out_trade_no], from_row)
 }
 
 /// Position in the newest-first order list: the last row of the previous page.
@@ -145,26 +154,26 @@ pub struct OrderFilter {
 }
 
 impl OrderFilter {
-    fn where_clause(&self, args: &mut Vec<Value>) -> String {
+    fn where_clause<'a>(&'a self, args: &mut Vec<Arg<'a>>) -> String {
         let mut parts = Vec::new();
         if let Some(s) = self.status {
-            args.push(Value::Text(s.as_str().to_owned()));
+            args.push(Arg::from(s));
             parts.push(format!("status = ?{}", args.len()));
         }
         if let Some(p) = self.provider {
-            args.push(Value::Text(p.as_str().to_owned()));
+            args.push(Arg::from(p));
             parts.push(format!("provider = ?{}", args.len()));
         }
         if let Some(o) = &self.out_trade_no {
-            args.push(Value::Text(o.clone()));
+            args.push(Arg::from(o.as_str()));
             parts.push(format!("out_trade_no = ?{}", args.len()));
         }
         if let Some(t) = self.created_from {
-            args.push(Value::Integer(to_millis(t)));
+            args.push(Arg::from(to_millis(t)));
             parts.push(format!("created_at >= ?{}", args.len()));
         }
         if let Some(t) = self.created_before {
-            args.push(Value::Integer(to_millis(t)));
+            args.push(Arg::from(to_millis(t)));
             parts.push(format!("created_at < ?{}", args.len()));
         }
         if parts.is_empty() {
@@ -181,30 +190,27 @@ pub fn list(tx: &Tx<'_>, filter: &OrderFilter, after: Option<&Cursor>, limit: u3
     let mut args = Vec::new();
     let mut clause = filter.where_clause(&mut args);
     if let Some(c) = after {
-        args.push(Value::Integer(c.created_at_ms));
+        args.push(Arg::from(c.created_at_ms));
         let ms = args.len();
-        args.push(Value::Text(c.id.clone()));
+        args.push(Arg::from(c.id.as_str()));
         clause.push_str(&format!(" AND (created_at, id) < (?{ms}, ?{})", args.len()));
     }
-    args.push(Value::Integer(i64::from(limit)));
+    args.push(Arg::from(i64::from(limit)));
     let sql = format!(
         "SELECT {COLUMNS} FROM orders WHERE {clause} ORDER BY created_at DESC, id DESC LIMIT ?{}",
         args.len()
     );
-    let mut stmt = tx.conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    tx.all(&sql, &args, from_row)
 }
 
 /// Pending orders whose time is up, oldest deadline first.
 pub fn list_due_for_expiry(tx: &Tx<'_>, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Order>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM orders WHERE status = 'pending' AND expires_at <= :now \
-         ORDER BY expires_at LIMIT :limit"
+    const SQL: &str = concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE status = 'pending' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"
     );
-    let mut stmt = tx.conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(named_params! {":now": to_millis(now), ":limit": limit}, from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    tx.all(SQL, args![to_millis(now), limit], from_row)
 }
 
 /// Calls `each` for every order created in `[from, before)`, oldest first, one row at a
@@ -215,51 +221,72 @@ pub fn for_each_created_between<E>(
     before: Option<DateTime<Utc>>,
     mut each: impl FnMut(&Order) -> Result<(), E>,
 ) -> DbResult<Result<(), E>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM orders WHERE created_at >= ?1 AND created_at < ?2 ORDER BY created_at, id"
+    const SQL: &str = concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE created_at >= ?1 AND created_at < ?2 ORDER BY created_at, id"
     );
-    let mut stmt = tx.conn.prepare(&sql)?;
     let from = from.map(to_millis).unwrap_or(i64::MIN);
     let before = before.map(to_millis).unwrap_or(i64::MAX);
-    let mut rows = stmt.query(params![from, before])?;
-    while let Some(row) = rows.next()? {
+    let mut stopped = Ok(());
+    tx.each(SQL, args![from, before], |row| {
         let order = from_row(row)?;
-        if let Err(e) = each(&order) {
-            return Ok(Err(e));
-        }
-    }
-    Ok(Ok(()))
+        Ok(match each(&order) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                stopped = Err(e);
+                ControlFlow::Break(())
+            }
+        })
+    })?;
+    Ok(stopped)
 }
 
 /// When, after creation, a still-pending order is checked at its provider in case its
 /// notification was lost: +1 min, +5 min, +15 min, +1 h.
 pub const LATE_CHECKS_MS: [i64; 4] = [60_000, 300_000, 900_000, 3_600_000];
 
-/// Pending orders due for a late-notification check, that have not expired yet (the
-/// expiry sweep handles those).
-pub fn list_due_for_check(tx: &Tx<'_>, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Order>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM orders WHERE status = 'pending' AND next_check_at <= :now \
-         AND expires_at > :now ORDER BY next_check_at LIMIT :limit"
-    );
-    let mut stmt = tx.conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(named_params! {":now": to_millis(now), ":limit": limit}, from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// An order due for a late-notification check, with the checks already done: the
+/// check is recorded against that count (`record_check`).
+#[derive(Debug, Clone)]
+pub struct DueCheck {
+    pub order: Order,
+    pub checks_done: i64,
 }
 
-/// Moves an order's next check to the following step of `LATE_CHECKS_MS` (or none).
-pub fn record_check(tx: &Tx<'_>, id: &OrderId) -> DbResult<()> {
-    tx.conn.prepare_cached(
-        "UPDATE orders SET checks_done = checks_done + 1, next_check_at = created_at + CASE checks_done + 1 \
-         WHEN 1 THEN ?2 WHEN 2 THEN ?3 WHEN 3 THEN ?4 ELSE NULL END WHERE id = ?1",
-    )?
-    .execute(params![
-        id,
-        LATE_CHECKS_MS[1],
-        LATE_CHECKS_MS[2],
-        LATE_CHECKS_MS[3]
-    ])?;
-    Ok(())
+/// Pending orders due for a late-notification check, that have not expired yet (the
+/// expiry sweep handles those).
+pub fn list_due_for_check(tx: &Tx<'_>, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<DueCheck>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        order_columns!(),
+        ", checks_done FROM orders WHERE status = 'pending' AND next_check_at <= ?1 \
+         AND expires_at > ?1 ORDER BY next_check_at LIMIT ?2"
+    );
+    let checks_done = COLUMNS.split(',').count();
+    tx.all(SQL, args![to_millis(now), limit], |r| {
+        Ok(DueCheck {
+            order: from_row(r)?,
+            checks_done: r.get_i64(checks_done)?,
+        })
+    })
+}
+
+/// Moves an order's next check to the following step of `LATE_CHECKS_MS` (or none),
+/// only if `seen` checks were done (what `list_due_for_check` read): of two processes
+/// that checked the same step, one records it, and the other cannot skip the next step.
+/// True when recorded.
+pub fn record_check(tx: &Tx<'_>, id: &OrderId, seen: i64) -> DbResult<bool> {
+    // Each branch adds to `created_at` so that PostgreSQL types its parameter as a
+    // bigint; a CASE of bare parameters would be text there. No branch after the
+    // last step: NULL, no further check.
+    let n = tx.exec(
+        "UPDATE orders SET checks_done = checks_done + 1, next_check_at = CASE checks_done + 1 \
+         WHEN 1 THEN created_at + ?2 WHEN 2 THEN created_at + ?3 WHEN 3 THEN created_at + ?4 END \
+         WHERE id = ?1 AND checks_done = ?5",
+        args![id, LATE_CHECKS_MS[1], LATE_CHECKS_MS[2], LATE_CHECKS_MS[3], seen],
+    )?;
+    Ok(n == 1)
 }
 
 /// What the admin order list sorts by; ties are broken by id, so the order is total.
@@ -356,6 +383,8 @@ enum Driver {
 }
 
 impl Driver {
+    /// SQLite's `INDEXED BY`: the one part of a page's text PostgreSQL cannot run; its
+    /// arm will drop it (the plan's translator), as its planner picks the index itself.
     fn index(self) -> &'static str {
         match self {
             Driver::Search => "",
@@ -386,14 +415,14 @@ impl OrderQuery {
     }
 
     /// `col >= ?`/`col <= ?` terms and their values, for a probe or the page itself.
-    fn terms(&self, args: &mut Vec<Value>, with_statuses: bool) -> Vec<String> {
-        let push = |args: &mut Vec<Value>, v: Value| {
+    fn terms<'a>(&'a self, args: &mut Vec<Arg<'a>>, with_statuses: bool) -> Vec<String> {
+        fn push<'a>(args: &mut Vec<Arg<'a>>, v: Arg<'a>) -> usize {
             args.push(v);
             args.len()
-        };
+        }
         let mut parts = Vec::new();
         if let Some(q) = &self.search {
-            let n = push(args, Value::Text(q.clone()));
+            let n = push(args, Arg::from(q.as_str()));
             parts.push(format!(
                 "id IN (SELECT id FROM orders WHERE id = ?{n} UNION ALL SELECT id FROM orders WHERE out_trade_no = ?{n} \
                  UNION ALL SELECT id FROM orders WHERE provider_trade_no = ?{n})"
@@ -406,48 +435,37 @@ impl OrderQuery {
         if with_statuses && !statuses.is_empty() {
             let list: Vec<String> = statuses
                 .iter()
-                .map(|s| format!("?{}", push(args, Value::Text(s.as_str().to_owned()))))
+                .map(|s| format!("?{}", push(args, Arg::from(*s))))
                 .collect();
             parts.push(format!("status IN ({})", list.join(",")));
         }
         if let Some(p) = self.provider {
-            parts.push(format!(
-                "provider = ?{}",
-                push(args, Value::Text(p.as_str().to_owned()))
-            ));
+            parts.push(format!("provider = ?{}", push(args, Arg::from(p))));
         }
         if let Some(t) = self.created_from {
-            parts.push(format!(
-                "created_at >= ?{}",
-                push(args, Value::Integer(to_millis(t)))
-            ));
+            parts.push(format!("created_at >= ?{}", push(args, Arg::from(to_millis(t)))));
         }
         if let Some(t) = self.created_before {
-            parts.push(format!(
-                "created_at < ?{}",
-                push(args, Value::Integer(to_millis(t)))
-            ));
+            parts.push(format!("created_at < ?{}", push(args, Arg::from(to_millis(t)))));
         }
         if let Some(a) = self.amount_min {
-            parts.push(format!("amount >= ?{}", push(args, Value::Integer(a))));
+            parts.push(format!("amount >= ?{}", push(args, Arg::from(a))));
         }
         if let Some(a) = self.amount_max {
-            parts.push(format!("amount <= ?{}", push(args, Value::Integer(a))));
+            parts.push(format!("amount <= ?{}", push(args, Arg::from(a))));
         }
         parts
     }
 
-    /// Whether fewer than `SELECTIVE` rows match `terms` read through `driver`.
-    fn selective(&self, tx: &Tx<'_>, driver: Driver, terms: &[&str], args: Vec<Value>) -> DbResult<bool> {
+    /// Whether fewer than `SELECTIVE` rows match `terms` read through `driver`. The
+    /// probes are tuned to SQLite's planner: PostgreSQL's arm will skip them.
+    fn selective(&self, tx: &Tx<'_>, driver: Driver, terms: &[&str], args: Vec<Arg<'_>>) -> DbResult<bool> {
         let sql = format!(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM orders {} WHERE {} LIMIT {SELECTIVE})",
+            "SELECT COUNT(*) FROM (SELECT 1 FROM orders {} WHERE {} LIMIT {SELECTIVE}) AS probe",
             driver.index(),
             terms.join(" AND ")
         );
-        let n: i64 = tx
-            .conn
-            .prepare_cached(&sql)?
-            .query_row(rusqlite::params_from_iter(args), |r| r.get(0))?;
+        let n = tx.one(&sql, &args, |r| r.get_i64(0))?;
         Ok(n < SELECTIVE)
     }
 
@@ -513,22 +531,22 @@ impl OrderQuery {
 
     /// The SQL of a page read through `driver`, travelling `forward` (in list order) or
     /// back, from `from`; with `status` set, for that status only.
-    fn page_sql(
-        &self,
+    fn page_sql<'a>(
+        &'a self,
         driver: Driver,
         forward: bool,
-        from: Option<&PageKey>,
+        from: Option<&'a PageKey>,
         limit: u32,
-        args: &mut Vec<Value>,
+        args: &mut Vec<Arg<'a>>,
     ) -> String {
         let mut terms = self.terms(args, true);
         let key = self.sort.column();
         // Scanning in list order when going forward, against it when going back.
         let descending = self.descending == forward;
         if let Some(k) = from {
-            args.push(Value::Integer(k.value));
+            args.push(Arg::from(k.value));
             let v = args.len();
-            args.push(Value::Text(k.id.clone()));
+            args.push(Arg::from(k.id.as_str()));
             let op = if descending { "<" } else { ">" };
             terms.push(format!("({key}, id) {op} (?{v}, ?{})", args.len()));
         }
@@ -560,10 +578,7 @@ pub fn page(tx: &Tx<'_>, query: &OrderQuery, seek: &Seek, limit: u32) -> DbResul
     for part in query.parts(driver) {
         let mut args = Vec::new();
         let sql = part.page_sql(driver, forward, from, limit, &mut args);
-        let mut stmt = tx.conn.prepare_cached(&sql)?;
-        for row in stmt.query_map(rusqlite::params_from_iter(args), from_row)? {
-            rows.push(row?);
-        }
+        rows.extend(tx.all(&sql, &args, from_row)?);
     }
     // Several statuses are read one by one, each in order; merge them.
     let descending = query.descending == forward;
@@ -604,6 +619,8 @@ impl OrderQuery {
 }
 
 /// The query plans of a page of `query` (one per part), for tests and the bench.
+/// SQLite's `EXPLAIN QUERY PLAN` (its plans' text is the fourth column): PostgreSQL
+/// will need its own arm, and the plan tests stay SQLite's.
 pub fn explain_page(tx: &Tx<'_>, query: &OrderQuery, seek: &Seek) -> DbResult<Vec<String>> {
     let driver = query.driver(tx)?;
     let (forward, from) = match seek {
@@ -615,10 +632,10 @@ pub fn explain_page(tx: &Tx<'_>, query: &OrderQuery, seek: &Seek) -> DbResult<Ve
     for part in query.parts(driver) {
         let mut args = Vec::new();
         let sql = part.page_sql(driver, forward, from, 50, &mut args);
-        let mut stmt = tx.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-        for row in stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))? {
-            plan.push(row?);
-        }
+        tx.each(&format!("EXPLAIN QUERY PLAN {sql}"), &args, |r| {
+            plan.push(r.get_string(3)?);
+            Ok(ControlFlow::Continue(()))
+        })?;
     }
     Ok(plan)
 }
@@ -627,34 +644,16 @@ pub fn explain_page(tx: &Tx<'_>, query: &OrderQuery, seek: &Seek) -> DbResult<Ve
 mod tests {
     use chrono::{Duration, TimeZone};
 
+    use super::super::sql::tests::new_order;
     use super::*;
     use crate::db::Offline;
-    use crate::domain::OutTradeNo;
-
-    fn order(n: usize, amount: i64) -> NewOrder {
-        let created = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap() + Duration::seconds(n as i64);
-        NewOrder {
-            id: OrderId::generate(),
-            out_trade_no: OutTradeNo::parse(&format!("p-{n}")).unwrap(),
-            amount: Amount::from_minor(amount, Currency::Cny).unwrap(),
-            subject: "Tea".into(),
-            provider: ProviderKind::Alipay,
-            notify_url: None,
-            return_url: None,
-            metadata: Default::default(),
-            created_at: created,
-            expires_at: created + Duration::minutes(15),
-        }
-    }
 
     /// A database with `n` pending orders of 1.00 each.
-    fn database(n: usize) -> (tempfile::TempDir, Offline) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Offline::open(&dir.path().join("kassa.db")).unwrap();
-        db.migrate().unwrap();
+    fn database(n: i64) -> (tempfile::TempDir, Offline) {
+        let (dir, mut db) = super::super::sql::tests::database();
         db.immediate(|tx| {
             for i in 0..n {
-                insert(tx, &order(i, 100), None)?;
+                insert(tx, &new_order(i, 100), None)?;
             }
             Ok(())
         })
@@ -673,8 +672,71 @@ mod tests {
     }
 
     #[test]
+    fn a_late_check_step_checked_by_two_processes_is_recorded_once_and_the_next_step_is_kept() {
+        let (_dir, mut db) = database(1);
+        let now = new_order(0, 100).created_at + Duration::minutes(2);
+        let due = db.read(|tx| list_due_for_check(tx, now, 10)).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].checks_done, 0);
+        let id = due[0].order.id.clone();
+
+        let first = db.immediate(|tx| record_check(tx, &id, 0)).unwrap();
+        let second = db.immediate(|tx| record_check(tx, &id, 0)).unwrap();
+
+        assert!(first);
+        assert!(!second, "the same step again");
+        let stored: (i64, Option<i64>) = db
+            .read(|tx| {
+                tx.one(
+                    "SELECT checks_done, next_check_at - created_at FROM orders",
+                    args![],
+                    |r| Ok((r.get_i64(0)?, r.get_opt_i64(1)?)),
+                )
+            })
+            .unwrap();
+        assert_eq!(stored, (1, Some(LATE_CHECKS_MS[1])), "one step on, at +5 min");
+    }
+
+    #[test]
+    fn each_recorded_check_moves_the_next_one_to_the_following_step_and_the_last_to_none() {
+        let (_dir, mut db) = database(1);
+        let now = new_order(0, 100).created_at + Duration::minutes(2);
+        let id = db.read(|tx| list_due_for_check(tx, now, 10)).unwrap()[0]
+            .order
+            .id
+            .clone();
+        let stored = |db: &Offline| -> (i64, Option<i64>) {
+            db.read(|tx| {
+                tx.one(
+                    "SELECT checks_done, next_check_at - created_at FROM orders",
+                    args![],
+                    |r| Ok((r.get_i64(0)?, r.get_opt_i64(1)?)),
+                )
+            })
+            .unwrap()
+        };
+        assert_eq!(stored(&db), (0, Some(LATE_CHECKS_MS[0])));
+
+        let mut seen = Vec::new();
+        for done in 0..4 {
+            assert!(db.immediate(|tx| record_check(tx, &id, done)).unwrap());
+            seen.push(stored(&db));
+        }
+
+        assert_eq!(
+            seen,
+            [
+                (1, Some(LATE_CHECKS_MS[1])),
+                (2, Some(LATE_CHECKS_MS[2])),
+                (3, Some(LATE_CHECKS_MS[3])),
+                (4, None),
+            ]
+        );
+    }
+
+    #[test]
     fn every_filter_is_read_through_an_index_and_only_selective_ones_are_sorted() {
-        let (_dir, db) = database(SELECTIVE as usize + 1);
+        let (_dir, db) = database(SELECTIVE + 1);
         let q = |f: fn(&mut OrderQuery)| {
             let mut query = OrderQuery {
                 descending: true,
@@ -750,15 +812,15 @@ mod tests {
         let mut db = db;
         db.immediate(|tx| {
             for i in 0..6 {
-                insert(tx, &order(i, 100 + i as i64), None)?;
+                insert(tx, &new_order(i, 100 + i), None)?;
             }
-            tx.conn.execute(
+            tx.exec(
                 "UPDATE orders SET status = 'paid' WHERE out_trade_no IN ('p-1', 'p-4')",
-                [],
+                args![],
             )?;
-            tx.conn.execute(
+            tx.exec(
                 "UPDATE orders SET status = 'closed' WHERE out_trade_no = 'p-2'",
-                [],
+                args![],
             )?;
             Ok(())
         })

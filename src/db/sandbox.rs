@@ -5,9 +5,9 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Row};
 
-use super::types::{from_millis, opt_from_millis, sql_list, text_column, to_millis};
+use super::sql::{args, Row};
+use super::types::{sql_list, text_column, to_millis};
 use super::{DbResult, Tx};
 
 /// A simulated Alipay trade's status, stored as Alipay's own text.
@@ -118,52 +118,46 @@ pub struct SandboxTrade {
 const TRADE_COLUMNS: &str =
     "out_trade_no, token, app_id, trade_no, subject, total_amount, refunded, status, notify_url, deadline, created_at, paid_at";
 
-fn trade_from_row(r: &Row<'_>) -> rusqlite::Result<SandboxTrade> {
+fn trade_from_row(r: &Row<'_>) -> DbResult<SandboxTrade> {
     Ok(SandboxTrade {
-        out_trade_no: r.get(0)?,
-        token: r.get(1)?,
-        app_id: r.get(2)?,
-        trade_no: r.get(3)?,
-        subject: r.get(4)?,
-        total_amount: r.get(5)?,
-        refunded: r.get(6)?,
-        status: r.get(7)?,
-        notify_url: r.get(8)?,
-        deadline: from_millis(r.get(9)?)?,
-        created_at: from_millis(r.get(10)?)?,
-        paid_at: opt_from_millis(r.get(11)?)?,
+        out_trade_no: r.get_string(0)?,
+        token: r.get_string(1)?,
+        app_id: r.get_string(2)?,
+        trade_no: r.get_opt_string(3)?,
+        subject: r.get_string(4)?,
+        total_amount: r.get_i64(5)?,
+        refunded: r.get_i64(6)?,
+        status: r.parse(7)?,
+        notify_url: r.get_opt_string(8)?,
+        deadline: r.get_time(9)?,
+        created_at: r.get_time(10)?,
+        paid_at: r.get_opt_time(11)?,
     })
 }
 
 /// Stores a precreated trade; an existing trade with that number is left as it is.
 pub fn insert_trade(tx: &Tx<'_>, t: &SandboxTrade) -> DbResult<bool> {
-    let n = tx
-        .conn
-        .prepare_cached(
-            "INSERT INTO sandbox_trades (out_trade_no, token, app_id, subject, total_amount, status, notify_url, deadline, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (out_trade_no) DO NOTHING",
-        )?
-        .execute(params![
-            t.out_trade_no,
-            t.token,
-            t.app_id,
-            t.subject,
+    let n = tx.exec(
+        "INSERT INTO sandbox_trades (out_trade_no, token, app_id, subject, total_amount, status, notify_url, deadline, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (out_trade_no) DO NOTHING",
+        args![
+            t.out_trade_no.as_str(),
+            t.token.as_str(),
+            t.app_id.as_str(),
+            t.subject.as_str(),
             t.total_amount,
             t.status,
-            t.notify_url,
+            t.notify_url.as_deref(),
             to_millis(t.deadline),
             to_millis(t.created_at)
-        ])?;
+        ],
+    )?;
     Ok(n == 1)
 }
 
 pub fn find_trade(tx: &Tx<'_>, out_trade_no: &str) -> DbResult<Option<SandboxTrade>> {
     let sql = format!("SELECT {TRADE_COLUMNS} FROM sandbox_trades WHERE out_trade_no = ?1");
-    Ok(tx
-        .conn
-        .prepare_cached(&sql)?
-        .query_row([out_trade_no], trade_from_row)
-        .optional()?)
+    tx.opt(&sql, args![out_trade_no], trade_from_row)
 }
 
 fn by_trade_no_sql() -> String {
@@ -172,20 +166,12 @@ fn by_trade_no_sql() -> String {
 
 /// The trade Alipay numbered `trade_no` (set once the buyer scanned).
 pub fn find_trade_by_trade_no(tx: &Tx<'_>, trade_no: &str) -> DbResult<Option<SandboxTrade>> {
-    Ok(tx
-        .conn
-        .prepare_cached(&by_trade_no_sql())?
-        .query_row([trade_no], trade_from_row)
-        .optional()?)
+    tx.opt(&by_trade_no_sql(), args![trade_no], trade_from_row)
 }
 
 pub fn find_trade_by_token(tx: &Tx<'_>, token: &str) -> DbResult<Option<SandboxTrade>> {
     let sql = format!("SELECT {TRADE_COLUMNS} FROM sandbox_trades WHERE token = ?1");
-    Ok(tx
-        .conn
-        .prepare_cached(&sql)?
-        .query_row([token], trade_from_row)
-        .optional()?)
+    tx.opt(&sql, args![token], trade_from_row)
 }
 
 /// Guarded status change of a simulated trade; false when it was not in `from`.
@@ -204,10 +190,7 @@ pub fn move_trade(
          closed_at = CASE WHEN ?2 = 'TRADE_CLOSED' THEN ?4 ELSE closed_at END \
          WHERE out_trade_no = ?1 AND status IN ({list})"
     );
-    let n = tx
-        .conn
-        .prepare_cached(&sql)?
-        .execute(params![out_trade_no, to, trade_no, to_millis(now)])?;
+    let n = tx.exec(&sql, args![out_trade_no, to, trade_no, to_millis(now)])?;
     Ok(n == 1)
 }
 
@@ -226,47 +209,47 @@ pub fn add_refund(
     amount: i64,
     now: DateTime<Utc>,
 ) -> DbResult<RefundInsert> {
-    let earlier: Option<i64> = tx
-        .conn
-        .prepare_cached("SELECT amount FROM sandbox_refunds WHERE out_trade_no = ?1 AND out_request_no = ?2")?
-        .query_row(params![out_trade_no, out_request_no], |r| r.get(0))
-        .optional()?;
+    let earlier = tx.opt(
+        "SELECT amount FROM sandbox_refunds WHERE out_trade_no = ?1 AND out_request_no = ?2",
+        args![out_trade_no, out_request_no],
+        |r| r.get_i64(0),
+    )?;
     if let Some(amount) = earlier {
         return Ok(RefundInsert::Repeated(amount));
     }
-    let n = tx
-        .conn
-        .prepare_cached(
-            "UPDATE sandbox_trades SET refunded = refunded + ?2 WHERE out_trade_no = ?1 \
-             AND status = 'TRADE_SUCCESS' AND refunded + ?2 <= total_amount",
-        )?
-        .execute(params![out_trade_no, amount])?;
+    let n = tx.exec(
+        "UPDATE sandbox_trades SET refunded = refunded + ?2 WHERE out_trade_no = ?1 \
+         AND status = 'TRADE_SUCCESS' AND refunded + ?2 <= total_amount",
+        args![out_trade_no, amount],
+    )?;
     if n == 0 {
         return Ok(RefundInsert::ExceedsBalance);
     }
-    tx.conn.prepare_cached(
+    tx.exec(
         "INSERT INTO sandbox_refunds (out_trade_no, out_request_no, amount, created_at) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![out_trade_no, out_request_no, amount, to_millis(now)])?;
+        args![out_trade_no, out_request_no, amount, to_millis(now)],
+    )?;
     Ok(RefundInsert::Done)
 }
 
 pub fn find_refund(tx: &Tx<'_>, out_trade_no: &str, out_request_no: &str) -> DbResult<Option<i64>> {
-    Ok(tx
-        .conn
-        .prepare_cached("SELECT amount FROM sandbox_refunds WHERE out_trade_no = ?1 AND out_request_no = ?2")?
-        .query_row(params![out_trade_no, out_request_no], |r| r.get(0))
-        .optional()?)
+    tx.opt(
+        "SELECT amount FROM sandbox_refunds WHERE out_trade_no = ?1 AND out_request_no = ?2",
+        args![out_trade_no, out_request_no],
+        |r| r.get_i64(0),
+    )
 }
 
 /// A refund by its request number alone (WeChat's refund query names no trade):
-/// `(out_trade_no, amount)`.
+/// `(out_trade_no, amount)`. Should two trades carry the same request number, the
+/// lowest trade number wins, on every backend (SQLite's primary-key scan order).
 pub fn find_refund_by_request_no(tx: &Tx<'_>, out_request_no: &str) -> DbResult<Option<(String, i64)>> {
-    Ok(tx
-        .conn
-        .prepare_cached("SELECT out_trade_no, amount FROM sandbox_refunds WHERE out_request_no = ?1 LIMIT 1")?
-        .query_row([out_request_no], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?)
+    tx.opt(
+        "SELECT out_trade_no, amount FROM sandbox_refunds WHERE out_request_no = ?1 \
+         ORDER BY out_trade_no LIMIT 1",
+        args![out_request_no],
+        |r| Ok((r.get_string(0)?, r.get_i64(1)?)),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,16 +269,16 @@ pub struct Delivery {
 const DELIVERY_COLUMNS: &str =
     "id, out_trade_no, notify_url, params, attempts, status, last_response, faults";
 
-fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+fn delivery_from_row(r: &Row<'_>) -> DbResult<Delivery> {
     Ok(Delivery {
-        id: r.get(0)?,
-        out_trade_no: r.get(1)?,
-        notify_url: r.get(2)?,
-        params: r.get(3)?,
-        attempts: r.get(4)?,
-        status: r.get(5)?,
-        last_response: r.get(6)?,
-        faults: r.get(7)?,
+        id: r.get_i64(0)?,
+        out_trade_no: r.get_string(1)?,
+        notify_url: r.get_string(2)?,
+        params: r.get_string(3)?,
+        attempts: r.get_i64(4)?,
+        status: r.parse(5)?,
+        last_response: r.get_opt_string(6)?,
+        faults: r.get_string(7)?,
     })
 }
 
@@ -308,103 +291,177 @@ pub fn enqueue_delivery(
     next_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> DbResult<i64> {
-    Ok(tx
-        .conn
-        .prepare_cached(
-            "INSERT INTO sandbox_deliveries (out_trade_no, notify_url, params, faults, next_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-        )?
-        .query_row(
-            params![
-                out_trade_no,
-                notify_url,
-                params_json,
-                faults_json,
-                to_millis(next_at),
-                to_millis(now)
-            ],
-            |r| r.get(0),
-        )?)
+    tx.one(
+        "INSERT INTO sandbox_deliveries (out_trade_no, notify_url, params, faults, next_at, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        args![
+            out_trade_no,
+            notify_url,
+            params_json,
+            faults_json,
+            to_millis(next_at),
+            to_millis(now)
+        ],
+        |r| r.get_i64(0),
+    )
 }
 
-pub fn due_deliveries(tx: &Tx<'_>, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Delivery>> {
-    let sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM sandbox_deliveries WHERE status = 'pending' AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2"
-    );
-    let mut stmt = tx.conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![to_millis(now), limit], delivery_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// A delivery claimed for one attempt: `lease_owner` sends it, and its attempt is
+/// recorded only while the claim holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    pub delivery: Delivery,
+    pub lease_owner: String,
+    pub lease_until: i64,
 }
 
-/// Earliest time a pending delivery is due, so the notifier knows how long to sleep.
+fn claim_sql() -> String {
+    format!(
+        "UPDATE sandbox_deliveries SET lease_owner = ?2, lease_until = ?3 \
+         WHERE id = (SELECT id FROM sandbox_deliveries WHERE status = 'pending' AND next_at <= ?1 \
+                     AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY next_at, id LIMIT 1) \
+         AND status = 'pending' AND next_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
+         RETURNING {DELIVERY_COLUMNS}, lease_owner, lease_until"
+    )
+}
+
+/// Claims the next due delivery for `owner` until `lease_until`, oldest first: no other
+/// process (or loop) sends it until the claim is recorded or its lease runs out.
+/// The outer WHERE repeats the whole due condition: at READ COMMITTED (PostgreSQL) the
+/// row the subquery chose may have been sent, rescheduled or claimed by another process
+/// before this UPDATE reaches it, and is then left alone.
+pub fn claim_due_delivery(
+    tx: &Tx<'_>,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    owner: &str,
+) -> DbResult<Option<ClaimedDelivery>> {
+    tx.opt(
+        &claim_sql(),
+        args![to_millis(now), owner, to_millis(lease_until)],
+        |r| {
+            Ok(ClaimedDelivery {
+                delivery: delivery_from_row(r)?,
+                lease_owner: r.get_string(8)?,
+                lease_until: r.get_i64(9)?,
+            })
+        },
+    )
+}
+
+/// Gives back `owner`'s claims (at shutdown), so the next start sends them at once.
+pub fn release_claims(tx: &Tx<'_>, owner: &str) -> DbResult<usize> {
+    tx.exec(
+        "UPDATE sandbox_deliveries SET lease_owner = NULL, lease_until = NULL \
+         WHERE status = 'pending' AND lease_owner = ?1",
+        args![owner],
+    )
+}
+
+/// Earliest time a pending delivery may be sent (it is due, and no claim holds it), so
+/// the notifier knows how long to sleep.
 pub fn next_delivery_at(tx: &Tx<'_>) -> DbResult<Option<DateTime<Utc>>> {
-    let ms: Option<i64> = tx
-        .conn
-        .prepare_cached("SELECT MIN(next_at) FROM sandbox_deliveries WHERE status = 'pending'")?
-        .query_row([], |r| r.get(0))?;
-    Ok(opt_from_millis(ms)?)
+    tx.one(
+        "SELECT MIN(CASE WHEN lease_until > next_at THEN lease_until ELSE next_at END) \
+         FROM sandbox_deliveries WHERE status = 'pending'",
+        args![],
+        |r| r.get_opt_time(0),
+    )
 }
 
 pub fn list_deliveries(tx: &Tx<'_>, out_trade_no: &str) -> DbResult<Vec<Delivery>> {
     let sql =
         format!("SELECT {DELIVERY_COLUMNS} FROM sandbox_deliveries WHERE out_trade_no = ?1 ORDER BY id");
-    let mut stmt = tx.conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map([out_trade_no], delivery_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    tx.all(&sql, args![out_trade_no], delivery_from_row)
 }
 
-/// Records one attempt: `next_at` None ends the delivery as `delivered` (when
-/// acknowledged) or `failed` (retries exhausted).
+/// Records one attempt made under `claim`, only while that claim holds (a sender whose
+/// lease ran out and was re-claimed must not overwrite the new holder's result): `next_at`
+/// None ends the delivery as `delivered` (when acknowledged) or `failed` (retries
+/// exhausted). True when recorded.
 pub fn record_attempt(
     tx: &Tx<'_>,
-    id: i64,
+    claim: &ClaimedDelivery,
     acknowledged: bool,
     response: &str,
     next_at: Option<DateTime<Utc>>,
-) -> DbResult<()> {
+) -> DbResult<bool> {
     let status = match (acknowledged, next_at) {
         (true, _) => DeliveryStatus::Delivered,
         (false, Some(_)) => DeliveryStatus::Pending,
         (false, None) => DeliveryStatus::Failed,
     };
-    tx.conn
-        .prepare_cached(
-            "UPDATE sandbox_deliveries SET attempts = attempts + 1, status = ?2, last_response = ?3, \
-         next_at = COALESCE(?4, next_at) WHERE id = ?1",
-        )?
-        .execute(params![id, status, response, next_at.map(to_millis)])?;
-    Ok(())
+    let n = tx.exec(
+        "UPDATE sandbox_deliveries SET attempts = attempts + 1, status = ?2, last_response = ?3, \
+         next_at = COALESCE(?4, next_at), lease_owner = NULL, lease_until = NULL \
+         WHERE id = ?1 AND status = 'pending' AND lease_owner = ?5 AND lease_until = ?6",
+        args![
+            claim.delivery.id,
+            status,
+            response,
+            next_at.map(to_millis),
+            claim.lease_owner.as_str(),
+            claim.lease_until
+        ],
+    )?;
+    Ok(n == 1)
 }
 
 pub fn find_faults(tx: &Tx<'_>, scope: &str) -> DbResult<Option<String>> {
-    Ok(tx
-        .conn
-        .prepare_cached("SELECT faults FROM sandbox_faults WHERE scope = ?1")?
-        .query_row([scope], |r| r.get(0))
-        .optional()?)
+    tx.opt(
+        "SELECT faults FROM sandbox_faults WHERE scope = ?1",
+        args![scope],
+        |r| r.get_string(0),
+    )
 }
 
 pub fn set_faults(tx: &Tx<'_>, scope: &str, faults_json: &str) -> DbResult<()> {
-    tx.conn.prepare_cached(
+    tx.exec(
         "INSERT INTO sandbox_faults (scope, faults) VALUES (?1, ?2) ON CONFLICT (scope) DO UPDATE SET faults = excluded.faults",
-    )?
-    .execute(params![scope, faults_json])?;
+        args![scope, faults_json],
+    )?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::types::tests::{round_trip, stored};
+    use super::super::sql::tests::round_trip;
     use super::*;
 
     #[test]
     fn every_sandbox_trade_status_round_trips_as_alipays_text() {
-        round_trip(&SandboxTradeStatus::ALL);
-        let texts: Vec<String> = SandboxTradeStatus::ALL.iter().map(stored).collect();
         assert_eq!(
-            texts,
+            round_trip(&SandboxTradeStatus::ALL),
             ["NOT_SCANNED", "WAIT_BUYER_PAY", "TRADE_SUCCESS", "TRADE_CLOSED"]
         );
+    }
+
+    #[test]
+    fn a_request_number_two_trades_share_finds_the_refund_of_the_lowest_trade_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = super::super::Offline::open(&dir.path().join("kassa.db")).unwrap();
+        db.migrate().unwrap();
+        db.immediate(|tx| {
+            for (trade, amount) in [("t-b", 200), ("t-a", 100), ("t-c", 300)] {
+                tx.exec(
+                    "INSERT INTO sandbox_trades (out_trade_no, token, app_id, subject, total_amount, \
+                     refunded, status, deadline, created_at) \
+                     VALUES (?1, ?1, 'app', 'Tea', 1000, ?2, 'TRADE_SUCCESS', 0, 0)",
+                    args![trade, amount],
+                )?;
+                tx.exec(
+                    "INSERT INTO sandbox_refunds (out_trade_no, out_request_no, amount, created_at) \
+                     VALUES (?1, 'r-1', ?2, 0)",
+                    args![trade, amount],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+
+        let found = db.read(|tx| find_refund_by_request_no(tx, "r-1")).unwrap();
+
+        assert_eq!(found, Some(("t-a".to_string(), 100)));
     }
 
     #[test]
@@ -414,11 +471,11 @@ mod tests {
         db.migrate().unwrap();
         let plan: Vec<String> = db
             .read(|tx| {
-                let mut stmt = tx
-                    .conn
-                    .prepare(&format!("EXPLAIN QUERY PLAN {}", by_trade_no_sql()))?;
-                let rows = stmt.query_map(["2026112422001446880501234567"], |r| r.get::<_, String>(3))?;
-                Ok(rows.collect::<Result<_, _>>()?)
+                tx.all(
+                    &format!("EXPLAIN QUERY PLAN {}", by_trade_no_sql()),
+                    args!["2026112422001446880501234567"],
+                    |r| r.get_string(3),
+                )
             })
             .unwrap();
         assert!(
@@ -429,10 +486,103 @@ mod tests {
         assert!(!plan.iter().any(|step| step.starts_with("SCAN")), "{plan:?}");
     }
 
+    fn at(seconds: i64) -> DateTime<Utc> {
+        use chrono::TimeZone;
+        Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap() + chrono::Duration::seconds(seconds)
+    }
+
+    /// `(status, attempts, lease_owner)` of every delivery, by id.
+    fn deliveries(db: &super::super::Offline) -> Vec<(String, i64, Option<String>)> {
+        db.read(|tx| {
+            tx.all(
+                "SELECT status, attempts, lease_owner FROM sandbox_deliveries ORDER BY id",
+                args![],
+                |r| Ok((r.get_string(0)?, r.get_i64(1)?, r.get_opt_string(2)?)),
+            )
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_claimed_delivery_is_not_handed_to_another_owner_until_its_lease_expires_and_a_stale_attempt_is_refused(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = super::super::Offline::open(&dir.path().join("kassa.db")).unwrap();
+        db.migrate().unwrap();
+        db.immediate(|tx| enqueue_delivery(tx, "t-1", "http://shop.test/n", "{}", "{}", at(0), at(0)))
+            .unwrap();
+        let claim = |db: &mut super::super::Offline, owner: &str, now: i64| {
+            db.immediate(|tx| claim_due_delivery(tx, at(now), at(now + 60), owner))
+                .unwrap()
+        };
+
+        let first = claim(&mut db, "inst_a", 0).expect("due");
+        assert_eq!(first.lease_owner, "inst_a");
+        assert_eq!(claim(&mut db, "inst_b", 0), None, "claimed, not handed out again");
+        assert_eq!(claim(&mut db, "inst_b", 59), None, "the lease still holds");
+        assert_eq!(
+            db.read(next_delivery_at).unwrap(),
+            Some(at(60)),
+            "the notifier waits for the lease, not the due time already past"
+        );
+
+        let second = claim(&mut db, "inst_b", 60).expect("the lease ran out");
+        assert_eq!(second.delivery.id, first.delivery.id);
+        let stale = db
+            .immediate(|tx| record_attempt(tx, &first, true, "HTTP 200 OK: success", None))
+            .unwrap();
+        assert!(!stale);
+        assert_eq!(
+            deliveries(&db),
+            vec![("pending".into(), 0, Some("inst_b".into()))]
+        );
+
+        let current = db
+            .immediate(|tx| record_attempt(tx, &second, false, "HTTP 500", Some(at(300))))
+            .unwrap();
+        assert!(current);
+        assert_eq!(deliveries(&db), vec![("pending".into(), 1, None)]);
+        assert_eq!(
+            claim(&mut db, "inst_a", 299),
+            None,
+            "not due before its next attempt"
+        );
+        assert!(claim(&mut db, "inst_a", 300).is_some());
+    }
+
+    #[test]
+    fn giving_back_sandbox_claims_frees_only_the_owners_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = super::super::Offline::open(&dir.path().join("kassa.db")).unwrap();
+        db.migrate().unwrap();
+        db.immediate(|tx| {
+            enqueue_delivery(tx, "t-1", "http://shop.test/n", "{}", "{}", at(0), at(0))?;
+            enqueue_delivery(tx, "t-2", "http://shop.test/n", "{}", "{}", at(0), at(0))
+        })
+        .unwrap();
+        for owner in ["inst_a", "inst_b"] {
+            db.immediate(|tx| claim_due_delivery(tx, at(0), at(60), owner))
+                .unwrap()
+                .unwrap();
+        }
+
+        let released = db.immediate(|tx| release_claims(tx, "inst_a")).unwrap();
+
+        assert_eq!(released, 1);
+        assert_eq!(
+            deliveries(&db),
+            vec![
+                ("pending".into(), 0, None),
+                ("pending".into(), 0, Some("inst_b".into()))
+            ]
+        );
+    }
+
     #[test]
     fn every_delivery_status_round_trips_and_keeps_its_stored_text() {
-        round_trip(&DeliveryStatus::ALL);
-        let texts: Vec<String> = DeliveryStatus::ALL.iter().map(stored).collect();
-        assert_eq!(texts, ["pending", "delivered", "failed"]);
+        assert_eq!(
+            round_trip(&DeliveryStatus::ALL),
+            ["pending", "delivered", "failed"]
+        );
     }
 }

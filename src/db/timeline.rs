@@ -4,11 +4,9 @@
 //! delivery with every attempt.
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
-use rusqlite::types::ValueRef;
 
-use super::outbox::AttemptRecord;
-use super::types::{from_millis, opt_from_millis};
+use super::outbox::{self, AttemptRecord};
+use super::sql::{args, Row, Value};
 use super::{DbResult, Tx};
 use crate::domain::{EventType, OrderId, OutboxStatus};
 
@@ -38,13 +36,13 @@ impl Field {
     }
 }
 
-impl From<ValueRef<'_>> for Field {
-    fn from(v: ValueRef<'_>) -> Self {
+impl Field {
+    fn read(v: Value<'_>) -> Field {
         match v {
-            ValueRef::Null => Field::Null,
-            ValueRef::Integer(i) => Field::Integer(i),
-            ValueRef::Real(f) => Field::Real(f),
-            ValueRef::Text(t) | ValueRef::Blob(t) => Field::Text(String::from_utf8_lossy(t).into_owned()),
+            Value::Null => Field::Null,
+            Value::Int(i) => Field::Integer(i),
+            Value::Real(f) => Field::Real(f),
+            Value::Text(t) => Field::Text(String::from_utf8_lossy(t).into_owned()),
         }
     }
 }
@@ -54,20 +52,15 @@ pub type RawRow = Vec<(String, Field)>;
 
 /// Every notification recorded for the order, oldest first, with all its columns.
 pub fn notifications_for_order(tx: &Tx<'_>, order_id: &OrderId) -> DbResult<Vec<RawRow>> {
-    let mut stmt = tx
-        .conn
-        .prepare_cached("SELECT * FROM notifications WHERE order_id = ?1 ORDER BY id")?;
-    let names: Vec<String> = stmt.column_names().iter().map(|s| (*s).to_owned()).collect();
-    let mut rows = stmt.query([order_id])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        let mut fields = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
-            fields.push((name.clone(), Field::from(row.get_ref(i)?)));
-        }
-        out.push(fields);
-    }
-    Ok(out)
+    tx.all(
+        "SELECT * FROM notifications WHERE order_id = ?1 ORDER BY id",
+        args![order_id],
+        |r| {
+            (0..r.column_count())
+                .map(|i| Ok((r.column_name(i)?.to_owned(), Field::read(r.value(i)?))))
+                .collect()
+        },
+    )
 }
 
 /// A webhook delivery (an outbox row) and its attempts.
@@ -84,41 +77,32 @@ pub struct Delivery {
 }
 
 pub fn deliveries_for_order(tx: &Tx<'_>, order_id: &OrderId) -> DbResult<Vec<Delivery>> {
-    let mut stmt = tx.conn.prepare_cached(
+    let mut deliveries = tx.all(
         "SELECT id, event_id, event_type, status, created_at, next_attempt_at, delivered_at, last_error \
          FROM webhook_outbox WHERE order_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([order_id], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            Delivery {
-                event_id: r.get(1)?,
-                event_type: r.get(2)?,
-                status: r.get(3)?,
-                created_at: from_millis(r.get(4)?)?,
-                next_attempt_at: from_millis(r.get(5)?)?,
-                delivered_at: opt_from_millis(r.get(6)?)?,
-                last_error: r.get(7)?,
-                attempts: Vec::new(),
-            },
-        ))
-    })?;
-    let mut deliveries = rows.collect::<Result<Vec<_>, _>>()?;
-    let mut attempts = tx.conn.prepare_cached(
-        "SELECT at, url, http_status, error, latency_ms, response FROM webhook_attempts WHERE outbox_id = ?1 ORDER BY id",
+        args![order_id],
+        |r| Ok((r.get_i64(0)?, Delivery::read(r)?)),
     )?;
     for (id, delivery) in &mut deliveries {
-        let rows = attempts.query_map(params![*id], |r| {
-            Ok(AttemptRecord {
-                at: from_millis(r.get(0)?)?,
-                url: r.get(1)?,
-                http_status: r.get(2)?,
-                error: r.get(3)?,
-                latency_ms: r.get(4)?,
-                response: r.get(5)?,
-            })
-        })?;
-        delivery.attempts = rows.collect::<Result<_, _>>()?;
+        delivery.attempts = outbox::attempts_of(tx, *id)?;
     }
     Ok(deliveries.into_iter().map(|(_, d)| d).collect())
+}
+
+impl Delivery {
+    /// Reads an outbox row selected as `id, event_id, event_type, status, created_at,
+    /// next_attempt_at, delivered_at, last_error` (more columns may follow); the
+    /// attempts are left for the caller to load once the rows are read.
+    pub(super) fn read(r: &Row<'_>) -> DbResult<Self> {
+        Ok(Delivery {
+            event_id: r.get_string(1)?,
+            event_type: r.parse(2)?,
+            status: r.parse(3)?,
+            created_at: r.get_time(4)?,
+            next_attempt_at: r.get_time(5)?,
+            delivered_at: r.get_opt_time(6)?,
+            last_error: r.get_opt_string(7)?,
+            attempts: Vec::new(),
+        })
+    }
 }

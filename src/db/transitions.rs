@@ -7,10 +7,10 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 
 use super::history::{self, Cause, HistoryOutcome, Recorded};
 use super::orders;
+use super::sql::{args, Arg};
 use super::types::{sql_list, to_millis};
 use super::{DbResult, Tx};
 use crate::domain::{Amount, Currency, Order, OrderId, OrderStatus, ProviderKind, Transition};
@@ -85,22 +85,30 @@ pub enum Checked {
 }
 
 /// One statement per transition, built once: the guarded UPDATE, optionally also
-/// requiring the provider (`?5`) and the amount and currency (`?6`, `?7`), returning
-/// the changed row and, last, what tells the status it left.
+/// requiring the provider and the amount and currency, returning the changed row and,
+/// last, what tells the status it left. Its parameters are the order's id, the
+/// transition's own facts (`PARAMS`), then provider, amount and currency: each
+/// statement uses exactly `?1` to `?N`, as PostgreSQL will not type a parameter that
+/// no statement text names.
 fn update_sql(transition: Transition) -> &'static str {
     fn build(transition: Transition) -> String {
         let allowed = sql_list(transition.allowed_from().iter().map(|s| s.as_str()));
+        // `CASE … THEN 1 ELSE 0`, not the comparison itself: PostgreSQL stores no
+        // boolean in an integer column.
         let (set, from) = match transition {
+            // ?2 paid_at, ?3 provider_trade_no, ?4 now
             Transition::Pay => (
-                "status = 'paid', late_payment = (status = 'closed'), paid_at = ?2, \
+                "status = 'paid', late_payment = CASE WHEN status = 'closed' THEN 1 ELSE 0 END, paid_at = ?2, \
                  provider_trade_no = COALESCE(?3, provider_trade_no), updated_at = ?4",
                 "late_payment",
             ),
-            Transition::Close => ("status = 'closed', closed_at = ?4, updated_at = ?4", "0"),
+            // ?2 now
+            Transition::Close => ("status = 'closed', closed_at = ?2, updated_at = ?2", "0"),
+            // ?2 amount, ?3 now
             Transition::Refund => (
                 "refunded_amount = refunded_amount + ?2, \
                  status = CASE WHEN refunded_amount + ?2 >= amount THEN 'refunded' ELSE 'partially_refunded' END, \
-                 updated_at = ?4",
+                 updated_at = ?3",
                 "refunded_amount - ?2",
             ),
         };
@@ -109,9 +117,13 @@ fn update_sql(transition: Transition) -> &'static str {
         } else {
             ""
         };
+        let p = params(transition);
+        let (provider, amount, currency) = (p + 1, p + 2, p + 3);
+        // The casts give PostgreSQL a type for a parameter that is only tested for NULL.
         format!(
             "UPDATE orders SET {set} WHERE id = ?1 AND status IN ({allowed}){refund_guard} \
-             AND (?5 IS NULL OR provider = ?5) AND (?6 IS NULL OR (amount = ?6 AND currency = ?7)) \
+             AND (CAST(?{provider} AS TEXT) IS NULL OR provider = ?{provider}) \
+             AND (CAST(?{amount} AS BIGINT) IS NULL OR (amount = ?{amount} AND currency = ?{currency})) \
              RETURNING {columns}, {from}",
             columns = orders::COLUMNS
         )
@@ -123,6 +135,16 @@ fn update_sql(transition: Transition) -> &'static str {
         Transition::Pay => PAY.as_str(),
         Transition::Close => CLOSE.as_str(),
         Transition::Refund => REFUND.as_str(),
+    }
+}
+
+/// How many parameters of `update_sql` come before the expected provider: the id
+/// and the transition's own facts.
+const fn params(transition: Transition) -> usize {
+    match transition {
+        Transition::Pay => 4,
+        Transition::Close => 2,
+        Transition::Refund => 3,
     }
 }
 
@@ -138,41 +160,57 @@ fn update(
     now: DateTime<Utc>,
 ) -> DbResult<Option<(OrderStatus, Order)>> {
     let transition = change.transition();
-    let (a, b): (Option<i64>, Option<&str>) = match change {
+    let provider = Arg::from(expected.map(|e| e.provider));
+    let amount = expected.and_then(|e| e.amount);
+    let (minor, currency) = (
+        Arg::from(amount.map(Amount::minor)),
+        Arg::from(amount.map(Amount::currency)),
+    );
+    let now = Arg::from(to_millis(now));
+    // Numbered as `update_sql` numbers them; a shorter list is padded at the end and
+    // cut off again, so no list needs an allocation.
+    let args: [Arg<'_>; 7] = match change {
         Change::Pay {
             provider_trade_no,
             paid_at,
-        } => (Some(to_millis(*paid_at)), provider_trade_no.as_deref()),
-        Change::Close => (None, None),
-        Change::Refund { amount } => (Some(*amount), None),
+        } => [
+            order_id.into(),
+            to_millis(*paid_at).into(),
+            provider_trade_no.as_deref().into(),
+            now,
+            provider,
+            minor,
+            currency,
+        ],
+        Change::Close => [
+            order_id.into(),
+            now,
+            provider,
+            minor,
+            currency,
+            Arg::Null,
+            Arg::Null,
+        ],
+        Change::Refund { amount } => [
+            order_id.into(),
+            (*amount).into(),
+            now,
+            provider,
+            minor,
+            currency,
+            Arg::Null,
+        ],
     };
-    let provider = expected.map(|e| e.provider);
-    let amount = expected.and_then(|e| e.amount);
-    Ok(tx
-        .conn
-        .prepare_cached(update_sql(transition))?
-        .query_row(
-            params![
-                order_id,
-                a,
-                b,
-                to_millis(now),
-                provider,
-                amount.map(Amount::minor),
-                amount.map(Amount::currency),
-            ],
-            |r| {
-                let order = orders::from_row(r)?;
-                let from = match transition {
-                    Transition::Pay if r.get::<_, bool>(FROM_COLUMN)? => OrderStatus::Closed,
-                    Transition::Pay | Transition::Close => OrderStatus::Pending,
-                    Transition::Refund if r.get::<_, i64>(FROM_COLUMN)? == 0 => OrderStatus::Paid,
-                    Transition::Refund => OrderStatus::PartiallyRefunded,
-                };
-                Ok((from, order))
-            },
-        )
-        .optional()?)
+    tx.opt(update_sql(transition), &args[..params(transition) + 3], |r| {
+        let order = orders::from_row(r)?;
+        let from = match transition {
+            Transition::Pay if r.get_bool(FROM_COLUMN)? => OrderStatus::Closed,
+            Transition::Pay | Transition::Close => OrderStatus::Pending,
+            Transition::Refund if r.get_i64(FROM_COLUMN)? == 0 => OrderStatus::Paid,
+            Transition::Refund => OrderStatus::PartiallyRefunded,
+        };
+        Ok((from, order))
+    })
 }
 
 fn record(
@@ -272,16 +310,210 @@ pub fn apply_checked(
 
 /// The order's status, provider and amount, if there is such an order.
 pub fn find(tx: &Tx<'_>, order_id: &OrderId) -> DbResult<Option<Found>> {
-    Ok(tx
-        .conn
-        .prepare_cached("SELECT status, provider, amount, currency FROM orders WHERE id = ?1")?
-        .query_row([order_id], |r| {
+    tx.opt(
+        "SELECT status, provider, amount, currency FROM orders WHERE id = ?1",
+        args![order_id],
+        |r| {
             Ok(Found {
-                status: r.get(0)?,
-                provider: r.get(1)?,
-                amount: r.get(2)?,
-                currency: r.get(3)?,
+                status: r.parse(0)?,
+                provider: r.parse(1)?,
+                amount: r.get_i64(2)?,
+                currency: r.parse(3)?,
             })
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::super::sql::tests::{database, new_order};
+    use super::*;
+    use crate::domain::TransitionSource;
+
+    #[test]
+    fn each_transition_stores_its_own_facts_and_applies_only_when_the_provider_amount_and_currency_are_as_expected(
+    ) {
+        let (_dir, mut db) = database();
+        let (paying, closing, refunding) = (new_order(1, 100), new_order(2, 100), new_order(3, 100));
+        let t = |m: i64| paying.created_at + Duration::minutes(m);
+        let cause = Cause::system(TransitionSource::Notification);
+        let right = |o: &crate::domain::NewOrder| Expected {
+            provider: o.provider,
+            amount: Some(o.amount),
+        };
+        let wrong = |o: &crate::domain::NewOrder| {
+            let other = if o.provider == ProviderKind::Alipay {
+                ProviderKind::Wechat
+            } else {
+                ProviderKind::Alipay
+            };
+            let (minor, currency) = (o.amount.minor(), o.amount.currency());
+            let other_currency = if currency == Currency::Cny {
+                Currency::Usd
+            } else {
+                Currency::Cny
+            };
+            [
+                Expected {
+                    provider: other,
+                    amount: Some(o.amount),
+                },
+                Expected {
+                    provider: o.provider,
+                    amount: Some(Amount::from_minor(minor + 1, currency).unwrap()),
+                },
+                Expected {
+                    provider: o.provider,
+                    amount: Some(Amount::from_minor(minor, other_currency).unwrap()),
+                },
+                Expected {
+                    provider: other,
+                    amount: None,
+                },
+            ]
+        };
+        let pay = Change::Pay {
+            provider_trade_no: Some("T1".into()),
+            paid_at: t(1),
+        };
+        let refund = Change::Refund { amount: 30 };
+        db.immediate(|tx| {
+            for o in [&paying, &closing, &refunding] {
+                orders::insert(tx, o, None)?;
+            }
+            apply(tx, &refunding.id, &pay, &cause, t(1))?;
+            for (order, change) in [(&paying, &pay), (&closing, &Change::Close), (&refunding, &refund)] {
+                for expected in wrong(order) {
+                    let checked =
+                        apply_checked(tx, &order.id, change, &expected, t(2), |_, _| Ok(cause.clone()))?;
+                    assert!(
+                        matches!(checked, Checked::NotApplied(Some(_))),
+                        "{change:?} {expected:?}: {checked:?}"
+                    );
+                }
+            }
+            Ok(())
         })
-        .optional()?)
+        .unwrap();
+        let applied = db
+            .immediate(|tx| {
+                let mut orders = Vec::new();
+                for (order, change) in [(&paying, &pay), (&closing, &Change::Close), (&refunding, &refund)] {
+                    let checked = apply_checked(tx, &order.id, change, &right(order), t(3), |_, _| {
+                        Ok(cause.clone())
+                    })?;
+                    let Checked::Applied { order, .. } = checked else {
+                        panic!("{change:?} did not apply: {checked:?}");
+                    };
+                    orders.push(order);
+                }
+                // Without an expectation, and a refund of the rest.
+                let Outcome::Applied { order, .. } =
+                    apply(tx, &refunding.id, &Change::Refund { amount: 70 }, &cause, t(4))?
+                else {
+                    panic!("the second refund did not apply");
+                };
+                orders.push(order);
+                Ok(orders)
+            })
+            .unwrap();
+        let facts: Vec<_> = applied
+            .iter()
+            .map(|o| {
+                (
+                    o.status,
+                    o.paid_at,
+                    o.provider_trade_no.as_deref(),
+                    o.closed_at,
+                    o.refunded_amount,
+                    o.updated_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            facts,
+            [
+                (OrderStatus::Paid, Some(t(1)), Some("T1"), None, 0, t(3)),
+                (OrderStatus::Closed, None, None, Some(t(3)), 0, t(3)),
+                (
+                    OrderStatus::PartiallyRefunded,
+                    Some(t(1)),
+                    Some("T1"),
+                    None,
+                    30,
+                    t(3)
+                ),
+                (OrderStatus::Refunded, Some(t(1)), Some("T1"), None, 100, t(4)),
+            ]
+        );
+        // The order as stored is the order last returned.
+        for o in [&applied[0], &applied[1], &applied[3]] {
+            let stored = db.read(|tx| orders::find_by_id(tx, &o.id)).unwrap().unwrap();
+            assert_eq!(&stored, o);
+        }
+    }
+
+    #[test]
+    fn a_payment_stores_late_payment_as_1_only_for_an_order_it_found_closed_and_says_which_status_it_left() {
+        let (_dir, mut db) = database();
+        let (on_time, late, checked) = (new_order(1, 100), new_order(2, 100), new_order(3, 100));
+        let now = on_time.created_at + Duration::minutes(20);
+        let cause = Cause::system(TransitionSource::Notification);
+        db.immediate(|tx| {
+            for o in [&on_time, &late, &checked] {
+                orders::insert(tx, o, None)?;
+            }
+            apply(tx, &late.id, &Change::Close, &cause, now)?;
+            apply(tx, &checked.id, &Change::Close, &cause, now)?;
+            Ok(())
+        })
+        .unwrap();
+        let pay = Change::Pay {
+            provider_trade_no: Some("T1".into()),
+            paid_at: now,
+        };
+        let expected = Expected {
+            provider: ProviderKind::Alipay,
+            amount: Some(checked.amount),
+        };
+        let outcomes = db
+            .immediate(|tx| {
+                let Outcome::Applied { from: a, order: x } = apply(tx, &on_time.id, &pay, &cause, now)?
+                else {
+                    panic!("the on-time payment did not apply");
+                };
+                let Outcome::Applied { from: b, order: y } = apply(tx, &late.id, &pay, &cause, now)? else {
+                    panic!("the late payment did not apply");
+                };
+                let Checked::Applied { from: c, order: z } =
+                    apply_checked(tx, &checked.id, &pay, &expected, now, |_, _| Ok(cause.clone()))?
+                else {
+                    panic!("the checked late payment did not apply");
+                };
+                Ok([(a, x.late_payment), (b, y.late_payment), (c, z.late_payment)])
+            })
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                (OrderStatus::Pending, false),
+                (OrderStatus::Closed, true),
+                (OrderStatus::Closed, true)
+            ]
+        );
+        for (order, flag) in [(&on_time, 0), (&late, 1), (&checked, 1)] {
+            let stored = db
+                .read(|tx| {
+                    tx.one(
+                        "SELECT typeof(late_payment), late_payment FROM orders WHERE id = ?1",
+                        args![&order.id],
+                        |r| Ok((r.get_string(0)?, r.get_i64(1)?)),
+                    )
+                })
+                .unwrap();
+            assert_eq!(stored, ("integer".to_owned(), flag), "{}", order.out_trade_no);
+        }
+    }
 }

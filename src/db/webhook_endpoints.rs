@@ -2,9 +2,9 @@
 //! failed for days is disabled until a delivery to it succeeds or an operator re-sends.
 
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::{params, OptionalExtension, Row};
 
-use super::types::{opt_from_millis, to_millis};
+use super::sql::{args, Row};
+use super::types::to_millis;
 use super::{DbResult, Tx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,39 +14,38 @@ pub struct EndpointHealth {
     pub disabled_at: Option<DateTime<Utc>>,
 }
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<EndpointHealth> {
+fn from_row(r: &Row<'_>) -> DbResult<EndpointHealth> {
     Ok(EndpointHealth {
-        url: r.get(0)?,
-        failing_since: opt_from_millis(r.get(1)?)?,
-        disabled_at: opt_from_millis(r.get(2)?)?,
+        url: r.get_string(0)?,
+        failing_since: r.get_opt_time(1)?,
+        disabled_at: r.get_opt_time(2)?,
     })
 }
 
 pub fn find(tx: &Tx<'_>, url: &str) -> DbResult<Option<EndpointHealth>> {
-    Ok(tx
-        .conn
-        .prepare_cached("SELECT url, failing_since, disabled_at FROM webhook_endpoints WHERE url = ?1")?
-        .query_row([url], from_row)
-        .optional()?)
+    tx.opt(
+        "SELECT url, failing_since, disabled_at FROM webhook_endpoints WHERE url = ?1",
+        args![url],
+        from_row,
+    )
 }
 
 /// Every endpoint kassa has delivered to, with its health.
 pub fn list(tx: &Tx<'_>) -> DbResult<Vec<EndpointHealth>> {
-    let mut stmt = tx
-        .conn
-        .prepare_cached("SELECT url, failing_since, disabled_at FROM webhook_endpoints ORDER BY url")?;
-    let rows = stmt.query_map([], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    tx.all(
+        "SELECT url, failing_since, disabled_at FROM webhook_endpoints ORDER BY url",
+        args![],
+        from_row,
+    )
 }
 
 /// A success re-enables the endpoint and ends its failing streak.
 pub fn succeeded(tx: &Tx<'_>, url: &str, now: DateTime<Utc>) -> DbResult<()> {
-    tx.conn
-        .prepare_cached(
-            "INSERT INTO webhook_endpoints (url, last_success_at) VALUES (?1, ?2) \
-             ON CONFLICT (url) DO UPDATE SET failing_since = NULL, disabled_at = NULL, last_success_at = ?2",
-        )?
-        .execute(params![url, to_millis(now)])?;
+    tx.exec(
+        "INSERT INTO webhook_endpoints (url, last_success_at) VALUES (?1, ?2) \
+         ON CONFLICT (url) DO UPDATE SET failing_since = NULL, disabled_at = NULL, last_success_at = ?2",
+        args![url, to_millis(now)],
+    )?;
     Ok(())
 }
 
@@ -62,30 +61,129 @@ pub fn failed(
     quiet_gap: Duration,
 ) -> DbResult<bool> {
     let at = to_millis(now);
-    tx.conn
-        .prepare_cached(
-            "INSERT INTO webhook_endpoints (url, failing_since, last_failure_at) VALUES (?1, ?2, ?2) \
-             ON CONFLICT (url) DO UPDATE SET \
-                 failing_since = CASE WHEN failing_since IS NULL OR last_failure_at < ?3 THEN ?2 ELSE failing_since END, \
-                 last_failure_at = ?2",
-        )?
-        .execute(params![url, at, at - quiet_gap.num_milliseconds()])?;
-    let n = tx
-        .conn
-        .prepare_cached(
-            "UPDATE webhook_endpoints SET disabled_at = ?2 WHERE url = ?1 AND disabled_at IS NULL AND failing_since <= ?3",
-        )?
-        .execute(params![url, at, at - disable_after.num_milliseconds()])?;
+    tx.exec(
+        "INSERT INTO webhook_endpoints (url, failing_since, last_failure_at) VALUES (?1, ?2, ?2) \
+         ON CONFLICT (url) DO UPDATE SET \
+             failing_since = CASE WHEN webhook_endpoints.failing_since IS NULL OR webhook_endpoints.last_failure_at < ?3 \
+                 THEN ?2 ELSE webhook_endpoints.failing_since END, \
+             last_failure_at = ?2",
+        args![url, at, at - quiet_gap.num_milliseconds()],
+    )?;
+    let n = tx.exec(
+        "UPDATE webhook_endpoints SET disabled_at = ?2 WHERE url = ?1 AND disabled_at IS NULL AND failing_since <= ?3",
+        args![url, at, at - disable_after.num_milliseconds()],
+    )?;
     Ok(n == 1)
 }
 
-/// Clears the disabled flag and failing streak of the endpoints of the outbox rows
-/// matching `filter` (SQL over `webhook_outbox` with one parameter, `?1`).
-pub(super) fn reenable_where(tx: &Tx<'_>, filter: &'static str, arg: &dyn rusqlite::ToSql) -> DbResult<()> {
-    let sql = format!(
+/// Clears the disabled flag and failing streak of the endpoint of the outbox row
+/// `event_id` (an operator re-sends it).
+pub(super) fn reenable_for_requeue(tx: &Tx<'_>, event_id: &str) -> DbResult<()> {
+    tx.exec(
         "UPDATE webhook_endpoints SET disabled_at = NULL, failing_since = NULL \
-         WHERE url IN (SELECT url FROM webhook_outbox WHERE {filter})"
-    );
-    tx.conn.prepare_cached(&sql)?.execute([arg])?;
+         WHERE url IN (SELECT url FROM webhook_outbox WHERE event_id = ?1 AND url IS NOT NULL)",
+        args![event_id],
+    )?;
     Ok(())
+}
+
+/// Clears the disabled flag and failing streak of the endpoints of every outbox row
+/// that failed since `since` (an operator re-sends them all).
+pub(super) fn reenable_failed_since(tx: &Tx<'_>, since: DateTime<Utc>) -> DbResult<()> {
+    tx.exec(
+        "UPDATE webhook_endpoints SET disabled_at = NULL, failing_since = NULL \
+         WHERE url IN (SELECT url FROM webhook_outbox \
+             WHERE status = 'failed' AND updated_at >= ?1 AND url IS NOT NULL)",
+        args![to_millis(since)],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::super::sql::tests::database;
+    use super::*;
+
+    #[test]
+    fn a_failing_streak_starts_at_its_first_failure_restarts_after_a_quiet_gap_and_disables_the_endpoint_once_long_enough(
+    ) {
+        let (_dir, mut db) = database();
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        let url = "https://a.example/hook";
+        let (disable_after, quiet_gap) = (Duration::seconds(100), Duration::seconds(30));
+        let mut fail = |s: i64| {
+            db.immediate(|tx| failed(tx, url, t0 + Duration::seconds(s), disable_after, quiet_gap))
+                .unwrap()
+        };
+        assert!(!fail(0));
+        assert!(!fail(20));
+        // 40 s after the last failure: a new streak.
+        assert!(!fail(60));
+        assert!(!fail(80));
+        assert!(!fail(100));
+        assert!(!fail(120));
+        assert!(!fail(140));
+        assert!(fail(160));
+        assert!(!fail(170));
+        let health = db.read(|tx| find(tx, url)).unwrap().unwrap();
+        assert_eq!(health.failing_since, Some(t0 + Duration::seconds(60)));
+        assert_eq!(health.disabled_at, Some(t0 + Duration::seconds(160)));
+    }
+
+    #[test]
+    fn a_requeue_re_enables_only_its_rows_endpoint_and_a_requeue_since_only_those_of_rows_failed_since() {
+        let (_dir, mut db) = database();
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        // (event, status, updated_at in seconds, url)
+        let rows = [
+            ("e-old", "failed", 50, "https://old.example"),
+            ("e-new", "failed", 100, "https://new.example"),
+            ("e-done", "delivered", 200, "https://done.example"),
+            ("e-none", "failed", 300, ""),
+        ];
+        db.immediate(|tx| {
+            let order = super::super::sql::tests::new_order(1, 100);
+            super::super::orders::insert(tx, &order, None)?;
+            for (event, status, at, url) in rows {
+                let at = to_millis(t0 + Duration::seconds(at));
+                tx.exec(
+                    "INSERT INTO webhook_outbox (event_id, order_id, event_type, payload, status, \
+                     next_attempt_at, created_at, updated_at, url) \
+                     VALUES (?1, ?2, 'order.paid', '{}', ?3, ?4, ?4, ?4, NULLIF(?5, ''))",
+                    args![event, &order.id, status, at, url],
+                )?;
+            }
+            for url in [
+                "https://old.example",
+                "https://new.example",
+                "https://done.example",
+                "https://other.example",
+            ] {
+                tx.exec(
+                    "INSERT INTO webhook_endpoints (url, failing_since, last_failure_at, disabled_at) \
+                     VALUES (?1, 1, 2, 3)",
+                    args![url],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let enabled = |db: &super::super::Offline| -> Vec<String> {
+            db.read(list)
+                .unwrap()
+                .into_iter()
+                .filter(|h| h.disabled_at.is_none() && h.failing_since.is_none())
+                .map(|h| h.url)
+                .collect()
+        };
+
+        db.immediate(|tx| reenable_for_requeue(tx, "e-done")).unwrap();
+        assert_eq!(enabled(&db), ["https://done.example"]);
+
+        db.immediate(|tx| reenable_failed_since(tx, t0 + Duration::seconds(100)))
+            .unwrap();
+        assert_eq!(enabled(&db), ["https://done.example", "https://new.example"]);
+    }
 }

@@ -30,7 +30,7 @@ pub async fn try_run_once(core: &Core, now: DateTime<Utc>) -> Result<BackupRepor
     let dir = directory(core);
     let keep = usize::try_from(core.settings.backup.keep).unwrap_or(usize::MAX);
     let done = tokio::task::spawn_blocking(move || {
-        let written = backup::write_periodic(db.path(), &dir, now)?;
+        let written = backup::write_periodic(db.target().sqlite_file()?, &dir, now)?;
         let deleted = backup::rotate(&dir, keep, &written)?;
         drop(db);
         Ok(BackupReport { written, deleted })
@@ -49,15 +49,54 @@ pub async fn try_run_once(core: &Core, now: DateTime<Utc>) -> Result<BackupRepor
     done
 }
 
+/// The job's lease (`jobs::lease`).
+pub const LEASE: &str = "backup";
+
+/// `try_run_once` while this process holds the backup lease; `None` when another
+/// process does, and nothing was written.
+pub async fn pass(
+    core: &Core,
+    now: DateTime<Utc>,
+) -> Result<Option<Result<BackupReport, BackupError>>, crate::db::DbError> {
+    super::lease::run_leased(core, LEASE, now, async { Ok(try_run_once(core, now).await) }).await
+}
+
 /// Runs a round every `interval`, counted from the newest periodic backup already in
 /// the directory: a service restarted more often than `interval` still backs up, and
-/// with no backup yet the first round runs at once.
+/// with no backup yet the first round runs at once. The newest backup is looked at
+/// again before each round, so a round another process wrote meanwhile counts.
 pub async fn run(core: Core, interval: std::time::Duration) {
     let mut wait = first_wait(&core, interval).await;
     loop {
         tokio::time::sleep(wait).await;
-        let _ = try_run_once(&core, core.now()).await;
-        wait = interval;
+        let left = first_wait(&core, interval).await;
+        if !left.is_zero() {
+            wait = left;
+            continue;
+        }
+        wait = after_round(&core, &pass(&core, core.now()).await, interval);
+    }
+}
+
+/// How long `run` waits after a round that ended as `round` (a `pass`).
+pub fn after_round<T>(
+    core: &Core,
+    round: &Result<Option<T>, crate::db::DbError>,
+    interval: std::time::Duration,
+) -> std::time::Duration {
+    let retry = super::lease::TTL.to_std().unwrap_or(interval);
+    match round {
+        // Written or failed (logged and counted): the next round after `interval`.
+        Ok(Some(_)) => interval,
+        // Another process holds the lease: try again once it would have run out.
+        Ok(None) => retry,
+        // Counted as a failed round, and tried again as soon as the lease could be
+        // taken, not a whole interval later.
+        Err(e) => {
+            tracing::error!(error = %e, "cannot take the backup job's lease");
+            core.metrics.backup_finished(false, core.now());
+            retry
+        }
     }
 }
 

@@ -18,6 +18,8 @@ const BATCH: u32 = 200;
 /// How long an order whose provider could not be reached waits before the next try.
 const RETRY_AFTER: Duration = Duration::seconds(60);
 const IDLE_SLEEP: StdDuration = StdDuration::from_secs(5);
+/// The job's lease (`jobs::lease`).
+pub const LEASE: &str = "expiry";
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ExpiryReport {
@@ -88,11 +90,17 @@ impl ExpiryWorker {
         Ok(report)
     }
 
+    /// `try_run_once` while this process holds the expiry lease; `None` when another
+    /// does, and nothing ran.
+    pub async fn pass(&self, now: DateTime<Utc>) -> Result<Option<ExpiryReport>, DbError> {
+        super::lease::run_leased(&self.core, LEASE, now, self.try_run_once(now)).await
+    }
+
     pub async fn run(self) {
         loop {
             let now = self.core.now();
-            match self.try_run_once(now).await {
-                Ok(report) if !report.is_empty() => continue,
+            match self.pass(now).await {
+                Ok(Some(report)) if !report.is_empty() => continue,
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
             }

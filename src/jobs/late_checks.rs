@@ -18,6 +18,8 @@ use crate::service::{changes, provider_calls};
 /// Provider queries one pass may make.
 pub const MAX_QUERIES_PER_RUN: u32 = 30;
 pub const PASS_EVERY: StdDuration = StdDuration::from_secs(30);
+/// The job's lease (`jobs::lease`).
+pub const LEASE: &str = "late-checks";
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LateChecksReport {
@@ -32,7 +34,8 @@ pub async fn try_run_once(core: &Core, now: DateTime<Utc>) -> Result<LateChecksR
         .db
         .read(move |c| orders::list_due_for_check(c, now, MAX_QUERIES_PER_RUN))
         .await?;
-    for order in due {
+    for due in due {
+        let (order, seen) = (due.order, due.checks_done);
         let Some(provider) = core.providers.get(order.provider).cloned() else {
             continue;
         };
@@ -51,7 +54,9 @@ pub async fn try_run_once(core: &Core, now: DateTime<Utc>) -> Result<LateChecksR
         };
         let id = order.id.clone();
         let applied = changes::write(core, move |c, changes| {
-            orders::record_check(c, &id)?;
+            // Refused when another process recorded this step meanwhile; what either
+            // found paid still applies, through the guarded transition.
+            orders::record_check(c, &id, seen)?;
             let Some(facts) = paid else {
                 return Ok(false);
             };
@@ -69,9 +74,14 @@ pub async fn try_run_once(core: &Core, now: DateTime<Utc>) -> Result<LateChecksR
     Ok(report)
 }
 
+/// `try_run_once` while this process holds the job's lease; `None` when another does.
+pub async fn pass(core: &Core, now: DateTime<Utc>) -> Result<Option<LateChecksReport>, DbError> {
+    super::lease::run_leased(core, LEASE, now, try_run_once(core, now)).await
+}
+
 pub async fn run(core: Core) {
     loop {
-        if let Err(e) = try_run_once(&core, core.now()).await {
+        if let Err(e) = pass(&core, core.now()).await {
             tracing::error!(error = %e, "late-notification checks failed");
         }
         tokio::time::sleep(PASS_EVERY).await;

@@ -14,6 +14,8 @@ use crate::db::{notifications, DbError};
 /// take their turn between batches.
 pub const BATCH: u32 = 500;
 pub const PASS_EVERY: StdDuration = StdDuration::from_secs(60 * 60);
+/// The job's lease (`jobs::lease`).
+pub const LEASE: &str = "notification-retention";
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -52,9 +54,18 @@ pub async fn try_run_once(
     Ok(report)
 }
 
+/// `try_run_once` while this process holds the job's lease; `None` when another does.
+pub async fn pass(
+    core: &Core,
+    keep: Duration,
+    now: DateTime<Utc>,
+) -> Result<Option<RetentionReport>, DbError> {
+    super::lease::run_leased(core, LEASE, now, try_run_once(core, keep, now)).await
+}
+
 pub async fn run(core: Core, keep: Duration) {
     loop {
-        if let Err(e) = try_run_once(&core, keep, core.now()).await {
+        if let Err(e) = pass(&core, keep, core.now()).await {
             tracing::error!(error = %e, "deleting old rejected notifications failed");
         }
         tokio::time::sleep(PASS_EVERY).await;

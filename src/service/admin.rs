@@ -61,7 +61,7 @@ pub fn ensure_first_admin_blocking(
     settings: &Settings,
     now: DateTime<Utc>,
 ) -> Result<Option<FirstAdmin>, AdminError> {
-    let mut conn = Offline::open(db.path())?;
+    let mut conn = Offline::open_target(db.target())?;
     if conn.read(admin_users::count)? > 0 {
         return Ok(None);
     }

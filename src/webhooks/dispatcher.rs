@@ -203,16 +203,18 @@ impl Dispatcher {
         // (and one commit) per row instead of two, since every order's transition
         // queues a row whether or not the shop has an endpoint.
         let default_url = self.core.settings.webhooks.url.is_some();
+        let owner = self.core.instance.clone();
         let Some((claim, skipped)) = self
             .core
             .db
             .write(move |c| {
-                let Some(claim) = outbox::claim_due(c, now, LEASE)? else {
+                let Some(claim) = outbox::claim_due(c, now, LEASE, owner.as_str())? else {
                     return Ok(None);
                 };
                 let skipped = claim.notify_url.is_none() && !default_url;
                 if skipped {
-                    outbox::skip(c, claim.id, now)?;
+                    // Claimed in this same transaction: the claim holds.
+                    outbox::skip(c, &claim, owner.as_str(), now)?;
                 }
                 Ok(Some((claim, skipped)))
             })
@@ -230,15 +232,23 @@ impl Dispatcher {
         let probe = url.clone();
         let health = self.core.db.read(move |c| endpoints::find(c, &probe)).await?;
         if let Some(since) = health.and_then(|h| h.disabled_at) {
-            let (id, reason) = (claim.id, format!(
+            let (stale, reason) = (claim.clone(), format!(
                 "endpoint disabled since {} after failing for 5 days; re-send (kassa webhooks resend) once it is fixed",
                 crate::domain::order::rfc3339(since)
             ));
             let target = url.clone();
-            self.core
+            let owner = self.core.instance.clone();
+            let failed = self
+                .core
                 .db
-                .write(move |c| outbox::fail_unsent(c, id, &target, &reason, now))
+                .write(move |c| outbox::fail_unsent(c, &stale, owner.as_str(), &target, &reason, now))
                 .await?;
+            if !failed {
+                tracing::warn!(
+                    event_id = %claim.event_id,
+                    "lease lost before the row was failed; another dispatcher owns the row"
+                );
+            }
             return Ok(Outcome::Failed);
         }
         let secrets = super::signing_secrets(&self.core.db, &self.core.settings, now).await?;
@@ -273,7 +283,7 @@ impl Dispatcher {
         // Only attempts that went out over HTTP: a skipped row or a disabled endpoint is
         // no attempt.
         self.core.metrics.webhook_attempt(outcome.as_str());
-        let (id, lease_until) = (claim.id, claim.lease_until);
+        let (id, lease_until, owner) = (claim.id, claim.lease_until, self.core.instance.clone());
         // Longer than any wait between two attempts (jitter and Retry-After included).
         let longest = ladder.iter().copied().max().unwrap_or(Duration::zero());
         let quiet_gap = (longest * 2).max(RETRY_AFTER_MAX + Duration::hours(1));
@@ -283,6 +293,7 @@ impl Dispatcher {
                 let attempt = Attempt {
                     outbox_id: id,
                     lease_until,
+                    lease_owner: owner.as_str(),
                     at: now,
                     url: &url,
                     http_status: response.status,

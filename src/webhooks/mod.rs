@@ -40,5 +40,5 @@ pub fn ensure_secret_blocking(
         return Ok(settings.webhooks.secret.expose().to_owned());
     }
     let generated = signer::generate_secret();
-    Offline::open(db.path())?.immediate(|tx| webhook_secrets::ensure(tx, &generated, now))
+    Offline::open_target(db.target())?.immediate(|tx| webhook_secrets::ensure(tx, &generated, now))
 }

@@ -3,14 +3,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chrono::Duration;
 use kassa::db::backup::{integrity_check, list_periodic, parse_periodic_name, periodic_name};
 use kassa::jobs::backup::{directory, try_run_once};
-use serde_json::{json, Value};
 
-use crate::cli::{eventually, kassa, run, start_server, text, Server};
+use crate::cli::{create_order, eventually, kassa, run, start_server, stop_with_signal, text, Server};
 use crate::helpers::{install_sandbox_keys, TestApp};
 
 fn mode(path: &Path) -> u32 {
@@ -116,38 +114,11 @@ async fn backup_rounds_are_named_by_time_never_clash_are_checked_rotate_only_the
 }
 
 /// Stops the server with `signal` and asserts a clean exit (0, empty log).
-async fn stop_with(signal: &str, mut server: Server, db: &Path) {
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .unwrap()
-        .success());
-    let exit = tokio::task::spawn_blocking(move || {
-        let exit = server.child.wait().unwrap();
-        drop(server);
-        exit
-    })
-    .await
-    .unwrap();
+async fn stop_with(signal: &str, server: Server, db: &Path) {
+    let exit = stop_with_signal(server, signal).await;
     assert_eq!(exit.code(), Some(0), "{signal}: {exit:?}");
     let wal = std::fs::metadata(db.with_extension("db-wal")).map_or(0, |m| m.len());
     assert_eq!(wal, 0, "{signal} left the log empty");
-}
-
-async fn create_order(server: &Server, key: &str, out_trade_no: &str) -> String {
-    let created = crate::helpers::http_client()
-        .post(format!("{}/api/v1/orders", server.address))
-        .bearer_auth(key)
-        .json(&json!({"out_trade_no": out_trade_no, "amount": 100, "subject": "Tea", "provider": "alipay"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 #[tokio::test]
@@ -433,4 +404,28 @@ async fn a_restored_backup_of_an_older_schema_is_migrated_by_the_next_start() {
 
     assert_eq!(version(&db), kassa::db::migrations::latest_version());
     assert_eq!(out_trade_nos(&db), ["old-1"]);
+}
+
+#[tokio::test]
+async fn a_round_that_cannot_take_the_backup_lease_is_counted_as_failed_and_retried_after_the_lease_ttl_not_the_interval(
+) {
+    use kassa::jobs::backup::after_round;
+    let app = TestApp::spawn().await;
+    let interval = std::time::Duration::from_secs(24 * 3600);
+    let ttl = kassa::jobs::lease::TTL.to_std().unwrap();
+
+    let failed: Result<Option<()>, _> = Err(kassa::db::DbError::Task("database gone".into()));
+    assert_eq!(after_round(&app.core, &failed, interval), ttl);
+    assert_eq!(after_round(&app.core, &Ok(None::<()>), interval), ttl);
+    assert_eq!(after_round(&app.core, &Ok(Some(())), interval), interval);
+
+    let metrics = app.core.metrics.render();
+    assert!(
+        metrics.contains("kassa_backups_total{outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kassa_backups_total{outcome=\"ok\"} 0"),
+        "{metrics}"
+    );
 }

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 
 use chrono::{Duration, TimeZone, Utc};
 use kassa::db::{orders, Database};
@@ -79,6 +79,44 @@ pub(crate) async fn start_server_logging_to(dir: &Path, env: &[(&str, &str)], lo
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("server never became healthy");
+}
+
+/// Sends `signal` (`-TERM`, `-INT`, …) to the server process.
+pub(crate) fn send_signal(server: &Server, signal: &str) {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Sends `signal` and waits, off the async runtime, for the server to exit.
+pub(crate) async fn stop_with_signal(mut server: Server, signal: &str) -> ExitStatus {
+    send_signal(&server, signal);
+    tokio::task::spawn_blocking(move || {
+        let exit = server.child.wait().unwrap();
+        drop(server);
+        exit
+    })
+    .await
+    .unwrap()
+}
+
+/// Creates a 1.00 Alipay order through the server's API; returns its id.
+pub(crate) async fn create_order(server: &Server, key: &str, out_trade_no: &str) -> String {
+    let created = crate::helpers::http_client()
+        .post(format!("{}/api/v1/orders", server.address))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"out_trade_no": out_trade_no, "amount": 100, "subject": "Tea", "provider": "alipay"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub struct FakeProvider {
     /// When set, every call goes to this provider instead (still counted): a real
     /// Alipay client against a gateway stand-in, with a timeout the test picks.
     pub delegate: Mutex<Option<Arc<dyn Provider>>>,
+    /// When set, a query (counted) never answers: a provider that hangs mid-pass.
+    pub query_hangs: std::sync::atomic::AtomicBool,
 }
 
 impl FakeProvider {
@@ -49,6 +51,7 @@ impl FakeProvider {
             refunds: AtomicUsize::new(0),
             refund_queries: AtomicUsize::new(0),
             delegate: Mutex::new(None),
+            query_hangs: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -105,6 +108,9 @@ impl Provider for FakeProvider {
     fn query<'a>(&'a self, order: &'a Order) -> ProviderFuture<'a, TradeState> {
         Box::pin(async move {
             self.queries.fetch_add(1, Ordering::SeqCst);
+            if self.query_hangs.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             if let Some(real) = self.delegate() {
                 return real.query(order).await;
             }

@@ -13,6 +13,7 @@ mod backups;
 mod browser;
 mod checkout;
 mod cli;
+mod database_url;
 mod deploy;
 mod doctor;
 mod expiry;

@@ -553,7 +553,11 @@ fn migration_0008_keeps_earlier_notifications_whole_and_marks_unverified_exactly
 
     assert_eq!(
         kassa::db::migrate(&database).unwrap(),
-        vec!["0008_rejected_notifications", "0009_sandbox_trades_by_trade_no"]
+        vec![
+            "0008_rejected_notifications",
+            "0009_sandbox_trades_by_trade_no",
+            "0010_leases_and_claim_owners"
+        ]
     );
 
     let db = raw_connection(&database);

@@ -771,3 +771,70 @@ async fn with_the_sandbox_off_its_pages_are_not_found() {
         .unwrap();
     assert_eq!(gateway.status(), 404);
 }
+
+/// A shop whose every answer takes 40 s of the app's clock and is a refusal.
+fn slow_refusing_shop(clock: std::sync::Arc<kassa::domain::clock::FixedClock>) -> String {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/notify", listener.local_addr().unwrap());
+    let server = HttpServer::new(move || {
+        let clock = clock.clone();
+        App::new().default_service(web::to(move || {
+            clock.advance(Duration::seconds(40));
+            async { HttpResponse::ServiceUnavailable().body("busy") }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    url
+}
+
+#[tokio::test]
+async fn each_notice_of_a_pass_is_claimed_and_rescheduled_at_the_time_it_is_sent_not_at_the_pass_start() {
+    let app = TestApp::spawn_sandbox(&[]).await;
+    let url = slow_refusing_shop(app.clock.clone());
+    let start = app.now();
+    let queued = url.clone();
+    app.core
+        .db
+        .write(move |c| {
+            for no in ["slow-1", "slow-2"] {
+                store::enqueue_delivery(c, no, &queued, "{}", "{}", start, start)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+    let sandbox = app.sandbox.as_deref().unwrap();
+    let report = kassa::sandbox::alipay::notifier::try_run_once(sandbox, start)
+        .await
+        .unwrap();
+
+    assert_eq!(report.attempted, 2);
+    let conn = crate::helpers::raw_connection(&app.data_dir.join("kassa.db"));
+    let next: Vec<(String, i64, i64)> = conn
+        .prepare("SELECT out_trade_no, next_at, attempts FROM sandbox_deliveries ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let first_retry = kassa::sandbox::alipay::notifier::RETRY_SCHEDULE[0];
+    // The second notice went out after the first had taken 40 s: its retry counts from then.
+    assert_eq!(
+        next,
+        vec![
+            ("slow-1".into(), (start + first_retry).timestamp_millis(), 1),
+            (
+                "slow-2".into(),
+                (start + Duration::seconds(40) + first_retry).timestamp_millis(),
+                1
+            ),
+        ]
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use kassa::domain::{Amount, Currency, NewOrder, OutTradeNo, ProviderKind};
 use kassa::sandbox::SANDBOX_APP_ID;
 use serde_json::{json, Value};
 
-use crate::cli::{eventually, kassa, run, start_server, text, Server};
+use crate::cli::{eventually, kassa, run, send_signal, start_server, text, Server};
 use crate::gateway_standin::platform_sign;
 use crate::helpers::{install_sandbox_keys, trade_success};
 use crate::receiver::{Answer, Receiver};
@@ -132,12 +132,7 @@ async fn notifications_cut_by(
         || Some(()).filter(|()| acked.load(Ordering::SeqCst) >= ACKED_BEFORE_SIGNAL && ready()),
     )
     .await;
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .unwrap()
-        .success());
+    send_signal(server, signal);
     let mut stream = Stream {
         acknowledged: Vec::new(),
         unanswered: 0,
@@ -218,7 +213,7 @@ async fn sigterm_under_a_stream_of_notifications_exits_0_with_an_empty_log_and_n
     let conn = crate::helpers::raw_connection(&db_path);
     let claimed: i64 = conn
         .query_row(
-            "SELECT COUNT(*) FROM webhook_outbox WHERE status = 'delivering' OR lease_until IS NOT NULL",
+            "SELECT COUNT(*) FROM webhook_outbox WHERE status = 'delivering' OR lease_until IS NOT NULL OR lease_owner IS NOT NULL",
             [],
             |r| r.get(0),
         )
@@ -331,12 +326,7 @@ async fn create_order_across_sigterm(
         || Some(()).filter(|()| !gateway.received().is_empty()),
     )
     .await;
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    send_signal(&server, "-TERM");
     let answer = request.await.unwrap().ok();
     let exit = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
         .await
@@ -432,12 +422,7 @@ async fn sigterm_with_a_checkout_event_stream_open_ends_the_stream_and_exits_0_w
     assert!(first.contains(r#""status":"pending""#), "{first}");
 
     let signalled = std::time::Instant::now();
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    send_signal(&server, "-TERM");
     // Heartbeats (every 15 s) may come first; the stream must then end cleanly, not be
     // cut when the 60 s grace runs out.
     let mut rest = String::new();

@@ -292,7 +292,8 @@ fn migrations_are_recorded_and_not_rerun() {
             "0006_admin_staff",
             "0007_idempotency_claims",
             "0008_rejected_notifications",
-            "0009_sandbox_trades_by_trade_no"
+            "0009_sandbox_trades_by_trade_no",
+            "0010_leases_and_claim_owners"
         ]
     );
     assert!(db::migrate(&path).unwrap().is_empty());

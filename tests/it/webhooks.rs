@@ -350,7 +350,7 @@ async fn two_dispatchers_never_deliver_one_row_twice_and_a_lease_expires() {
     let claimed = app
         .core
         .db
-        .write(move |c| outbox::claim_due(c, now, LEASE))
+        .write(move |c| outbox::claim_due(c, now, LEASE, "inst_test"))
         .await
         .unwrap();
     assert!(claimed.is_some());
@@ -510,7 +510,7 @@ async fn a_dispatcher_whose_lease_was_taken_over_does_not_overwrite_the_new_hold
     let first = app
         .core
         .db
-        .write(move |c| outbox::claim_due(c, now, LEASE))
+        .write(move |c| outbox::claim_due(c, now, LEASE, "inst_test"))
         .await
         .unwrap()
         .unwrap();
@@ -518,7 +518,7 @@ async fn a_dispatcher_whose_lease_was_taken_over_does_not_overwrite_the_new_hold
     let second = app
         .core
         .db
-        .write(move |c| outbox::claim_due(c, later, LEASE))
+        .write(move |c| outbox::claim_due(c, later, LEASE, "inst_test"))
         .await
         .unwrap()
         .unwrap();
@@ -527,6 +527,7 @@ async fn a_dispatcher_whose_lease_was_taken_over_does_not_overwrite_the_new_hold
     let stale = outbox::Attempt {
         outbox_id: first.id,
         lease_until: first.lease_until,
+        lease_owner: "inst_test",
         at: later,
         url: "http://x",
         http_status: Some(500),

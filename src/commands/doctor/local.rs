@@ -2,6 +2,7 @@
 //! handed to the platforms, and the database (read-only).
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use url::Host;
@@ -154,8 +155,23 @@ pub fn public_url(settings: &Settings) -> Vec<Check> {
 
 /// The database's checks, and the webhook signing secrets stored in it (for the ping).
 pub fn database(settings: &Settings, now: DateTime<Utc>) -> (Vec<Check>, Vec<String>) {
-    let key = k::SERVER_DATA_DIR.name;
-    let path = settings.database_path();
+    // The key an operator would change to point elsewhere.
+    // An empty value (set so, or by default) means the data directory's `kassa.db`.
+    let key = if !settings.is_set(k::DATABASE_URL.name) {
+        k::SERVER_DATA_DIR.name
+    } else {
+        k::DATABASE_URL.name
+    };
+    let target = &settings.database.target;
+    let Some(path) = target.sqlite_path().map(Path::to_owned) else {
+        return (
+            vec![
+                Check::problem(key, format!("{target}: this kassa has no PostgreSQL backend yet"))
+                    .fix("leave database.url empty to use SQLite in the data directory"),
+            ],
+            Vec::new(),
+        );
+    };
     if !path.exists() {
         return (
             vec![Check::warning(
@@ -165,7 +181,9 @@ pub fn database(settings: &Settings, now: DateTime<Utc>) -> (Vec<Check>, Vec<Str
                     path.display()
                 ),
             )
-            .fix("kassa creates it at its first start; check server.data_dir if you expected one")],
+            .fix(format!(
+                "kassa creates it at its first start; check {key} if you expected one"
+            ))],
             Vec::new(),
         );
     }

@@ -28,7 +28,11 @@ pub const RETRY_SCHEDULE: [Duration; 7] = [
     Duration::hours(15),
 ];
 
+/// Deliveries one pass sends at most.
 const BATCH: u32 = 64;
+/// How long a claimed delivery is this process's to send: longer than an attempt (15 s
+/// per request, copies sent at once).
+pub const LEASE: Duration = Duration::seconds(60);
 
 fn notify_id() -> String {
     crate::domain::ids::random_bytes::<34>()
@@ -246,23 +250,42 @@ async fn attempt(sandbox: &Sandbox, delivery: &Delivery, now: DateTime<Utc>) -> 
     (acknowledged, last)
 }
 
-/// Sends every delivery that is due.
-pub async fn try_run_once(sandbox: &Sandbox, now: DateTime<Utc>) -> Result<NotifierReport, DbError> {
+/// Sends every delivery that is due (up to `BATCH`), each claimed first in this
+/// process's name: another process (or loop) on the database never sends the same
+/// notice at the same time.
+///
+/// `start` is when the pass began; each claim after the first reads the clock again:
+/// an attempt can take seconds, and a claim whose lease is dated from the pass start
+/// would already have run out by the time its notice goes out, letting another process
+/// send it at the same time (and its retry would be due early).
+pub async fn try_run_once(sandbox: &Sandbox, start: DateTime<Utc>) -> Result<NotifierReport, DbError> {
     let db = &sandbox.core.db;
-    let due = db.read(move |c| store::due_deliveries(c, now, BATCH)).await?;
     let mut report = NotifierReport::default();
-    for delivery in due {
+    for i in 0..BATCH {
+        let now = if i == 0 {
+            start
+        } else {
+            sandbox.core.now().max(start)
+        };
+        let owner = sandbox.core.instance.clone();
+        let Some(claim) = db
+            .write(move |c| store::claim_due_delivery(c, now, now + LEASE, owner.as_str()))
+            .await?
+        else {
+            break;
+        };
+        let delivery = &claim.delivery;
         // One queue for both platforms: a WeChat delivery carries its notification as
         // a `wechat` object and follows WeChat's schedule.
         let (ok, response, schedule): (bool, String, &[Duration]) =
             match crate::sandbox::wechat::notifier::event_of(&delivery.params) {
                 Some(event) => {
                     let (ok, response) =
-                        crate::sandbox::wechat::notifier::attempt(sandbox, &delivery, &event, now).await;
+                        crate::sandbox::wechat::notifier::attempt(sandbox, delivery, &event, now).await;
                     (ok, response, &crate::sandbox::wechat::notifier::RETRY_SCHEDULE)
                 }
                 None => {
-                    let (ok, response) = attempt(sandbox, &delivery, now).await;
+                    let (ok, response) = attempt(sandbox, delivery, now).await;
                     (ok, response, &RETRY_SCHEDULE)
                 }
             };
@@ -271,14 +294,24 @@ pub async fn try_run_once(sandbox: &Sandbox, now: DateTime<Utc>) -> Result<Notif
         let done = usize::try_from(delivery.attempts).unwrap_or(0) + 1;
         let next = (!ok)
             .then(|| {
+                // At least a millisecond on: a pass claims until nothing is due, and
+                // must not claim the notice it just sent again (a huge time_scale
+                // scales the delays to nothing).
                 schedule
                     .get(done - 1)
-                    .map(|d| now + scaled(*d, sandbox.time_scale))
+                    .map(|d| now + scaled(*d, sandbox.time_scale).max(Duration::milliseconds(1)))
             })
             .flatten();
         let id = delivery.id;
-        db.write(move |c| store::record_attempt(c, id, ok, &response, next))
+        let recorded = db
+            .write(move |c| store::record_attempt(c, &claim, ok, &response, next))
             .await?;
+        if !recorded {
+            tracing::warn!(
+                delivery_id = id,
+                "sandbox notice: the claim ran out during the attempt; its new holder records it"
+            );
+        }
     }
     Ok(report)
 }
