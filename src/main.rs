@@ -94,12 +94,14 @@ fn main() -> ExitCode {
             sqlite().and_then(|db| commands::apikey::revoke(db, &name, &mut stdout.lock()))
         }
         Some(Command::Backup(args)) => {
-            sqlite().and_then(|db| commands::backup::run(db, &args.file, args.force, &mut stdout.lock()))
+            // A backup named `file:…` is that file, not a URI naming another one.
+            let file = kassa::db::target::not_a_uri(&args.file);
+            sqlite().and_then(|db| commands::backup::run(db, &file, args.force, &mut stdout.lock()))
         }
         Some(Command::Restore(args)) => commands::restore::run(
             &settings.server.data_dir,
             &settings.database.target,
-            &args.file,
+            &kassa::db::target::not_a_uri(&args.file),
             chrono::Utc::now(),
             &mut stdout.lock(),
         ),

@@ -429,3 +429,42 @@ async fn a_round_that_cannot_take_the_backup_lease_is_counted_as_failed_and_retr
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_backup_named_file_colon_is_written_to_that_very_file_and_restores_from_it() {
+    // SQLite reads a name starting with `file:` as a URI naming another file; the
+    // command line's file must be the file it names.
+    let dir = tempfile::tempdir().unwrap();
+    install_sandbox_keys(&dir.path().join("data"));
+    let created = run(kassa(dir.path()).args(["apikey", "create", "shop"]));
+    assert!(created.status.success(), "{}", text(&created.stderr));
+
+    let backup = run(kassa(dir.path()).args(["backup", "file:copy.db"]));
+
+    assert!(backup.status.success(), "{}", text(&backup.stderr));
+    let copy = dir.path().join("file:copy.db");
+    assert_eq!(integrity_check(&copy).unwrap(), "ok");
+    assert!(!dir.path().join("copy.db").exists(), "no other file was written");
+    let keys_in = |db: &Path| {
+        let conn = crate::helpers::raw_connection(db);
+        conn.query_row("SELECT count(*) FROM api_keys", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(keys_in(&copy), 1);
+
+    let revoked = run(kassa(dir.path()).args(["apikey", "revoke", "shop"]));
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    let restored = run(kassa(dir.path()).args(["restore", "file:copy.db"]));
+
+    assert!(restored.status.success(), "{}", text(&restored.stderr));
+    let conn = crate::helpers::raw_connection(&dir.path().join("data/kassa.db"));
+    let revoked_at: Option<i64> = conn
+        .query_row("SELECT revoked_at FROM api_keys WHERE name = 'shop'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        revoked_at, None,
+        "the restored database is the backup's, taken before the revocation"
+    );
+}
