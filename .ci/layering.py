@@ -10,7 +10,11 @@
 5. every other file under src/db (new ones included) names neither rusqlite nor the
    connection inside a `Tx` (`.conn`): it runs every statement through
    `Tx::exec/one/opt/all/each` and reads rows through `sql::Row`, the one layer a
-   second backend implements (issue 17).
+   second backend implements (issue 17). The files under src/db/pg/ (that backend's
+   driver) may reach their own connection, and are still held to rule 1;
+6. only the files under src/db/pg/ name the PostgreSQL driver crates (tokio_postgres,
+   deadpool_postgres, postgres_types): the rest of db reaches PostgreSQL through the
+   same `Tx` and `Row` as SQLite.
 
 For 4, a file's imports are its `use` trees and the paths it names inline (`crate::…`,
 `super::…`, `self::…`, and paths that start with one of its child modules), each
@@ -103,6 +107,11 @@ def is_driver(name: str) -> bool:
     return name.startswith("src/db/") and name[len("src/db/"):] in DRIVER
 
 
+def is_pg_driver(name: str) -> bool:
+    # The PostgreSQL driver (issue 17): its connection is its own, but not rusqlite.
+    return name.startswith("src/db/pg/")
+
+
 def main() -> int:
     verbose = "-v" in sys.argv
     files = sorted(SRC.rglob("*.rs"))
@@ -125,10 +134,17 @@ def main() -> int:
         if name.startswith(below) and re.search(r"\bcrate::(http|sandbox|state)\b", text):
             problems.append(f"{name}: imports a web surface (crate::http / crate::sandbox / crate::state)")
 
+    # Rule 6.
+    for f in files:
+        name = rel[f]
+        if re.search(r"\b(tokio_postgres|deadpool_postgres|postgres_types)\b", texts[f]) and not name.startswith("src/db/pg/"):
+            problems.append(f"{name}: names a PostgreSQL driver crate outside src/db/pg/")
+
     # Rule 5 (rusqlite itself is rule 1).
     for f in files:
         name = rel[f]
-        if name.startswith("src/db/") and not is_driver(name) and re.search(r"\.conn\b", texts[f]):
+        if name.startswith("src/db/") and not is_driver(name) and not is_pg_driver(name) \
+                and re.search(r"\.conn\b", texts[f]):
             problems.append(f"{name}: reaches the connection inside Tx, but it runs its statements through db::sql")
 
     # Rule 4.

@@ -73,9 +73,9 @@ fn providers_from_settings(
         (
             SANDBOX_APP_ID.to_owned(),
             format!("http://{local}/sandbox/alipay/gateway.do"),
-            SigningKey::from_file(&keys.app_private_path()).map_err(|e| problem("sandbox app key", &e))?,
-            VerifyingKey::from_file(&keys.platform_public_path())
-                .map_err(|e| problem("sandbox platform key", &e))?,
+            SigningKey::from_pem(&keys.client.alipay_app_private)
+                .map_err(|e| problem("sandbox app key", &e))?,
+            keys.client.alipay_platform_public.clone(),
             None,
         )
     } else {
@@ -130,11 +130,9 @@ fn wechat_from_settings(
         )
     } else if let Some(keys) = sandbox_keys {
         use sandbox::keys as sk;
-        let merchant_key = SigningKey::from_file(&keys.wechat_merchant_private_path())
+        let merchant_key = SigningKey::from_pem(&keys.client.wechat_merchant_private)
             .map_err(|e| problem("sandbox WeChat merchant key", &e))?;
-        let public =
-            PlatformPublicKey::from_file(sk::WECHAT_PUBLIC_KEY_ID, &keys.wechat_platform_public_path())
-                .map_err(|e| problem("sandbox WeChat platform key", &e))?;
+        let public = keys.client.wechat_platform_public.clone();
         // Both modes, as during WeChat's switch: the certificate_mode fault signs with
         // the certificate.
         let certificates = keys
@@ -324,8 +322,12 @@ impl Application {
             }
         }
         let sandbox_keys = if sandbox_enabled(&settings) {
-            let keys = sandbox::keys::ensure(&settings.server.data_dir)
-                .map_err(|e| StartupError::Provider(format!("sandbox keys: {e}")))?;
+            let keys = sandbox::keys::ensure(
+                &settings.server.data_dir,
+                &settings.database.target,
+                options.clock.now(),
+            )
+            .map_err(|e| StartupError::Provider(format!("sandbox keys: {e}")))?;
             Some(keys)
         } else {
             None

@@ -76,7 +76,7 @@ pub const DATABASE_URL: Key<Option<crate::db::DbTarget>> = Key::redacted(
     "",
     database_url,
     redact_database_url,
-    "the database: a SQLite file's path (`/var/lib/kassa/shop.db`; also `sqlite:<path>`), relative to the working directory; empty: `<data_dir>/kassa.db`. A `postgres://` URL is refused: this kassa has no PostgreSQL backend yet",
+    "the database: a SQLite file's path (`/var/lib/kassa/shop.db`; also `sqlite:<path>`), relative to the working directory; empty: `<data_dir>/kassa.db`. A `postgres://` URL is refused: this kassa cannot run on PostgreSQL yet",
 );
 pub const MERCHANT_NAME: Key<String> =
     Key::new("merchant.name", "My Shop", merchant_name, "shown to customers");

@@ -905,7 +905,7 @@ mod tests {
         .to_string();
         assert!(!err.contains("SECRETPW"), "{err}");
         assert!(err.contains("postgresql://kassa:***@db/shop"), "{err}");
-        assert!(err.contains("no PostgreSQL backend yet"), "{err}");
+        assert!(err.contains("cannot run on PostgreSQL yet"), "{err}");
         assert!(err.contains("KASSA_DATABASE_URL"), "{err}");
         let unknown = Settings::load(&env(&[("KASSA_DATABASE_URL", "mysql://root:SECRETPW@db/shop")]))
             .unwrap_err()

@@ -255,7 +255,7 @@ pub fn database_url(v: &str) -> Result<Option<crate::db::DbTarget>, String> {
         // Refused before anything is opened or created, so the data directory and the
         // database stay as they were.
         crate::db::DbTarget::Postgres(_) => Err(format!(
-            "is a PostgreSQL URL ({}://), and this kassa has no PostgreSQL backend yet (it is not built); leave database.url empty to use SQLite in the data directory, or give a SQLite file path",
+            "is a PostgreSQL URL ({}://), and this kassa cannot run on PostgreSQL yet (its PostgreSQL backend is being built and is not complete); leave database.url empty to use SQLite in the data directory, or give a SQLite file path",
             v.split_once("://").map_or("postgres", |(scheme, _)| scheme)
         )),
         sqlite => Ok(Some(sqlite)),

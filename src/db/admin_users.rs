@@ -123,8 +123,21 @@ pub fn list(tx: &Tx<'_>) -> DbResult<Vec<AdminUser>> {
     tx.all(&sql, args![], |r| from_row_at(r, 0))
 }
 
-/// Owners who can still sign in.
+/// Owners who can still sign in, for the last-owner check of a write that then demotes
+/// or deletes one of them in the same transaction. On SQLite the single writer runs one
+/// such write at a time. On PostgreSQL two of them at READ COMMITTED would both count
+/// two owners and both pass, leaving none: the owner rows are locked (in id order, so
+/// two checks never deadlock), and a second check waits for the first write to commit,
+/// then counts the rows as it left them. So only a write may call it there.
 pub fn count_active_owners(tx: &Tx<'_>) -> DbResult<i64> {
+    if tx.is_postgres() {
+        let owners = tx.all(
+            "SELECT id FROM admin_users WHERE role = 'owner' AND disabled_at IS NULL ORDER BY id FOR UPDATE",
+            args![],
+            |r| r.get_i64(0),
+        )?;
+        return Ok(owners.len() as i64);
+    }
     tx.one(
         "SELECT COUNT(*) FROM admin_users WHERE role = 'owner' AND disabled_at IS NULL",
         args![],

@@ -1,7 +1,9 @@
 //! The dashboard's logs: raw notifications, webhook deliveries with their attempts,
 //! endpoint health, signing secrets. Tables without a time index are walked by their
 //! primary key: rows get their id in arrival order, so the first row of a time range is
-//! found by a binary search over ids (a few point lookups), never a scan.
+//! found by a binary search over ids (a few point lookups), never a scan. (On
+//! PostgreSQL, where ids only nearly follow arrival, from a time index: see
+//! `first_id_since`.)
 
 use chrono::{DateTime, Utc};
 
@@ -30,10 +32,41 @@ impl Timed {
     }
 }
 
+/// How much later than the first row at or after a time a row may get its id, on
+/// PostgreSQL (`first_id_since`): far more than a request waits between taking its time
+/// and inserting (a pool wait, a transaction's idle limit) plus clock skew.
+const WINDOW: chrono::Duration = chrono::Duration::minutes(10);
+
 /// An id that splits the table at `t`: every row at or after `t` has an id at least
-/// this, every row before it a smaller one (one past the last id when none is after).
+/// this (one past the last id when none is after), and on SQLite every row before it a
+/// smaller one.
+///
+/// On SQLite the single writer gives ids in commit order, so a binary search over ids
+/// finds the split in a few point lookups. On PostgreSQL an id is taken at insert, on
+/// several connections of several instances, so ids do not quite grow with time: a row
+/// stamped at `t` may get its id after rows stamped later. There the bound is the least
+/// id of the rows stamped from `t` until `WINDOW` after the first of them, read from the
+/// time index `<table>_by_<column>`. A row stamped later than that took its id after the
+/// first row took its own, unless the first one waited longer than `WINDOW` between its
+/// stamp and its insert (or the instances' clocks differ by more), so every row at or
+/// after `t` is at or after the bound. A row stamped before `t` may be too: the logs and
+/// the overview may show a few boundary rows of the range before. (The least id of all
+/// rows at or after `t` would need no window, but no index answers it: PostgreSQL
+/// walks the primary key or every row since `t`.)
 pub fn first_id_since(tx: &Tx<'_>, table: Timed, t: DateTime<Utc>) -> DbResult<i64> {
     let (name, column) = table.table_and_column();
+    if tx.is_postgres() {
+        // `id + 0`: a bare MIN(id) makes PostgreSQL walk the primary key, filtering.
+        let sql = format!(
+            "SELECT COALESCE(\
+                 (SELECT MIN(id + 0) FROM {name} WHERE {column} >= ?1 \
+                  AND {column} < (SELECT MIN({column}) FROM {name} WHERE {column} >= ?1) + ?2), \
+                 (SELECT MAX(id) FROM {name}) + 1, 1)"
+        );
+        return tx.one(&sql, args![to_millis(t), WINDOW.num_milliseconds()], |r| {
+            r.get_i64(0)
+        });
+    }
     // Two statements: SQLite answers a lone MIN or MAX of the key from the b-tree's
     // ends, but both in one statement scan the whole table.
     let end = |sql: String| -> DbResult<Option<i64>> { tx.one(&sql, args![], |r| r.get_opt_i64(0)) };

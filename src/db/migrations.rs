@@ -37,6 +37,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_leases_and_claim_owners",
         include_str!("migrations/0010_leases_and_claim_owners.sql"),
     ),
+    (
+        "0011_secrets_and_refund_seq",
+        include_str!("migrations/0011_secrets_and_refund_seq.sql"),
+    ),
 ];
 
 /// Schema version this binary writes.
@@ -97,9 +101,9 @@ mod tests {
         // The schema as the release before owners left it (version 9).
         db.immediate(|tx| {
             for (_, sql) in &MIGRATIONS[..9] {
-                tx.conn.execute_batch(sql)?;
+                tx.sqlite_conn().execute_batch(sql)?;
             }
-            Ok(tx.conn.execute_batch("PRAGMA user_version = 9")?)
+            Ok(tx.sqlite_conn().execute_batch("PRAGMA user_version = 9")?)
         })
         .unwrap();
         let order = NewOrder {
@@ -117,7 +121,10 @@ mod tests {
         })
         .unwrap();
 
-        assert_eq!(db.migrate().unwrap(), ["0010_leases_and_claim_owners"]);
+        assert_eq!(
+            db.migrate().unwrap(),
+            ["0010_leases_and_claim_owners", "0011_secrets_and_refund_seq"]
+        );
         assert_eq!(
             outbox_rows(&db),
             vec![("delivering".into(), None, Some(to_millis(lease_until)), 0)]

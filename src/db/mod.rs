@@ -5,13 +5,15 @@
 //! their statements through `sql` (`Tx::exec/one/opt/all/each`, `Arg`, `Row`) rather
 //! than rusqlite itself, so that each statement is written once for every backend;
 //! `.ci/layering.py` lets only the driver files (this one, `sql`, `backup`,
-//! `checkpointer`, `migrations`, `writer`) name rusqlite.
+//! `checkpointer`, `migrations`, `writer`) name rusqlite, and only `pg` the PostgreSQL
+//! driver.
 //!
-//! Reads go through a pool of read-only connections; every write goes to one writer
-//! thread that commits whatever is queued as one transaction (group commit), each job in
-//! its own savepoint, and answers each job only after its batch is durable. With
+//! On SQLite, reads go through a pool of read-only connections; every write goes to one
+//! writer thread that commits whatever is queued as one transaction (group commit), each
+//! job in its own savepoint, and answers each job only after its batch is durable. With
 //! `synchronous=FULL` that makes a reply survive power loss at little cost, because one
-//! fsync serves many requests.
+//! fsync serves many requests. On PostgreSQL (`pg`), each read or write is a transaction
+//! of its own on a pooled connection.
 
 pub mod admin_sessions;
 pub mod admin_users;
@@ -19,6 +21,8 @@ pub mod api_keys;
 pub mod audit;
 pub mod backup;
 mod checkpointer;
+#[cfg(test)]
+mod contract;
 pub mod history;
 pub mod idempotency;
 pub mod leases;
@@ -30,9 +34,11 @@ pub mod notifications;
 pub mod orders;
 pub mod outbox;
 pub mod overview;
+mod pg;
 pub mod provider_calls;
 pub mod refunds;
 pub mod sandbox;
+pub mod secrets;
 mod sql;
 pub mod target;
 pub mod timeline;
@@ -53,6 +59,9 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use writer::Writer;
 
+// For `sql`'s PostgreSQL arm, which reaches the driver only through here.
+use pg::{PgRow, PgRowRead};
+
 use crate::metrics::WriterMetrics;
 
 pub type DbResult<T> = Result<T, DbError>;
@@ -61,6 +70,27 @@ pub type DbResult<T> = Result<T, DbError>;
 pub enum DbError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL driver error of the client's own (an argument that does not fit its
+    /// parameter, a URL it cannot use, a protocol error). The server's errors are mapped
+    /// by `pg::error` to the variants below, never kept: their DETAIL can hold values.
+    #[error("database error: {}", pg::describe(.0))]
+    Postgres(pg::PgError),
+    /// PostgreSQL refused a statement (a CHECK, NOT NULL or foreign key violated, an
+    /// unknown table): the server's message and SQLSTATE, without any value.
+    #[error("database error: {0}")]
+    Refused(String),
+    /// A lock or serialization conflict (PostgreSQL): the transaction may succeed if
+    /// run again.
+    #[error("the database is busy: {0}")]
+    Busy(String),
+    /// A unique key that is already taken (PostgreSQL; an op that expects one says
+    /// `ON CONFLICT`).
+    #[error("a unique key is already taken: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or gave no connection in time: `/healthz` says
+    /// so and payment notifications answer `failure`, so the platform retries.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("database pool error: {0}")]
     Pool(#[from] r2d2::Error),
     #[error("the database was written by a newer kassa (schema version {found}, this binary knows up to {supported}); upgrade kassa or restore a backup")]
@@ -86,14 +116,51 @@ pub enum DbError {
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     /// A target this build has no backend for (config load refuses it first).
-    #[error("{target}: this kassa has no PostgreSQL backend yet; leave [database] url empty to use SQLite in the data directory")]
+    #[error("{target}: this part of kassa does not work on PostgreSQL yet; leave [database] url empty to use SQLite in the data directory")]
     NotBuilt { target: String },
+}
+
+/// Every PostgreSQL driver error becomes kassa's through `pg::error`, `?` included.
+impl From<pg::PgError> for DbError {
+    fn from(e: pg::PgError) -> DbError {
+        pg::error(e)
+    }
 }
 
 /// One connection, inside a transaction for writes. Every operation of this module
 /// takes one; nothing outside `db` can reach the connection inside it.
-pub struct Tx<'a> {
-    conn: &'a Connection,
+pub struct Tx<'a>(TxInner<'a>);
+
+/// A match per statement is all the second backend costs SQLite.
+#[derive(Clone, Copy)]
+enum TxInner<'a> {
+    Sqlite(&'a Connection),
+    Pg(pg::PgTx<'a>),
+}
+
+impl<'a> Tx<'a> {
+    fn sqlite(conn: &'a Connection) -> Tx<'a> {
+        Tx(TxInner::Sqlite(conn))
+    }
+
+    fn pg(tx: pg::PgTx<'a>) -> Tx<'a> {
+        Tx(TxInner::Pg(tx))
+    }
+
+    /// True on PostgreSQL: for the few operations whose SQL or locking must differ
+    /// there (plan §2's D and C operations); everything else shares one text.
+    pub(super) fn is_postgres(&self) -> bool {
+        matches!(self.0, TxInner::Pg(_))
+    }
+
+    /// The SQLite connection, for tests that build a schema by hand.
+    #[cfg(test)]
+    fn sqlite_conn(&self) -> &'a Connection {
+        match self.0 {
+            TxInner::Sqlite(conn) => conn,
+            TxInner::Pg(_) => panic!("not a SQLite transaction"),
+        }
+    }
 }
 
 impl Tx<'_> {
@@ -106,13 +173,17 @@ impl Tx<'_> {
     /// As `savepoint`, keeping apart the job's own failure (inner) from a failure of the
     /// savepoint itself (outer), after which the transaction cannot go on.
     fn savepoint_step<R>(&self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<DbResult<R>> {
-        run_cached(self.conn, "SAVEPOINT job")?;
+        let conn = match self.0 {
+            TxInner::Sqlite(conn) => conn,
+            TxInner::Pg(tx) => return tx.savepoint(|| f(self)),
+        };
+        run_cached(conn, "SAVEPOINT job")?;
         let result = f(self);
         if result.is_ok() {
-            run_cached(self.conn, "RELEASE job")?;
+            run_cached(conn, "RELEASE job")?;
         } else {
-            run_cached(self.conn, "ROLLBACK TO job")?;
-            run_cached(self.conn, "RELEASE job")?;
+            run_cached(conn, "ROLLBACK TO job")?;
+            run_cached(conn, "RELEASE job")?;
         }
         Ok(result)
     }
@@ -286,7 +357,7 @@ impl Offline {
     pub fn writer_transaction<R>(&mut self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
         let conn = &self.conn;
         run_cached(conn, "BEGIN IMMEDIATE")?;
-        let ended = Tx { conn }
+        let ended = Tx::sqlite(conn)
             .savepoint_step(f)
             .and_then(|result| Ok(run_cached(conn, "COMMIT").map(|()| result)?));
         if let Some((_, wal)) = &self.as_writer {
@@ -316,14 +387,14 @@ impl Offline {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let r = f(&Tx { conn: &tx })?;
+        let r = f(&Tx::sqlite(&tx))?;
         tx.commit()?;
         Ok(r)
     }
 
     /// Runs reads outside any explicit transaction.
     pub fn read<R>(&self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
-        f(&Tx { conn: &self.conn })
+        f(&Tx::sqlite(&self.conn))
     }
 
     /// A pragma's current value on this connection, as text (for diagnostics).
@@ -349,13 +420,22 @@ impl Offline {
     }
 }
 
-/// The database: a pool of readers plus the single writer.
+/// The database: on SQLite a pool of readers plus the single writer, on PostgreSQL a
+/// pool of connections (`pg`). Every method means the same on both.
 #[derive(Clone)]
 pub struct Database {
-    readers: r2d2::Pool<SqliteConnectionManager>,
-    writer: Writer,
+    backend: Backend,
     target: DbTarget,
-    threads: DbThreads,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite {
+        readers: r2d2::Pool<SqliteConnectionManager>,
+        writer: Writer,
+        threads: DbThreads,
+    },
+    Postgres(pg::PgDb),
 }
 
 /// See `Database::threads`. Holds no handle, so watching never keeps the threads alive.
@@ -363,7 +443,8 @@ pub struct Database {
 pub struct DbThreads(std::sync::Weak<()>);
 
 impl DbThreads {
-    /// True while the writer or the checkpoint thread still runs.
+    /// True while the writer or the checkpoint thread still runs (on PostgreSQL: while
+    /// the pool and its runtime do).
     pub fn running(&self) -> bool {
         self.0.strong_count() > 0
     }
@@ -380,9 +461,19 @@ impl Database {
         Database::open_counted(target, WriterMetrics::default())
     }
 
-    /// As `open_target`, the writer counting its batches and queue waits into `metrics`.
+    /// As `open_target`, the writer counting its batches and queue waits into `metrics`
+    /// (SQLite; PostgreSQL has no writer). A PostgreSQL server that cannot be reached is
+    /// `DbError::Unavailable`.
     pub fn open_counted(target: &DbTarget, metrics: WriterMetrics) -> DbResult<Database> {
-        let path = target.sqlite_file()?;
+        let path = match target {
+            DbTarget::Sqlite(path) => path,
+            DbTarget::Postgres(url) => {
+                return Ok(Database {
+                    backend: Backend::Postgres(pg::PgDb::open(url)?),
+                    target: target.clone(),
+                })
+            }
+        };
         let mut conn = connect(path)?;
         migrations::run(&mut conn)?;
         configure_writer(&conn)?;
@@ -402,10 +493,25 @@ impl Database {
             .min_idle(Some(1))
             .build(manager)?;
         Ok(Database {
-            readers,
-            writer,
+            backend: Backend::Sqlite {
+                readers,
+                writer,
+                threads,
+            },
             target: target.clone(),
-            threads,
+        })
+    }
+
+    /// A PostgreSQL database with a pool of `size` connections, each waited for at most
+    /// `wait`: for tests of an exhausted pool.
+    #[cfg(test)]
+    fn open_pg_sized(target: &DbTarget, size: usize, wait: Duration) -> DbResult<Database> {
+        let DbTarget::Postgres(url) = target else {
+            panic!("not a PostgreSQL target");
+        };
+        Ok(Database {
+            backend: Backend::Postgres(pg::PgDb::open_sized(url, size, wait)?),
+            target: target.clone(),
         })
     }
 
@@ -422,58 +528,117 @@ impl Database {
     /// Watches this database's writer and checkpoint threads, which end (closing their
     /// read-write connections) once the last handle is dropped. Whoever opens the file
     /// again in the same process (a restart) can make sure the old writer is gone first.
+    /// On PostgreSQL it watches the pool and its runtime, which are let go when the last
+    /// handle is dropped; their connections then close in the background, unwaited
+    /// (PostgreSQL has no file lock for a restart to wait for).
     pub fn threads(&self) -> DbThreads {
-        self.threads.clone()
+        match &self.backend {
+            Backend::Sqlite { threads, .. } => threads.clone(),
+            Backend::Postgres(pg) => DbThreads(pg.alive()),
+        }
     }
 
     /// Resolves when the writer thread has ended while this handle still exists: no
     /// write can succeed any more, so the server stops rather than answer with errors.
+    /// Never on PostgreSQL: there is no writer to lose, and a server that went away is
+    /// a per-request `Unavailable` (and `/healthz` failing) until it is back, rather
+    /// than a reason to stop.
     pub fn writer_stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.writer.stopped()
+        let stopped = match &self.backend {
+            Backend::Sqlite { writer, .. } => Some(writer.stopped()),
+            Backend::Postgres(_) => None,
+        };
+        async move {
+            match stopped {
+                Some(stopped) => stopped.await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
-    /// Runs a read on a pooled read-only connection, off the async workers.
+    /// Runs a read off the async workers: on a pooled read-only connection (SQLite), or
+    /// in a READ ONLY transaction (PostgreSQL).
     pub async fn read<R, F>(&self, f: F) -> DbResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&Tx<'_>) -> DbResult<R> + Send + 'static,
     {
-        let pool = self.readers.clone();
+        // Only the part the read needs, as before there was a second backend.
+        enum Reader {
+            Sqlite(r2d2::Pool<SqliteConnectionManager>),
+            Postgres(pg::PgDb),
+        }
+        let reader = match &self.backend {
+            Backend::Sqlite { readers, .. } => Reader::Sqlite(readers.clone()),
+            Backend::Postgres(pg) => Reader::Postgres(pg.clone()),
+        };
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let conn = pool.get()?;
-            f(&Tx { conn: &conn })
+            match reader {
+                Reader::Sqlite(pool) => {
+                    let conn = pool.get()?;
+                    f(&Tx::sqlite(&conn))
+                }
+                Reader::Postgres(pg) => pg.transaction(true, f),
+            }
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
     }
 
+    /// As `read`, on the calling thread (never an async task's).
     pub fn read_blocking<R>(&self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
-        let conn = self.readers.get()?;
-        f(&Tx { conn: &conn })
+        match &self.backend {
+            Backend::Sqlite { readers, .. } => {
+                let conn = readers.get()?;
+                f(&Tx::sqlite(&conn))
+            }
+            Backend::Postgres(pg) => pg.transaction(true, f),
+        }
     }
 
-    /// Queues `f` for the writer; resolves once its batch has committed.
+    /// Runs `f` in a write transaction and resolves once it has committed: queued for the
+    /// writer (SQLite), or in a READ COMMITTED transaction of its own on a blocking thread
+    /// (PostgreSQL).
     pub async fn write<R, F>(&self, f: F) -> DbResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&Tx<'_>) -> DbResult<R> + Send + 'static,
     {
-        self.writer.write(f).await
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => writer.write(f).await,
+            Backend::Postgres(pg) => {
+                let pg = pg.clone();
+                let span = tracing::Span::current();
+                tokio::task::spawn_blocking(move || {
+                    let _entered = span.enter();
+                    pg.transaction(false, f)
+                })
+                .await
+                .map_err(|e| DbError::Task(e.to_string()))?
+            }
+        }
     }
 
+    /// As `write`, on the calling thread (never an async task's).
     pub fn write_blocking<R, F>(&self, f: F) -> DbResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&Tx<'_>) -> DbResult<R> + Send + 'static,
     {
-        self.writer.write_blocking(f)
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => writer.write_blocking(f),
+            Backend::Postgres(pg) => pg.transaction(false, f),
+        }
     }
 
-    /// `SELECT 1` on a reader: what `/healthz` checks.
+    /// `SELECT 1`: what `/healthz` checks. On PostgreSQL bounded to 2 s, the wait for a
+    /// connection included.
     pub async fn ping(&self) -> DbResult<()> {
-        self.read(|tx| Ok(tx.conn.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
+        match &self.backend {
+            Backend::Sqlite { .. } => self.read(|tx| tx.one("SELECT 1", &[], |_| Ok(()))).await,
+            Backend::Postgres(pg) => pg.ping().await,
+        }
     }
 }

@@ -106,18 +106,32 @@ pub struct Claimed {
     pub notify_url: Option<String>,
 }
 
-const CLAIM: &str =
-    "UPDATE webhook_outbox SET status = 'delivering', lease_until = ?2, lease_owner = ?3, updated_at = ?1 \
-     WHERE id = (SELECT o.id FROM webhook_outbox o \
-         WHERE o.status IN ('pending', 'delivering') \
-         AND ((o.status = 'pending' AND o.next_attempt_at <= ?1) \
-                OR (o.status = 'delivering' AND o.lease_until <= ?1)) \
-         AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.order_id = o.order_id AND e.id < o.id \
-                         AND e.status IN ('pending', 'delivering')) \
-         ORDER BY o.next_attempt_at, o.id LIMIT 1) \
-     AND ((status = 'pending' AND next_attempt_at <= ?1) OR (status = 'delivering' AND lease_until <= ?1)) \
-     RETURNING id, event_id, order_id, event_type, payload, attempts, \
-         (SELECT notify_url FROM orders WHERE orders.id = webhook_outbox.order_id), lease_until";
+/// The claim, with `$lock` after the subquery's `LIMIT 1` (PostgreSQL's row lock).
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE webhook_outbox SET status = 'delivering', lease_until = ?2, lease_owner = ?3, updated_at = ?1 \
+             WHERE id = (SELECT o.id FROM webhook_outbox o \
+                 WHERE o.status IN ('pending', 'delivering') \
+                 AND ((o.status = 'pending' AND o.next_attempt_at <= ?1) \
+                        OR (o.status = 'delivering' AND o.lease_until <= ?1)) \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.order_id = o.order_id AND e.id < o.id \
+                                 AND e.status IN ('pending', 'delivering')) \
+                 ORDER BY o.next_attempt_at, o.id LIMIT 1",
+            $lock,
+            ") \
+             AND ((status = 'pending' AND next_attempt_at <= ?1) OR (status = 'delivering' AND lease_until <= ?1)) \
+             RETURNING id, event_id, order_id, event_type, payload, attempts, \
+                 (SELECT notify_url FROM orders WHERE orders.id = webhook_outbox.order_id), lease_until"
+        )
+    };
+}
+
+const CLAIM: &str = claim_sql!("");
+/// PostgreSQL's claim locks the row it picks and passes over rows other claimers hold
+/// locked: without it every claimer picks the same oldest row, all but one find it
+/// taken once they reach it, and go idle with rows still due.
+const CLAIM_PG: &str = claim_sql!(" FOR UPDATE OF o SKIP LOCKED");
 
 /// Claims the next due row for `owner` (this process), oldest first, with a lease so
 /// that no other dispatcher, of this process or another, delivers it at the same time.
@@ -134,7 +148,8 @@ const CLAIM: &str =
 /// process before this UPDATE reaches it, and is then left alone.
 pub fn claim_due(tx: &Tx<'_>, now: DateTime<Utc>, lease: Duration, owner: &str) -> DbResult<Option<Claimed>> {
     let at = to_millis(now);
-    tx.opt(CLAIM, args![at, to_millis(now + lease), owner], |r| {
+    let sql = if tx.is_postgres() { CLAIM_PG } else { CLAIM };
+    tx.opt(sql, args![at, to_millis(now + lease), owner], |r| {
         Ok(Claimed {
             id: r.get_i64(0)?,
             event_id: r.get_string(1)?,

@@ -56,18 +56,33 @@ pub struct NewRefund<'a> {
 
 /// Inserts a pending refund only if the order is refundable (a refund transition may
 /// leave its status) and the amount fits what is left after succeeded and
-/// still-pending refunds: one guarded statement.
+/// still-pending refunds: one guarded statement. It also numbers the refund after the
+/// order's others (`seq`), from the same pass over them.
 pub fn insert_within_balance(tx: &Tx<'_>, r: &NewRefund<'_>) -> DbResult<bool> {
     let refundable = sql_list(Transition::Refund.allowed_from().iter().map(|s| s.as_str()));
+    // Two refunds of one order must not run the INSERT at once: both would read the
+    // same refunds, take the same `seq`, and the loser's row would be dropped by
+    // `ON CONFLICT` as if it did not fit. SQLite's single writer sees to it; on
+    // PostgreSQL (READ COMMITTED, writers side by side) the order row is locked first,
+    // so the INSERT's snapshot, taken after the lock is granted, sees every refund of
+    // the order committed before.
+    if tx.is_postgres() {
+        tx.opt(
+            "SELECT 1 FROM orders WHERE id = ?1 FOR UPDATE",
+            args![r.order_id],
+            |_| Ok(()),
+        )?;
+    }
     // The casts change nothing on SQLite; PostgreSQL needs them to give `?4` one type
     // in both places and to keep `SUM` of bigints out of `numeric`.
     let n = tx.exec(
         &format!(
-            "INSERT INTO refunds (id, order_id, merchant_refund_id, amount, reason, status, created_at, updated_at) \
-             SELECT ?1, o.id, ?3, CAST(?4 AS BIGINT), ?5, 'pending', ?6, ?6 FROM orders o \
+            "INSERT INTO refunds (id, order_id, merchant_refund_id, amount, reason, status, created_at, updated_at, seq) \
+             SELECT ?1, o.id, ?3, CAST(?4 AS BIGINT), ?5, 'pending', ?6, ?6, r.next_seq \
+             FROM orders o, (SELECT CAST(COALESCE(SUM(CASE WHEN status = 'pending' THEN amount ELSE 0 END), 0) AS BIGINT) AS pending, \
+                 COALESCE(MAX(seq), 0) + 1 AS next_seq FROM refunds WHERE order_id = ?2) r \
              WHERE o.id = ?2 AND o.status IN ({refundable}) \
-             AND o.refunded_amount + CAST(?4 AS BIGINT) + (SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM refunds \
-                 WHERE order_id = ?2 AND status = 'pending') <= o.amount \
+             AND o.refunded_amount + CAST(?4 AS BIGINT) + r.pending <= o.amount \
              ON CONFLICT DO NOTHING"
         ),
         args![r.id, r.order_id, r.merchant_refund_id, r.amount, r.reason, to_millis(r.now)],
@@ -107,11 +122,10 @@ pub fn find_by_merchant_id(
     tx.opt(&sql, args![order_id, merchant_refund_id], from_row)
 }
 
-/// In the order they were stored. By `rowid`, which PostgreSQL lacks: `created_at, id`
-/// would differ for two refunds stored in the same millisecond (ids are not in
-/// insertion order), so PostgreSQL needs a sequence column of its own (issue 17, step 3).
+/// In the order they were stored (`seq`): `created_at, id` would differ for two refunds
+/// stored in the same millisecond, as ids are not in insertion order.
 pub fn list_for_order(tx: &Tx<'_>, order_id: &OrderId) -> DbResult<Vec<Refund>> {
-    let sql = format!("SELECT {COLUMNS} FROM refunds WHERE order_id = ?1 ORDER BY created_at, rowid");
+    let sql = format!("SELECT {COLUMNS} FROM refunds WHERE order_id = ?1 ORDER BY seq");
     tx.all(&sql, args![order_id], from_row)
 }
 
@@ -167,9 +181,15 @@ mod tests {
     fn paid_order(amount: i64) -> (tempfile::TempDir, Offline, NewOrder, DateTime<Utc>) {
         let (dir, mut db) = database();
         let order = new_order(1, amount);
+        let now = pay(&mut db, &order);
+        (dir, db, order, now)
+    }
+
+    /// Stores `order` paid, 100 of it refunded; returns when.
+    fn pay(db: &mut Offline, order: &NewOrder) -> DateTime<Utc> {
         let now = order.created_at + Duration::minutes(1);
         db.immediate(|tx| {
-            orders::insert(tx, &order, None)?;
+            orders::insert(tx, order, None)?;
             let pay = transitions::Change::Pay {
                 provider_trade_no: None,
                 paid_at: now,
@@ -186,7 +206,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        (dir, db, order, now)
+        now
     }
 
     fn refund(db: &mut Offline, order: &NewOrder, id: &str, amount: i64, now: DateTime<Utc>) -> bool {
@@ -233,5 +253,126 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert_eq!(listed, ["rfd_c", "rfd_a", "rfd_b"]);
+    }
+
+    fn listed(db: &Offline, order: &NewOrder) -> Vec<String> {
+        db.read(|tx| list_for_order(tx, &order.id))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// Every refund's order and `seq`, by id.
+    fn seqs(db: &Offline) -> Vec<(String, String, i64)> {
+        db.read(|tx| {
+            tx.all(
+                "SELECT id, order_id, seq FROM refunds ORDER BY id",
+                args![],
+                |r| Ok((r.get_string(0)?, r.get_string(1)?, r.get_i64(2)?)),
+            )
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn refunds_are_numbered_per_order_as_stored_and_listed_so_even_when_the_clock_went_back_or_stood_still() {
+        let (_dir, mut db, order, now) = paid_order(1000);
+        let other = new_order(2, 1000);
+        pay(&mut db, &other);
+        let later = now + Duration::seconds(5);
+        assert!(refund(&mut db, &order, "rfd_d", 10, later));
+        assert!(refund(&mut db, &other, "rfd_x", 10, now));
+        // The same millisecond as the one before it.
+        assert!(refund(&mut db, &order, "rfd_b", 10, later));
+        // Refused: nothing stored, no number used.
+        assert!(!refund(&mut db, &order, "rfd_big", 900, later));
+        // A clock set back between two refunds.
+        assert!(refund(&mut db, &order, "rfd_a", 10, now));
+        assert!(refund(&mut db, &order, "rfd_c", 10, later + Duration::seconds(1)));
+
+        assert_eq!(listed(&db, &order), ["rfd_d", "rfd_b", "rfd_a", "rfd_c"]);
+        assert_eq!(listed(&db, &other), ["rfd_x"]);
+        let (a, x) = (order.id.to_string(), other.id.to_string());
+        assert_eq!(
+            seqs(&db),
+            [
+                ("rfd_a".to_owned(), a.clone(), 3),
+                ("rfd_b".to_owned(), a.clone(), 2),
+                ("rfd_c".to_owned(), a.clone(), 4),
+                ("rfd_d".to_owned(), a, 1),
+                ("rfd_x".to_owned(), x, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn refunds_stored_before_migration_11_keep_the_order_they_were_listed_in_and_new_ones_follow() {
+        use super::super::migrations::MIGRATIONS;
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Offline::open(&dir.path().join("kassa.db")).unwrap();
+        // The schema as the release before `seq` left it (version 10).
+        db.immediate(|tx| {
+            for (_, sql) in &MIGRATIONS[..10] {
+                tx.sqlite_conn().execute_batch(sql)?;
+            }
+            Ok(tx.sqlite_conn().execute_batch("PRAGMA user_version = 10")?)
+        })
+        .unwrap();
+        let (order, other) = (new_order(1, 1000), new_order(2, 1000));
+        let now = pay(&mut db, &order);
+        pay(&mut db, &other);
+        // As that release stored them, in this order: ids out of order, two in one
+        // millisecond, one with an earlier time than the one stored before it, and
+        // another order's refunds in between.
+        let t = to_millis(now);
+        for (id, order_id, at) in [
+            ("rfd_c", &order.id, t + 5),
+            ("rfd_y", &other.id, t + 9),
+            ("rfd_a", &order.id, t + 5),
+            ("rfd_d", &order.id, t),
+            ("rfd_x", &other.id, t + 1),
+            ("rfd_b", &order.id, t + 7),
+        ] {
+            db.immediate(|tx| {
+                tx.exec(
+                    "INSERT INTO refunds (id, order_id, amount, reason, status, created_at, updated_at) \
+                     VALUES (?1, ?2, 10, 'test', 'succeeded', ?3, ?3)",
+                    args![id, order_id, at],
+                )
+            })
+            .unwrap();
+        }
+        let listed_at_10 = |db: &Offline, order: &NewOrder| -> Vec<String> {
+            db.read(|tx| {
+                tx.all(
+                    "SELECT id FROM refunds WHERE order_id = ?1 ORDER BY created_at, rowid",
+                    args![&order.id],
+                    |r| r.get_string(0),
+                )
+            })
+            .unwrap()
+        };
+        let (before, before_other) = (listed_at_10(&db, &order), listed_at_10(&db, &other));
+        assert_eq!(before, ["rfd_d", "rfd_c", "rfd_a", "rfd_b"]);
+
+        assert_eq!(db.migrate().unwrap(), ["0011_secrets_and_refund_seq"]);
+
+        assert_eq!(listed(&db, &order), before);
+        assert_eq!(listed(&db, &other), before_other);
+        assert!(refund(&mut db, &order, "rfd_0", 10, now));
+        assert_eq!(listed(&db, &order), ["rfd_d", "rfd_c", "rfd_a", "rfd_b", "rfd_0"]);
+        let numbers: Vec<(String, i64)> = seqs(&db).into_iter().map(|(id, _, seq)| (id, seq)).collect();
+        let want = [
+            ("rfd_0", 5),
+            ("rfd_a", 3),
+            ("rfd_b", 4),
+            ("rfd_c", 2),
+            ("rfd_d", 1),
+            ("rfd_x", 1),
+            ("rfd_y", 2),
+        ];
+        assert_eq!(numbers, want.map(|(id, seq)| (id.to_owned(), seq)));
     }
 }

@@ -202,6 +202,14 @@ pub enum RefundInsert {
     ExceedsBalance,
 }
 
+/// Stores a refund of `amount` on a paid trade, unless `out_request_no` was used on it
+/// before (the earlier amount is returned) or the amount exceeds what is left.
+///
+/// The refund row goes in first, with `ON CONFLICT DO NOTHING`, and is counted against
+/// the balance after: a request number another transaction is storing at the same time
+/// (PostgreSQL) makes the insert wait for it and then do nothing, and the re-read reports
+/// the repeat. Read first, the repeat would be missed and the insert would fail on the
+/// key, aborting the whole transaction.
 pub fn add_refund(
     tx: &Tx<'_>,
     out_trade_no: &str,
@@ -209,13 +217,20 @@ pub fn add_refund(
     amount: i64,
     now: DateTime<Utc>,
 ) -> DbResult<RefundInsert> {
-    let earlier = tx.opt(
-        "SELECT amount FROM sandbox_refunds WHERE out_trade_no = ?1 AND out_request_no = ?2",
-        args![out_trade_no, out_request_no],
-        |r| r.get_i64(0),
+    // The trade must exist for the row's foreign key; the casts give PostgreSQL the
+    // columns' types for parameters it otherwise reads as text.
+    let stored = tx.exec(
+        "INSERT INTO sandbox_refunds (out_trade_no, out_request_no, amount, created_at) \
+         SELECT ?1, ?2, CAST(?3 AS BIGINT), CAST(?4 AS BIGINT) \
+         WHERE EXISTS (SELECT 1 FROM sandbox_trades WHERE out_trade_no = ?1) \
+         ON CONFLICT (out_trade_no, out_request_no) DO NOTHING",
+        args![out_trade_no, out_request_no, amount, to_millis(now)],
     )?;
-    if let Some(amount) = earlier {
-        return Ok(RefundInsert::Repeated(amount));
+    if stored == 0 {
+        return Ok(match find_refund(tx, out_trade_no, out_request_no)? {
+            Some(earlier) => RefundInsert::Repeated(earlier),
+            None => RefundInsert::ExceedsBalance,
+        });
     }
     let n = tx.exec(
         "UPDATE sandbox_trades SET refunded = refunded + ?2 WHERE out_trade_no = ?1 \
@@ -223,12 +238,12 @@ pub fn add_refund(
         args![out_trade_no, amount],
     )?;
     if n == 0 {
+        tx.exec(
+            "DELETE FROM sandbox_refunds WHERE out_trade_no = ?1 AND out_request_no = ?2",
+            args![out_trade_no, out_request_no],
+        )?;
         return Ok(RefundInsert::ExceedsBalance);
     }
-    tx.exec(
-        "INSERT INTO sandbox_refunds (out_trade_no, out_request_no, amount, created_at) VALUES (?1, ?2, ?3, ?4)",
-        args![out_trade_no, out_request_no, amount, to_millis(now)],
-    )?;
     Ok(RefundInsert::Done)
 }
 
@@ -315,11 +330,12 @@ pub struct ClaimedDelivery {
     pub lease_until: i64,
 }
 
-fn claim_sql() -> String {
+/// The claim; `lock` follows the subquery's `LIMIT 1` (PostgreSQL's row lock).
+fn claim_sql(lock: &str) -> String {
     format!(
         "UPDATE sandbox_deliveries SET lease_owner = ?2, lease_until = ?3 \
          WHERE id = (SELECT id FROM sandbox_deliveries WHERE status = 'pending' AND next_at <= ?1 \
-                     AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY next_at, id LIMIT 1) \
+                     AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY next_at, id LIMIT 1{lock}) \
          AND status = 'pending' AND next_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
          RETURNING {DELIVERY_COLUMNS}, lease_owner, lease_until"
     )
@@ -336,8 +352,15 @@ pub fn claim_due_delivery(
     lease_until: DateTime<Utc>,
     owner: &str,
 ) -> DbResult<Option<ClaimedDelivery>> {
+    // On PostgreSQL the subquery locks the row it picks and passes over rows other
+    // claimers hold locked, or they would all pick the same one and all but one idle.
+    let lock = if tx.is_postgres() {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
     tx.opt(
-        &claim_sql(),
+        &claim_sql(lock),
         args![to_millis(now), owner, to_millis(lease_until)],
         |r| {
             Ok(ClaimedDelivery {

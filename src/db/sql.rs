@@ -15,7 +15,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use rusqlite::types::{FromSqlError, ToSql, ToSqlOutput, ValueRef};
 
-use super::{DbError, DbResult, Tx};
+use super::{DbError, DbResult, PgRow, PgRowRead, Tx, TxInner};
 use crate::domain::OrderId;
 
 /// One bound argument. Integers, text and bytes are all kassa stores: times are epoch
@@ -111,7 +111,12 @@ impl ToSql for Arg<'_> {
 /// One result row. Every getter takes the column's index; a value of the wrong type
 /// or one its type cannot read is `DbError::Corrupt` naming the column, never a
 /// default.
-pub(super) struct Row<'r>(&'r rusqlite::Row<'r>);
+pub(super) struct Row<'r>(RowInner<'r>);
+
+enum RowInner<'r> {
+    Sqlite(&'r rusqlite::Row<'r>),
+    Pg(&'r PgRow),
+}
 
 /// A column's value as stored, for pages that show whatever a table holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,35 +130,47 @@ pub(super) enum Value<'r> {
 
 impl<'r> Row<'r> {
     pub fn get_i64(&self, i: usize) -> DbResult<i64> {
-        self.raw(i, "an integer", ValueRef::as_i64)
+        self.int(i, "an integer")
     }
 
     pub fn get_opt_i64(&self, i: usize) -> DbResult<Option<i64>> {
-        self.raw(i, "an integer or null", ValueRef::as_i64_or_null)
+        match self.0 {
+            RowInner::Sqlite(row) => self.raw(row, i, "an integer or null", ValueRef::as_i64_or_null),
+            RowInner::Pg(row) => row.opt_int_at(i, "an integer or null"),
+        }
     }
 
     pub fn get_string(&self, i: usize) -> DbResult<String> {
-        self.raw(i, "text", ValueRef::as_str).map(str::to_owned)
+        self.text(i, "text").map(str::to_owned)
     }
 
     pub fn get_opt_string(&self, i: usize) -> DbResult<Option<String>> {
-        let text = self.raw(i, "text or null", ValueRef::as_str_or_null)?;
+        let text = self.opt_text(i, "text or null")?;
         Ok(text.map(str::to_owned))
     }
 
     pub fn get_bytes(&self, i: usize) -> DbResult<Vec<u8>> {
-        self.raw(i, "a blob", ValueRef::as_blob).map(<[u8]>::to_vec)
+        match self.0 {
+            RowInner::Sqlite(row) => self.raw(row, i, "a blob", ValueRef::as_blob).map(<[u8]>::to_vec),
+            RowInner::Pg(row) => row.bytes_at(i, "a blob").map(<[u8]>::to_vec),
+        }
     }
 
     /// A blob as text, invalid UTF-8 replaced (a stored body is kept as received).
     pub fn get_blob_lossy(&self, i: usize) -> DbResult<String> {
-        let blob = self.raw(i, "a blob", ValueRef::as_blob)?;
+        let blob = match self.0 {
+            RowInner::Sqlite(row) => self.raw(row, i, "a blob", ValueRef::as_blob)?,
+            RowInner::Pg(row) => row.bytes_or_text_at(i, "a blob")?,
+        };
         Ok(String::from_utf8_lossy(blob).into_owned())
     }
 
-    /// A flag: 0 is false, any other integer true.
+    /// A flag: 0 is false, any other integer true (on PostgreSQL a boolean too).
     pub fn get_bool(&self, i: usize) -> DbResult<bool> {
-        Ok(self.raw(i, "an integer flag", ValueRef::as_i64)? != 0)
+        match self.0 {
+            RowInner::Sqlite(row) => Ok(self.raw(row, i, "an integer flag", ValueRef::as_i64)? != 0),
+            RowInner::Pg(row) => row.flag_at(i, "an integer flag"),
+        }
     }
 
     /// Epoch milliseconds.
@@ -176,7 +193,7 @@ impl<'r> Row<'r> {
     where
         T::Err: std::fmt::Display,
     {
-        let text = self.raw(i, "text", ValueRef::as_str)?;
+        let text = self.text(i, "text")?;
         text.parse().map_err(|e: T::Err| self.corrupt(i, e.to_string()))
     }
 
@@ -184,24 +201,28 @@ impl<'r> Row<'r> {
     where
         T::Err: std::fmt::Display,
     {
-        let text = self.raw(i, "text or null", ValueRef::as_str_or_null)?;
+        let text = self.opt_text(i, "text or null")?;
         text.map(|t| t.parse().map_err(|e: T::Err| self.corrupt(i, e.to_string())))
             .transpose()
     }
 
     pub fn get_order_id(&self, i: usize) -> DbResult<OrderId> {
-        let text = self.raw(i, "text", ValueRef::as_str)?;
+        let text = self.text(i, "text")?;
         OrderId::parse(text).map_err(|e| self.corrupt(i, e.to_string()))
     }
 
     pub fn get_opt_order_id(&self, i: usize) -> DbResult<Option<OrderId>> {
-        let text = self.raw(i, "text or null", ValueRef::as_str_or_null)?;
+        let text = self.opt_text(i, "text or null")?;
         text.map(|t| OrderId::parse(t).map_err(|e| self.corrupt(i, e.to_string())))
             .transpose()
     }
 
     pub fn value(&self, i: usize) -> DbResult<Value<'_>> {
-        Ok(match self.0.get_ref(i)? {
+        let row = match self.0 {
+            RowInner::Sqlite(row) => row,
+            RowInner::Pg(row) => return row.value_at(i),
+        };
+        Ok(match row.get_ref(i)? {
             ValueRef::Null => Value::Null,
             ValueRef::Integer(v) => Value::Int(v),
             ValueRef::Real(v) => Value::Real(v),
@@ -210,28 +231,52 @@ impl<'r> Row<'r> {
     }
 
     pub fn column_count(&self) -> usize {
-        self.statement().column_count()
+        match self.0 {
+            RowInner::Sqlite(row) => row.as_ref().column_count(),
+            RowInner::Pg(row) => row.len(),
+        }
     }
 
     pub fn column_name(&self, i: usize) -> DbResult<&str> {
-        Ok(self.statement().column_name(i)?)
+        match self.0 {
+            RowInner::Sqlite(row) => Ok(row.as_ref().column_name(i)?),
+            RowInner::Pg(row) => row.name_at(i),
+        }
     }
 
-    fn statement(&self) -> &rusqlite::Statement<'r> {
-        self.0.as_ref()
+    fn int(&self, i: usize, expected: &str) -> DbResult<i64> {
+        match self.0 {
+            RowInner::Sqlite(row) => self.raw(row, i, expected, ValueRef::as_i64),
+            RowInner::Pg(row) => row.int_at(i, expected),
+        }
     }
 
-    /// The column's value as `read` sees it. A value `read` refuses is `Corrupt`,
-    /// naming what was expected, what was found and why it did not convert (a text
-    /// that is no UTF-8 is text, but no string); an index past the row's columns is
-    /// a mistake in the statement and stays the driver's error.
+    fn text(&self, i: usize, expected: &str) -> DbResult<&str> {
+        match self.0 {
+            RowInner::Sqlite(row) => self.raw(row, i, expected, ValueRef::as_str),
+            RowInner::Pg(row) => row.text_at(i, expected),
+        }
+    }
+
+    fn opt_text(&self, i: usize, expected: &str) -> DbResult<Option<&str>> {
+        match self.0 {
+            RowInner::Sqlite(row) => self.raw(row, i, expected, ValueRef::as_str_or_null),
+            RowInner::Pg(row) => row.opt_text_at(i, expected),
+        }
+    }
+
+    /// The column's value as `read` sees it (SQLite). A value `read` refuses is
+    /// `Corrupt`, naming what was expected, what was found and why it did not convert
+    /// (a text that is no UTF-8 is text, but no string); an index past the row's
+    /// columns is a mistake in the statement and stays the driver's error.
     fn raw<'v, T>(
-        &'v self,
+        &self,
+        row: &'v rusqlite::Row<'v>,
         i: usize,
         expected: &str,
         read: impl FnOnce(&ValueRef<'v>) -> rusqlite::types::FromSqlResult<T>,
     ) -> DbResult<T> {
-        let value = self.0.get_ref(i)?;
+        let value = row.get_ref(i)?;
         read(&value).map_err(|e| {
             let found = value.data_type();
             match e {
@@ -243,18 +288,25 @@ impl<'r> Row<'r> {
     }
 
     fn corrupt(&self, i: usize, message: String) -> DbError {
-        let column = self.statement().column_name(i).unwrap_or("?");
-        DbError::Corrupt(format!("{column}: {message}"))
+        match self.0 {
+            RowInner::Sqlite(row) => {
+                let column = row.as_ref().column_name(i).unwrap_or("?");
+                DbError::Corrupt(format!("{column}: {message}"))
+            }
+            RowInner::Pg(row) => row.corrupt_at(i, message),
+        }
     }
 }
 
 impl Tx<'_> {
     /// Runs a statement that returns no rows; how many rows it changed.
     pub(super) fn exec(&self, sql: &str, args: &[Arg<'_>]) -> DbResult<usize> {
-        Ok(self
-            .conn
-            .prepare_cached(sql)?
-            .execute(rusqlite::params_from_iter(args))?)
+        match self.0 {
+            TxInner::Sqlite(conn) => Ok(conn
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(args))?),
+            TxInner::Pg(tx) => tx.exec(sql, args),
+        }
     }
 
     /// The first row, which must exist.
@@ -267,17 +319,33 @@ impl Tx<'_> {
         self.opt(sql, args, read)?.ok_or(DbError::NoRow)
     }
 
-    /// The first row, if any.
+    /// The first row, if any. On PostgreSQL the server still sends every row the
+    /// statement finds (the connection drops the rest): fine for kassa's, which are
+    /// key lookups and aggregates; a scan that may find many rows says `LIMIT 1`.
     pub(super) fn opt<T>(
         &self,
         sql: &str,
         args: &[Arg<'_>],
         read: impl FnOnce(&Row<'_>) -> DbResult<T>,
     ) -> DbResult<Option<T>> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
+        let conn = match self.0 {
+            TxInner::Sqlite(conn) => conn,
+            TxInner::Pg(tx) => {
+                let mut first = None;
+                let mut read = Some(read);
+                tx.each(sql, args, |row| {
+                    if let Some(read) = read.take() {
+                        first = Some(read(&Row(RowInner::Pg(row)))?);
+                    }
+                    Ok(ControlFlow::Break(()))
+                })?;
+                return Ok(first);
+            }
+        };
+        let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         match rows.next()? {
-            Some(row) => read(&Row(row)).map(Some),
+            Some(row) => read(&Row(RowInner::Sqlite(row))).map(Some),
             None => Ok(None),
         }
     }
@@ -289,29 +357,43 @@ impl Tx<'_> {
         args: &[Arg<'_>],
         mut read: impl FnMut(&Row<'_>) -> DbResult<T>,
     ) -> DbResult<Vec<T>> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         let mut out = Vec::new();
+        let conn = match self.0 {
+            TxInner::Sqlite(conn) => conn,
+            TxInner::Pg(tx) => {
+                tx.each(sql, args, |row| {
+                    out.push(read(&Row(RowInner::Pg(row)))?);
+                    Ok(ControlFlow::Continue(()))
+                })?;
+                return Ok(out);
+            }
+        };
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         while let Some(row) = rows.next()? {
-            out.push(read(&Row(row))?);
+            out.push(read(&Row(RowInner::Sqlite(row)))?);
         }
         Ok(out)
     }
 
     /// Hands each row to `read` as the statement yields it, holding one row at a time,
     /// until the rows run out or `read` breaks. For reads of any size (the order
-    /// export): nothing is collected. The statement is prepared afresh, not taken from
-    /// the cache, as the export always did: it runs rarely and long.
+    /// export): nothing is collected. On SQLite the statement is prepared afresh, not
+    /// taken from the cache, as the export always did: it runs rarely and long.
     pub(super) fn each(
         &self,
         sql: &str,
         args: &[Arg<'_>],
         mut read: impl FnMut(&Row<'_>) -> DbResult<ControlFlow<()>>,
     ) -> DbResult<()> {
-        let mut stmt = self.conn.prepare(sql)?;
+        let conn = match self.0 {
+            TxInner::Sqlite(conn) => conn,
+            TxInner::Pg(tx) => return tx.each(sql, args, |row| read(&Row(RowInner::Pg(row)))),
+        };
+        let mut stmt = conn.prepare(sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         while let Some(row) = rows.next()? {
-            if read(&Row(row))?.is_break() {
+            if read(&Row(RowInner::Sqlite(row)))?.is_break() {
                 break;
             }
         }

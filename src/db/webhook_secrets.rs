@@ -17,7 +17,15 @@ pub fn signing(tx: &Tx<'_>, now: DateTime<Utc>) -> DbResult<Vec<String>> {
 }
 
 /// Stores a first secret unless one exists; returns the current one.
+///
+/// On PostgreSQL two instances starting together would both find the table empty (at
+/// READ COMMITTED neither sees the other's uncommitted row) and store two first
+/// secrets, each then signing with its own: the table is locked against other writers
+/// first, so the second waits and then finds the first's secret. Reads go on.
 pub fn ensure(tx: &Tx<'_>, generated: &str, now: DateTime<Utc>) -> DbResult<String> {
+    if tx.is_postgres() {
+        tx.exec("LOCK TABLE webhook_secrets IN SHARE ROW EXCLUSIVE MODE", args![])?;
+    }
     tx.exec(
         "INSERT INTO webhook_secrets (secret, created_at) SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM webhook_secrets)",
         args![generated, to_millis(now)],

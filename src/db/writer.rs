@@ -265,7 +265,7 @@ fn commit_batch(
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         return (batch, Err(e.to_string()));
     }
-    let tx = Tx { conn };
+    let tx = Tx::sqlite(conn);
     let mut next = 0;
     let mut yielded = false;
     loop {

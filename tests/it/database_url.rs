@@ -175,7 +175,7 @@ fn a_postgres_url_is_refused_before_anything_is_created_naming_its_scheme_and_ne
             let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
             assert!(!said.contains(PASSWORD), "{args:?}: {said}");
             assert!(
-                said.contains(&format!("{scheme}://")) && said.contains("no PostgreSQL backend yet"),
+                said.contains(&format!("{scheme}://")) && said.contains("cannot run on PostgreSQL yet"),
                 "{args:?}: {said}"
             );
             assert!(

@@ -34,6 +34,7 @@ mod qr_decode;
 mod receiver;
 mod refunds;
 mod sandbox_alipay;
+mod sandbox_keys;
 mod sandbox_lockdown;
 mod sandbox_sdk_forms;
 mod sandbox_wechat;

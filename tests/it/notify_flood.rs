@@ -556,7 +556,8 @@ fn migration_0008_keeps_earlier_notifications_whole_and_marks_unverified_exactly
         vec![
             "0008_rejected_notifications",
             "0009_sandbox_trades_by_trade_no",
-            "0010_leases_and_claim_owners"
+            "0010_leases_and_claim_owners",
+            "0011_secrets_and_refund_seq"
         ]
     );
 

@@ -293,7 +293,8 @@ fn migrations_are_recorded_and_not_rerun() {
             "0007_idempotency_claims",
             "0008_rejected_notifications",
             "0009_sandbox_trades_by_trade_no",
-            "0010_leases_and_claim_owners"
+            "0010_leases_and_claim_owners",
+            "0011_secrets_and_refund_seq"
         ]
     );
     assert!(db::migrate(&path).unwrap().is_empty());
