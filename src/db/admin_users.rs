@@ -267,15 +267,39 @@ pub fn set_setting(tx: &Tx<'_>, name: &str, value: &str) -> DbResult<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::sql::tests::round_trip;
     use super::*;
+
+    /// Opens one session for the user per hash in `id_hashes`, each lasting an hour
+    /// from `now`.
+    pub(in crate::db) fn open_sessions(
+        tx: &Tx<'_>,
+        user_id: i64,
+        id_hashes: &[&[u8]],
+        now: DateTime<Utc>,
+    ) -> DbResult<()> {
+        for id_hash in id_hashes {
+            super::super::admin_sessions::insert(
+                tx,
+                &super::super::admin_sessions::NewSession {
+                    id_hash,
+                    user_id,
+                    csrf_token: "csrf",
+                    now,
+                    expires_at: now + chrono::Duration::hours(1),
+                    remote_addr: None,
+                    user_agent: None,
+                },
+            )?;
+        }
+        Ok(())
+    }
 
     #[test]
     fn a_new_password_or_second_factor_ends_every_session_but_the_one_kept() {
         use chrono::TimeZone;
 
-        use super::super::admin_sessions::{self, NewSession};
         use super::super::sql::tests::database;
 
         let (_dir, mut db) = database();
@@ -291,24 +315,8 @@ mod tests {
             .unwrap()
         };
         let sign_in = |db: &mut super::super::Offline, user_id: i64| {
-            db.immediate(|tx| {
-                for hash in [b"s1", b"s2", b"s3"] {
-                    admin_sessions::insert(
-                        tx,
-                        &NewSession {
-                            id_hash: hash,
-                            user_id,
-                            csrf_token: "csrf",
-                            now,
-                            expires_at: now + chrono::Duration::hours(1),
-                            remote_addr: None,
-                            user_agent: None,
-                        },
-                    )?;
-                }
-                Ok(())
-            })
-            .unwrap();
+            db.immediate(|tx| open_sessions(tx, user_id, &[b"s1", b"s2", b"s3"], now))
+                .unwrap();
         };
         let id = db
             .immediate(|tx| insert(tx, "ann", "hash", Role::Owner, now))

@@ -380,23 +380,27 @@ pub(super) mod tests {
         (dir, db)
     }
 
+    /// `(status, lease_owner, lease_until, attempts)` of an outbox row.
+    pub(in crate::db) type LeaseRow = (String, Option<String>, Option<i64>, i64);
+
     /// `(status, lease_owner, lease_until, attempts)` of every outbox row, by id.
-    pub(in crate::db) fn rows(db: &Offline) -> Vec<(String, Option<String>, Option<i64>, i64)> {
-        db.read(|tx| {
-            tx.all(
-                "SELECT status, lease_owner, lease_until, attempts FROM webhook_outbox ORDER BY id",
-                args![],
-                |r| {
-                    Ok((
-                        r.get_string(0)?,
-                        r.get_opt_string(1)?,
-                        r.get_opt_i64(2)?,
-                        r.get_i64(3)?,
-                    ))
-                },
-            )
-        })
-        .unwrap()
+    pub(in crate::db) fn rows_in(tx: &Tx<'_>) -> DbResult<Vec<LeaseRow>> {
+        tx.all(
+            "SELECT status, lease_owner, lease_until, attempts FROM webhook_outbox ORDER BY id",
+            args![],
+            |r| {
+                Ok((
+                    r.get_string(0)?,
+                    r.get_opt_string(1)?,
+                    r.get_opt_i64(2)?,
+                    r.get_i64(3)?,
+                ))
+            },
+        )
+    }
+
+    pub(in crate::db) fn rows(db: &Offline) -> Vec<LeaseRow> {
+        db.read(rows_in).unwrap()
     }
 
     fn claim(db: &mut Offline, owner: &str, now: DateTime<Utc>) -> Claimed {

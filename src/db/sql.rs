@@ -420,9 +420,19 @@ pub(super) mod tests {
     /// A pending order `p-{n}` of `amount` fen, created `n` seconds into November.
     pub(in crate::db) fn new_order(n: i64, amount: i64) -> NewOrder {
         let created = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap() + Duration::seconds(n);
+        pending_order(OrderId::generate(), &format!("p-{n}"), amount, created)
+    }
+
+    /// A pending Alipay order of `amount` CNY fen, due to expire 15 minutes after `created`.
+    pub(in crate::db) fn pending_order(
+        id: OrderId,
+        out_trade_no: &str,
+        amount: i64,
+        created: DateTime<Utc>,
+    ) -> NewOrder {
         NewOrder {
-            id: OrderId::generate(),
-            out_trade_no: OutTradeNo::parse(&format!("p-{n}")).unwrap(),
+            id,
+            out_trade_no: OutTradeNo::parse(out_trade_no).unwrap(),
             amount: Amount::from_minor(amount, Currency::Cny).unwrap(),
             subject: "Tea".into(),
             provider: ProviderKind::Alipay,

@@ -100,11 +100,49 @@ pub(super) fn reenable_failed_since(tx: &Tx<'_>, since: DateTime<Utc>) -> DbResu
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use chrono::TimeZone;
 
     use super::super::sql::tests::database;
     use super::*;
+
+    /// One order's outbox rows, updated 50, 100, 200 and 300 s into November: `e-old` and
+    /// `e-new` failed, `e-done` delivered, `e-none` failed without a url; and disabled
+    /// endpoints for the three urls and for one no row names.
+    pub(in crate::db) fn requeue_rows(tx: &Tx<'_>) -> DbResult<()> {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        // (event, status, updated_at in seconds, url)
+        let rows = [
+            ("e-old", "failed", 50, "https://old.example"),
+            ("e-new", "failed", 100, "https://new.example"),
+            ("e-done", "delivered", 200, "https://done.example"),
+            ("e-none", "failed", 300, ""),
+        ];
+        let order = super::super::sql::tests::new_order(1, 100);
+        super::super::orders::insert(tx, &order, None)?;
+        for (event, status, at, url) in rows {
+            let at = to_millis(t0 + Duration::seconds(at));
+            tx.exec(
+                "INSERT INTO webhook_outbox (event_id, order_id, event_type, payload, status, \
+                 next_attempt_at, created_at, updated_at, url) \
+                 VALUES (?1, ?2, 'order.paid', '{}', ?3, ?4, ?4, ?4, NULLIF(?5, ''))",
+                args![event, &order.id, status, at, url],
+            )?;
+        }
+        for url in [
+            "https://old.example",
+            "https://new.example",
+            "https://done.example",
+            "https://other.example",
+        ] {
+            tx.exec(
+                "INSERT INTO webhook_endpoints (url, failing_since, last_failure_at, disabled_at) \
+                 VALUES (?1, 1, 2, 3)",
+                args![url],
+            )?;
+        }
+        Ok(())
+    }
 
     #[test]
     fn a_failing_streak_starts_at_its_first_failure_restarts_after_a_quiet_gap_and_disables_the_endpoint_once_long_enough(
@@ -136,40 +174,7 @@ mod tests {
     fn a_requeue_re_enables_only_its_rows_endpoint_and_a_requeue_since_only_those_of_rows_failed_since() {
         let (_dir, mut db) = database();
         let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
-        // (event, status, updated_at in seconds, url)
-        let rows = [
-            ("e-old", "failed", 50, "https://old.example"),
-            ("e-new", "failed", 100, "https://new.example"),
-            ("e-done", "delivered", 200, "https://done.example"),
-            ("e-none", "failed", 300, ""),
-        ];
-        db.immediate(|tx| {
-            let order = super::super::sql::tests::new_order(1, 100);
-            super::super::orders::insert(tx, &order, None)?;
-            for (event, status, at, url) in rows {
-                let at = to_millis(t0 + Duration::seconds(at));
-                tx.exec(
-                    "INSERT INTO webhook_outbox (event_id, order_id, event_type, payload, status, \
-                     next_attempt_at, created_at, updated_at, url) \
-                     VALUES (?1, ?2, 'order.paid', '{}', ?3, ?4, ?4, ?4, NULLIF(?5, ''))",
-                    args![event, &order.id, status, at, url],
-                )?;
-            }
-            for url in [
-                "https://old.example",
-                "https://new.example",
-                "https://done.example",
-                "https://other.example",
-            ] {
-                tx.exec(
-                    "INSERT INTO webhook_endpoints (url, failing_since, last_failure_at, disabled_at) \
-                     VALUES (?1, 1, 2, 3)",
-                    args![url],
-                )?;
-            }
-            Ok(())
-        })
-        .unwrap();
+        db.immediate(requeue_rows).unwrap();
         let enabled = |db: &super::super::Offline| -> Vec<String> {
             db.read(list)
                 .unwrap()

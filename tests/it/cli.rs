@@ -119,6 +119,19 @@ pub(crate) async fn create_order(server: &Server, key: &str, out_trade_no: &str)
         .to_owned()
 }
 
+/// The order `id` as the server's API shows it.
+pub(crate) async fn get_order(server: &Server, key: &str, id: &str) -> Value {
+    crate::helpers::http_client()
+        .get(format!("{}/api/v1/orders/{id}", server.address))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 use kassa::sandbox::SANDBOX_APP_ID;
 use serde_json::{json, Value};
 
-use crate::cli::{create_order, kassa, run, start_server, start_server_logging_to, text, Server};
+use crate::cli::{create_order, get_order, kassa, run, start_server, start_server_logging_to, text, Server};
 use crate::helpers::{install_sandbox_keys, raw_connection, trade_success};
 
 /// Every file the sandbox keeps, each a row `sandbox/<file>`.
@@ -95,16 +95,7 @@ async fn pay_with_vector_key(server: &Server, key: &str, out_trade_no: &str) -> 
         .await
         .unwrap();
     let answer = reply.text().await.unwrap();
-    let order: Value = client
-        .get(format!("{}/api/v1/orders/{id}", server.address))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (answer, order)
+    (answer, get_order(server, key, &id).await)
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use kassa::domain::{Amount, Currency, NewOrder, OutTradeNo, ProviderKind};
 use kassa::sandbox::SANDBOX_APP_ID;
 use serde_json::{json, Value};
 
-use crate::cli::{eventually, kassa, run, send_signal, start_server, text, Server};
+use crate::cli::{eventually, get_order, kassa, run, send_signal, start_server, text, Server};
 use crate::gateway_standin::platform_sign;
 use crate::helpers::{install_sandbox_keys, trade_success};
 use crate::receiver::{Answer, Receiver};
@@ -156,17 +156,8 @@ fn wal_bytes(db_path: &Path) -> u64 {
 /// is paid, with one applied payment.
 async fn assert_paid_after_restart(dir: &Path, key: &str, acknowledged: &[String]) {
     let next = start_server(dir, &[]).await;
-    let client = crate::helpers::http_client();
     for id in acknowledged {
-        let order: Value = client
-            .get(format!("{}/api/v1/orders/{id}", next.address))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let order = get_order(&next, key, id).await;
         assert_eq!(order["status"], "paid", "acknowledged, so paid: {order}");
     }
     drop(next);

@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use crate::db::admin_sessions::{self, NewPending, NewSession};
+use crate::db::admin_sessions::{self, NewPending};
+use crate::db::admin_users::tests::open_sessions;
 use crate::db::admin_users::*;
 use crate::db::pg::testing::both_backends;
 use crate::db::sql::args;
@@ -28,24 +29,16 @@ fn user(db: &Database, name: &'static str) -> Option<AdminUser> {
 
 /// Opens sessions `s1`, `s2` and a pending sign-in `p1` for the user.
 fn sign_in(tx: &Tx<'_>, user_id: i64) -> crate::db::DbResult<()> {
-    for hash in [b"s1", b"s2"] {
-        admin_sessions::insert(
-            tx,
-            &NewSession {
-                id_hash: hash,
-                user_id,
-                csrf_token: "csrf",
-                now: t0(),
-                expires_at: t0() + Duration::hours(1),
-                remote_addr: None,
-                user_agent: None,
-            },
-        )?;
-    }
+    open_sessions(tx, user_id, &[b"s1", b"s2"], t0())?;
+    pending(tx, user_id, b"p1")
+}
+
+/// A pending sign-in `id_hash` for the user, due to end 5 minutes after t0.
+fn pending(tx: &Tx<'_>, user_id: i64, id_hash: &[u8]) -> crate::db::DbResult<()> {
     admin_sessions::insert_pending(
         tx,
         &NewPending {
-            id_hash: b"p1",
+            id_hash,
             user_id,
             csrf_token: "csrf",
             now: t0(),
@@ -165,21 +158,8 @@ both_backends! {
             enable_totp(tx, ann, "SECRET", 1, &[b"c1".to_vec()], t0(), b"s1")
         })
         .unwrap();
-        db.write_blocking(move |tx| {
-            admin_sessions::insert(
-                tx,
-                &NewSession {
-                    id_hash: b"b1",
-                    user_id: bob,
-                    csrf_token: "csrf",
-                    now: t0(),
-                    expires_at: t0() + Duration::hours(1),
-                    remote_addr: None,
-                    user_agent: None,
-                },
-            )
-        })
-        .unwrap();
+        db.write_blocking(move |tx| open_sessions(tx, bob, &[b"b1"], t0()))
+            .unwrap();
         assert_eq!(owned_rows(db, ann), (vec![b"s1".to_vec()], 0, 1));
 
         assert!(db.write_blocking(|tx| delete(tx, "ann")).unwrap());
@@ -270,19 +250,7 @@ both_backends! {
 
 /// A pending sign-in `p2` (nothing else), for what disabling a second factor drops.
 fn sign_in_pending_only(tx: &Tx<'_>, user_id: i64) -> crate::db::DbResult<()> {
-    admin_sessions::insert_pending(
-        tx,
-        &NewPending {
-            id_hash: b"p2",
-            user_id,
-            csrf_token: "csrf",
-            now: t0(),
-            expires_at: t0() + Duration::minutes(5),
-            next: "/admin",
-            remote_addr: None,
-            user_agent: None,
-        },
-    )
+    pending(tx, user_id, b"p2")
 }
 
 /// Two owners each demoting the other at once, as `service::staff::set_role` does in

@@ -82,13 +82,7 @@ both_backends! {
     }
 
     fn the_entries_of_an_order_come_oldest_first_and_recent_ones_newest_first_up_to_the_limit(db: &Database) {
-        let (one, two) = (new_order(1, 100), new_order(2, 100));
-        let stored = (one.clone(), two.clone());
-        db.write_blocking(move |tx| {
-            orders::insert(tx, &stored.0, None)?;
-            orders::insert(tx, &stored.1, None)
-        })
-        .unwrap();
+        let (one, two) = crate::db::contract::timeline::two_orders(db);
         write(
             db,
             vec![

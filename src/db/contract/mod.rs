@@ -23,3 +23,23 @@ mod timeline;
 mod transitions;
 mod webhook_endpoints;
 mod webhook_secrets;
+
+/// Waits for every claimer thread of a race test and fails with all the errors they
+/// returned, so one failure does not hide another.
+pub(super) fn join_claimers(threads: Vec<std::thread::JoinHandle<Result<(), String>>>) {
+    let failures: Vec<String> = threads
+        .into_iter()
+        .filter_map(|thread| thread.join().unwrap().err())
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// Every row `sql` (a query without parameters) selects, each read by `read`.
+pub(super) fn select<T>(
+    db: &crate::db::Database,
+    sql: &str,
+    read: impl FnMut(&crate::db::sql::Row<'_>) -> crate::db::DbResult<T>,
+) -> Vec<T> {
+    db.read_blocking(|tx| tx.all(sql, crate::db::sql::args![], read))
+        .unwrap()
+}

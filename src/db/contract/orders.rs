@@ -6,8 +6,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use crate::db::orders::{self, Cursor, Inserted, OrderFilter, OrderQuery, Page, PageKey, Seek, SortKey};
 use crate::db::pg::testing::both_backends;
 use crate::db::sql::args;
+use crate::db::sql::tests::pending_order;
 use crate::db::Database;
-use crate::domain::{Amount, Currency, NewOrder, Order, OrderId, OrderStatus, OutTradeNo, ProviderKind};
+use crate::domain::{NewOrder, Order, OrderId, OrderStatus, ProviderKind};
 
 /// Ids whose byte order differs from a natural-language collation's (ICU en-US sorts
 /// them `ord__z ord_1 ord_a ord_B ord_Z`), in byte order.
@@ -20,19 +21,12 @@ pub(super) fn t0() -> DateTime<Utc> {
 /// A pending Alipay order `id` of `amount` CNY created `secs` after `t0`, due to
 /// expire 15 minutes later; its `out_trade_no` is `p-<id>`.
 pub(super) fn new_order(id: &str, secs: i64, amount: i64) -> NewOrder {
-    let created = t0() + Duration::seconds(secs);
-    NewOrder {
-        id: OrderId::parse(id).unwrap(),
-        out_trade_no: OutTradeNo::parse(&format!("p-{id}")).unwrap(),
-        amount: Amount::from_minor(amount, Currency::Cny).unwrap(),
-        subject: "Tea".into(),
-        provider: ProviderKind::Alipay,
-        notify_url: None,
-        return_url: None,
-        metadata: Default::default(),
-        created_at: created,
-        expires_at: created + Duration::minutes(15),
-    }
+    pending_order(
+        OrderId::parse(id).unwrap(),
+        &format!("p-{id}"),
+        amount,
+        t0() + Duration::seconds(secs),
+    )
 }
 
 /// Stores the orders, all inserted.
@@ -553,20 +547,11 @@ both_backends! {
         };
         let first = page(db, &late, Seek::First, 10);
         assert_eq!((ids(&first.rows), first.more), (vec!["ord_b".to_owned()], false));
-        let past = page(
-            db,
-            &late,
-            Seek::After(PageKey::of(&first.rows[0], SortKey::Created)),
-            10,
-        );
-        assert_eq!((past.rows.len(), past.more), (0, false));
-        let before = page(
-            db,
-            &late,
-            Seek::Before(PageKey::of(&first.rows[0], SortKey::Created)),
-            10,
-        );
-        assert_eq!((before.rows.len(), before.more), (0, false));
+        let only = PageKey::of(&first.rows[0], SortKey::Created);
+        for seek in [Seek::After(only.clone()), Seek::Before(only)] {
+            let beyond = page(db, &late, seek.clone(), 10);
+            assert_eq!((beyond.rows.len(), beyond.more), (0, false), "{seek:?}");
+        }
         let search = OrderQuery {
             search: Some("T-c".into()),
             ..OrderQuery::default()

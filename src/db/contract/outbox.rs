@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
+use crate::db::outbox::tests::LeaseRow;
 use crate::db::outbox::{self, After, Attempt, AttemptRecord, Claimed, OutboxRow};
 use crate::db::pg::testing::both_backends;
 use crate::db::sql::args;
@@ -47,22 +48,8 @@ fn listed(db: &Database, order: &OrderId) -> Vec<OutboxRow> {
 }
 
 /// `(status, lease_owner, lease_until, attempts)` of every outbox row, by id.
-fn rows(db: &Database) -> Vec<(String, Option<String>, Option<i64>, i64)> {
-    db.read_blocking(|tx| {
-        tx.all(
-            "SELECT status, lease_owner, lease_until, attempts FROM webhook_outbox ORDER BY id",
-            args![],
-            |r| {
-                Ok((
-                    r.get_string(0)?,
-                    r.get_opt_string(1)?,
-                    r.get_opt_i64(2)?,
-                    r.get_i64(3)?,
-                ))
-            },
-        )
-    })
-    .unwrap()
+fn rows(db: &Database) -> Vec<LeaseRow> {
+    db.read_blocking(outbox::tests::rows_in).unwrap()
 }
 
 fn attempt_count(db: &Database) -> i64 {
@@ -588,11 +575,7 @@ mod concurrent {
                 })
             })
             .collect();
-        let failures: Vec<String> = threads
-            .into_iter()
-            .filter_map(|thread| thread.join().unwrap().err())
-            .collect();
-        assert!(failures.is_empty(), "{failures:?}");
+        crate::db::contract::join_claimers(threads);
         Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap()
     }
 

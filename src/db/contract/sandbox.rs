@@ -81,14 +81,11 @@ fn refund(db: &Database, no: &str, request: &str, amount: i64) -> RefundInsert {
 
 /// `(out_trade_no, out_request_no, amount)` of every sandbox refund.
 fn refunds(db: &Database) -> Vec<(String, String, i64)> {
-    db.read_blocking(|tx| {
-        tx.all(
-            "SELECT out_trade_no, out_request_no, amount FROM sandbox_refunds ORDER BY out_trade_no, out_request_no",
-            args![],
-            |r| Ok((r.get_string(0)?, r.get_string(1)?, r.get_i64(2)?)),
-        )
-    })
-    .unwrap()
+    super::select(
+        db,
+        "SELECT out_trade_no, out_request_no, amount FROM sandbox_refunds ORDER BY out_trade_no, out_request_no",
+        |r| Ok((r.get_string(0)?, r.get_string(1)?, r.get_i64(2)?)),
+    )
 }
 
 fn enqueue(db: &Database, no: &str, next: DateTime<Utc>) -> i64 {
@@ -114,14 +111,11 @@ fn claim(db: &Database, owner: &'static str, now: i64) -> Option<ClaimedDelivery
 
 /// `(status, attempts, lease_owner)` of every delivery, by id.
 fn deliveries(db: &Database) -> Vec<(String, i64, Option<String>)> {
-    db.read_blocking(|tx| {
-        tx.all(
-            "SELECT status, attempts, lease_owner FROM sandbox_deliveries ORDER BY id",
-            args![],
-            |r| Ok((r.get_string(0)?, r.get_i64(1)?, r.get_opt_string(2)?)),
-        )
-    })
-    .unwrap()
+    super::select(
+        db,
+        "SELECT status, attempts, lease_owner FROM sandbox_deliveries ORDER BY id",
+        |r| Ok((r.get_string(0)?, r.get_i64(1)?, r.get_opt_string(2)?)),
+    )
 }
 
 fn record(
@@ -592,11 +586,7 @@ mod concurrent {
                 })
             })
             .collect();
-        let failures: Vec<String> = threads
-            .into_iter()
-            .filter_map(|thread| thread.join().unwrap().err())
-            .collect();
-        assert!(failures.is_empty(), "{failures:?}");
+        crate::db::contract::join_claimers(threads);
 
         let mut per_delivery = BTreeMap::new();
         for id in sent.lock().unwrap().iter() {

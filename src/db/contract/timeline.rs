@@ -16,7 +16,8 @@ fn s(n: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap() + Duration::seconds(n)
 }
 
-fn two_orders(db: &Database) -> (NewOrder, NewOrder) {
+/// Stores orders `p-1` and `p-2` (100 fen each); returns them.
+pub(super) fn two_orders(db: &Database) -> (NewOrder, NewOrder) {
     let (one, two) = (new_order(1, 100), new_order(2, 100));
     let stored = (one.clone(), two.clone());
     db.write_blocking(move |tx| {

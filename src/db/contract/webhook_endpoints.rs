@@ -4,10 +4,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::db::pg::testing::both_backends;
 use crate::db::sql::args;
-use crate::db::sql::tests::new_order;
-use crate::db::types::to_millis;
 use crate::db::webhook_endpoints::{self, EndpointHealth};
-use crate::db::{orders, Database, DbResult, Tx};
+use crate::db::{Database, DbResult, Tx};
 
 const DISABLE_AFTER: Duration = Duration::seconds(100);
 const QUIET_GAP: Duration = Duration::seconds(30);
@@ -23,6 +21,15 @@ fn write<R: Send + 'static>(db: &Database, f: impl FnOnce(&Tx<'_>) -> DbResult<R
 fn fail(db: &Database, url: &'static str, s: i64) -> bool {
     write(db, move |tx| {
         webhook_endpoints::failed(tx, url, t(s), DISABLE_AFTER, QUIET_GAP)
+    })
+}
+
+/// `url`'s health when it is enabled and has no failing streak.
+fn enabled(url: &str) -> Option<EndpointHealth> {
+    Some(EndpointHealth {
+        url: url.into(),
+        failing_since: None,
+        disabled_at: None,
     })
 }
 
@@ -66,26 +73,12 @@ both_backends! {
     fn a_success_ends_the_streak_and_re_enables_the_endpoint(db: &Database) {
         let url = "https://a.example/hook";
         write(db, move |tx| webhook_endpoints::succeeded(tx, url, t(0)));
-        assert_eq!(
-            find(db, url),
-            Some(EndpointHealth {
-                url: url.into(),
-                failing_since: None,
-                disabled_at: None
-            })
-        );
+        assert_eq!(find(db, url), enabled(url));
         let disabled: Vec<bool> = (0..6).map(|i| fail(db, url, 10 + 20 * i)).collect();
         assert_eq!(disabled, [false, false, false, false, false, true]);
         assert!(find(db, url).unwrap().disabled_at.is_some());
         write(db, move |tx| webhook_endpoints::succeeded(tx, url, t(120)));
-        assert_eq!(
-            find(db, url),
-            Some(EndpointHealth {
-                url: url.into(),
-                failing_since: None,
-                disabled_at: None
-            })
-        );
+        assert_eq!(find(db, url), enabled(url));
         let last_success = db
             .read_blocking(move |tx| {
                 tx.one(
@@ -121,38 +114,7 @@ both_backends! {
     }
 
     fn a_requeue_re_enables_only_its_rows_endpoint_and_a_requeue_since_only_those_of_rows_failed_since(db: &Database) {
-        // (event, status, updated_at in seconds, url)
-        let rows = [
-            ("e-old", "failed", 50, "https://old.example"),
-            ("e-new", "failed", 100, "https://new.example"),
-            ("e-done", "delivered", 200, "https://done.example"),
-            ("e-none", "failed", 300, ""),
-        ];
-        write(db, move |tx| {
-            let order = new_order(1, 100);
-            orders::insert(tx, &order, None)?;
-            for (event, status, at, url) in rows {
-                let at = to_millis(t(at));
-                tx.exec(
-                    "INSERT INTO webhook_outbox (event_id, order_id, event_type, payload, status, \
-                     next_attempt_at, created_at, updated_at, url) \
-                     VALUES (?1, ?2, 'order.paid', '{}', ?3, ?4, ?4, ?4, NULLIF(?5, ''))",
-                    args![event, &order.id, status, at, url],
-                )?;
-            }
-            for url in [
-                "https://old.example",
-                "https://new.example",
-                "https://done.example",
-                "https://other.example",
-            ] {
-                tx.exec(
-                    "INSERT INTO webhook_endpoints (url, failing_since, last_failure_at, disabled_at) VALUES (?1, 1, 2, 3)",
-                    args![url],
-                )?;
-            }
-            Ok(())
-        });
+        write(db, webhook_endpoints::tests::requeue_rows);
 
         write(db, |tx| webhook_endpoints::reenable_for_requeue(tx, "e-done"));
         assert_eq!(healthy(db), ["https://done.example"]);

@@ -496,6 +496,67 @@ mod tests {
             .collect()
     }
 
+    /// Creates `schema_migrations` and records `names` in it as versions 1, 2, … applied at 0.
+    async fn record_as_applied(client: &impl tokio_postgres::GenericClient, names: &[&str]) {
+        client
+            .batch_execute(
+                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .await
+            .unwrap();
+        for (i, name) in names.iter().enumerate() {
+            client
+                .execute(
+                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
+                    &[&(i as i64 + 1), name],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Takes the migration lock as another instance migrating would, in a transaction
+    /// left open: the lock is held until it ends.
+    async fn hold_migration_lock(client: &mut Client) -> tokio_postgres::Transaction<'_> {
+        let tx = client.transaction().await.unwrap();
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('kassa:' || current_schema()))",
+            &[],
+        )
+        .await
+        .unwrap();
+        tx
+    }
+
+    async fn backend_pid(client: &Client) -> i32 {
+        client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Waits until session `pid` waits for a lock (true) or `task` has ended (false).
+    async fn wait_for_lock_or_end<T>(
+        tx: &tokio_postgres::Transaction<'_>,
+        pid: i32,
+        task: &tokio::task::JoinHandle<T>,
+    ) -> bool {
+        let mut waiting = false;
+        while !waiting && !task.is_finished() {
+            waiting = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock')",
+                    &[&pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            tokio::task::yield_now().await;
+        }
+        waiting
+    }
+
     #[tokio::test]
     async fn a_fresh_schema_gets_the_tables_columns_indexes_and_foreign_keys_sqlite_has() {
         let Some(schema) = TestSchema::new() else {
@@ -629,21 +690,7 @@ mod tests {
         let mut client = schema.connect().await;
         // What a kassa of version 10 left: the baseline alone.
         client.batch_execute(STEPS[0].sql).await.unwrap();
-        client
-            .batch_execute(
-                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-            )
-            .await
-            .unwrap();
-        for (i, name) in STEPS[0].covers.iter().enumerate() {
-            client
-                .execute(
-                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
-                    &[&(i as i64 + 1), name],
-                )
-                .await
-                .unwrap();
-        }
+        record_as_applied(&client, STEPS[0].covers).await;
         client
             .batch_execute(
                 "INSERT INTO orders (id, out_trade_no, amount, currency, subject, provider, status, created_at, expires_at, updated_at) \
@@ -686,51 +733,18 @@ mod tests {
         };
         // The first process, halfway through: lock taken, everything applied, not committed.
         let mut first = schema.connect().await;
-        let tx = first.transaction().await.unwrap();
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('kassa:' || current_schema()))",
-            &[],
-        )
-        .await
-        .unwrap();
-        tx.batch_execute(
-            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-        )
-        .await
-        .unwrap();
+        let tx = hold_migration_lock(&mut first).await;
         for step in STEPS {
             tx.batch_execute(step.sql).await.unwrap();
         }
-        for (i, name) in names().iter().enumerate() {
-            tx.execute(
-                "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
-                &[&(i as i64 + 1), name],
-            )
-            .await
-            .unwrap();
-        }
+        record_as_applied(&tx, &names()).await;
 
         let mut second = schema.connect().await;
-        let pid: i32 = second
-            .query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let pid = backend_pid(&second).await;
         let second = tokio::spawn(async move { run(&mut second).await });
         // Until the second is stuck behind the first (on the advisory lock; without it,
         // on the first's uncommitted schema_migrations), or has ended without waiting.
-        let mut waiting = false;
-        while !waiting && !second.is_finished() {
-            waiting = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock')",
-                    &[&pid],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            tokio::task::yield_now().await;
-        }
+        let waiting = wait_for_lock_or_end(&tx, pid, &second).await;
         assert!(waiting, "the second ended without waiting: {:?}", second.await);
         tx.commit().await.unwrap();
 
@@ -746,37 +760,16 @@ mod tests {
         };
         // Another instance holds the migration lock.
         let mut first = schema.connect().await;
-        let tx = first.transaction().await.unwrap();
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('kassa:' || current_schema()))",
-            &[],
-        )
-        .await
-        .unwrap();
+        let tx = hold_migration_lock(&mut first).await;
         // Bounds far shorter than the wait below, as every pooled connection has some.
         let mut second = schema.connect().await;
         second
             .batch_execute("SET lock_timeout = '50ms'; SET statement_timeout = '50ms'")
             .await
             .unwrap();
-        let pid: i32 = second
-            .query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let pid = backend_pid(&second).await;
         let migrating = tokio::spawn(async move { (run(&mut second).await, second) });
-        let mut waiting = false;
-        while !waiting && !migrating.is_finished() {
-            waiting = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock')",
-                    &[&pid],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            tokio::task::yield_now().await;
-        }
+        wait_for_lock_or_end(&tx, pid, &migrating).await;
         // Ten times both bounds, still holding the lock.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         tx.commit().await.unwrap();

@@ -273,16 +273,24 @@ mod tests {
 
         let name = a.schema().to_owned();
         drop(a);
-        let other = b.connect().await;
-        let left: i64 = other
+        assert_eq!(
+            schemas_named(&b, &name).await,
+            0,
+            "{name} outlived its TestSchema"
+        );
+    }
+
+    /// How many schemas are called `name`, seen from a session of `from`.
+    async fn schemas_named(from: &TestSchema, name: &str) -> i64 {
+        from.connect()
+            .await
             .query_one(
                 "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = $1",
                 &[&name],
             )
             .await
             .unwrap()
-            .get(0);
-        assert_eq!(left, 0, "{name} outlived its TestSchema");
+            .get(0)
     }
 
     #[tokio::test]
@@ -300,17 +308,11 @@ mod tests {
         let name = schema.schema().to_owned();
         drop(schema);
 
-        let left: i64 = other
-            .connect()
-            .await
-            .query_one(
-                "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = $1",
-                &[&name],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(left, 0, "{name} outlived its TestSchema");
+        assert_eq!(
+            schemas_named(&other, &name).await,
+            0,
+            "{name} outlived its TestSchema"
+        );
         // The session holding the lock was ended.
         assert!(tx.commit().await.is_err());
     }

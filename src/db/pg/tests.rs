@@ -425,30 +425,21 @@ fn a_value_of_another_type_or_null_is_corrupt_and_names_its_column() {
         Err(DbError::Corrupt(message)) => message,
         other => panic!("{sql}: not Corrupt: {other:?}"),
     };
-    assert_eq!(
-        corrupt("SELECT body FROM t", |r| r.get_i64(0).map(drop)),
-        "body: expected an integer, found text"
-    );
-    assert_eq!(
-        corrupt("SELECT money FROM t", |r| r.get_i64(0).map(drop)),
-        "money: expected an integer, found numeric"
-    );
-    assert_eq!(
-        corrupt("SELECT i4 FROM t", |r| r.get_i64(0).map(drop)),
-        "i4: expected an integer, found Null"
-    );
-    assert_eq!(
-        corrupt("SELECT id AS n FROM t", |r| r.get_string(0).map(drop)),
-        "n: expected text, found int8"
-    );
-    assert_eq!(
-        corrupt("SELECT body FROM t", |r| r.get_bytes(0).map(drop)),
-        "body: expected a blob, found text"
-    );
-    assert_eq!(
-        corrupt("SELECT flag FROM t", |r| r.get_bool(0).map(drop)),
-        "flag: expected an integer flag, found Null"
-    );
+    type Read = fn(&crate::db::sql::Row<'_>) -> crate::db::DbResult<()>;
+    // (query, reader of its one column, message), one case a line: rustfmt would spread
+    // each over five and bury the table.
+    #[rustfmt::skip]
+    let cases: [(&'static str, Read, &str); 6] = [
+        ("SELECT body FROM t", |r| r.get_i64(0).map(drop), "body: expected an integer, found text"),
+        ("SELECT money FROM t", |r| r.get_i64(0).map(drop), "money: expected an integer, found numeric"),
+        ("SELECT i4 FROM t", |r| r.get_i64(0).map(drop), "i4: expected an integer, found Null"),
+        ("SELECT id AS n FROM t", |r| r.get_string(0).map(drop), "n: expected text, found int8"),
+        ("SELECT body FROM t", |r| r.get_bytes(0).map(drop), "body: expected a blob, found text"),
+        ("SELECT flag FROM t", |r| r.get_bool(0).map(drop), "flag: expected an integer flag, found Null"),
+    ];
+    for (sql, read, message) in cases {
+        assert_eq!(corrupt(sql, read), message);
+    }
     assert!(corrupt("SELECT body AS status FROM t", |r| r
         .parse::<OrderStatus>(0)
         .map(drop))
