@@ -34,6 +34,10 @@
 //!    vectors' platform key, public-key mode) as WeChat does, `POST /notify/wechat`
 //!    under the same load; its applied/s is printed beside the same raw ceiling.
 //!
+//! 8. PostgreSQL (with `KASSA_BENCH_PG_URL` set, `pg`): the same Alipay load through one
+//!    kassa instance and then two on one database, each on a fresh schema, printed
+//!    beside the SQLite figures of this run.
+//!
 //! `KASSA_BENCH_N` (default 20000) and `KASSA_BENCH_CONNECTIONS` (default 64) change
 //! the size of the run.
 
@@ -56,6 +60,9 @@ use kassa::providers::keys::{SigningKey, VerifyingKey};
 use kassa::providers::Verified;
 use kassa::service::changes::Changes;
 use kassa::service::notifications::record;
+
+#[path = "notify/pg.rs"]
+mod pg;
 
 type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -325,6 +332,11 @@ struct Server {
 impl Server {
     /// Starts the binary as users run it: no RUST_LOG (kassa's default, `info`).
     fn start(data_dir: &Path) -> BenchResult<Server> {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// As `start`, with these settings added to its environment.
+    fn start_with(data_dir: &Path, extra_env: &[(&str, &str)]) -> BenchResult<Server> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kassa"))
             .args(["--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -360,6 +372,7 @@ impl Server {
             .env("KASSA_WECHAT_PLATFORM_PUBLIC_KEY_ID", WECHAT_PUBLIC_KEY_ID)
             .env("KASSA_WECHAT_API_BASE", "http://127.0.0.1:9")
             .env("KASSA_SANDBOX_ENABLED", "false")
+            .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1415,8 +1428,25 @@ fn main() -> BenchResult<()> {
         format!("{:.2}×", wechat_rate / http_rate),
     );
 
-    // The goals of issue 11.
+    // 8. PostgreSQL, one instance and two, beside this run's SQLite figures.
     let unique_p99 = percentile(&unique.load.latencies, 99.0);
+    match std::env::var(pg::URL_VAR)
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+    {
+        Some(url) => {
+            for instances in [1, 2] {
+                let run = pg::run(url.trim(), n, instances, connections)?;
+                pg::report(&mut table, &mut problems, &run, n, http_rate, unique_p99);
+            }
+        }
+        None => {
+            table.section("PostgreSQL");
+            table.row(format!("skipped: {} not set", pg::URL_VAR), "");
+        }
+    }
+
+    // The goals of issue 11.
     let dups_p99 = percentile(&dups.load.latencies, 99.0);
     let unique_replies = rate(unique.requests, unique.load.elapsed);
     let dup_replies = rate(dups.requests, dups.load.elapsed);

@@ -31,8 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
-    /// Apply pending database migrations and exit.
-    Migrate,
+    /// Apply pending database migrations and exit; with --to, copy the SQLite database
+    /// into an empty PostgreSQL database instead.
+    Migrate(MigrateArgs),
     /// Manage API keys for the merchant JSON API.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
@@ -58,6 +59,16 @@ pub enum Command {
     /// Staff users of the admin dashboard.
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Copy the configured SQLite database into this empty PostgreSQL database
+    /// (postgres://user:password@host/db; the password is never printed), checking every
+    /// table's row count and checksum before committing. Refused while a server runs on
+    /// the SQLite file.
+    #[arg(long, value_name = "POSTGRES_URL")]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Args)]

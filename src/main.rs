@@ -63,40 +63,25 @@ fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
 
-    // The commands below work on the SQLite file; config load has already refused any
-    // other target, so this only fails once a build has another backend.
-    let sqlite = || settings.database.target.sqlite_file().map_err(CommandError::from);
+    let db = &settings.database.target;
     let stdout = std::io::stdout();
     let result: Result<(), CommandError> = match cli.command {
         None | Some(Command::Serve(_)) => serve(settings),
-        Some(Command::Migrate) => sqlite().and_then(|db_path| {
-            kassa::db::migrate(db_path)
-                .map(|applied| {
-                    if applied.is_empty() {
-                        println!("database {} is up to date", db_path.display());
-                    } else {
-                        println!(
-                            "applied migrations to {}: {}",
-                            db_path.display(),
-                            applied.join(", ")
-                        );
-                    }
-                })
-                .map_err(Into::into)
-        }),
+        Some(Command::Migrate(args)) => match &args.to {
+            None => migrate(db),
+            Some(to) => commands::migrate::to_postgres(&settings.server.data_dir, db, to, &mut stdout.lock()),
+        },
         Some(Command::Apikey(ApikeyCommand::Create { name })) => {
-            sqlite().and_then(|db| commands::apikey::create(db, &name, &mut stdout.lock()))
+            commands::apikey::create(db, &name, &mut stdout.lock())
         }
-        Some(Command::Apikey(ApikeyCommand::List)) => {
-            sqlite().and_then(|db| commands::apikey::list(db, &mut stdout.lock()))
-        }
+        Some(Command::Apikey(ApikeyCommand::List)) => commands::apikey::list(db, &mut stdout.lock()),
         Some(Command::Apikey(ApikeyCommand::Revoke { name })) => {
-            sqlite().and_then(|db| commands::apikey::revoke(db, &name, &mut stdout.lock()))
+            commands::apikey::revoke(db, &name, &mut stdout.lock())
         }
         Some(Command::Backup(args)) => {
             // A backup named `file:…` is that file, not a URI naming another one.
             let file = kassa::db::target::not_a_uri(&args.file);
-            sqlite().and_then(|db| commands::backup::run(db, &file, args.force, &mut stdout.lock()))
+            commands::backup::run(db, &file, args.force, &mut stdout.lock())
         }
         Some(Command::Restore(args)) => commands::restore::run(
             &settings.server.data_dir,
@@ -111,13 +96,13 @@ fn main() -> ExitCode {
         Some(Command::Doctor(args)) => return doctor(Ok(settings), &args),
         Some(Command::Healthcheck) => commands::healthcheck::run(settings.server.bind, &mut stdout.lock()),
         Some(Command::Admin(AdminCommand::Passwd { user })) => {
-            sqlite().and_then(|db| commands::admin::passwd(db, &user, &mut stdout.lock()))
+            commands::admin::passwd(db, &user, &mut stdout.lock())
         }
         Some(Command::Admin(AdminCommand::Add { user, role })) => {
-            sqlite().and_then(|db| commands::admin::add(db, &user, role, &mut stdout.lock()))
+            commands::admin::add(db, &user, role, &mut stdout.lock())
         }
         Some(Command::Admin(AdminCommand::Remove { user })) => {
-            sqlite().and_then(|db| commands::admin::remove(db, &user, &mut stdout.lock()))
+            commands::admin::remove(db, &user, &mut stdout.lock())
         }
     };
     match result {
@@ -127,6 +112,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn migrate(db: &kassa::db::DbTarget) -> Result<(), CommandError> {
+    let applied = kassa::db::Offline::open_target(db)?.migrate()?;
+    if applied.is_empty() {
+        println!("database {db} is up to date");
+    } else {
+        println!("applied migrations to {db}: {}", applied.join(", "));
+    }
+    Ok(())
 }
 
 /// Exit 1 when doctor found a problem; warnings alone exit 0.
@@ -158,8 +153,7 @@ fn export_orders(settings: &Settings, args: &kassa::cli::ExportOrdersArgs) -> Re
         .map(|t| parse_bound(t, tz, true, "--to"))
         .transpose()?;
     let out = std::io::BufWriter::new(std::io::stdout().lock());
-    let db_path = settings.database.target.sqlite_file()?;
-    match commands::export::orders(db_path, tz, from, to, out) {
+    match commands::export::orders(&settings.database.target, tz, from, to, out) {
         // `kassa export orders | head` closing the pipe early is not an error.
         Err(e) if e.message.contains("Broken pipe") => Ok(()),
         other => other.map(|_| ()),

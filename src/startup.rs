@@ -302,7 +302,11 @@ impl Application {
         keep_private(&settings.server.data_dir, &settings.database.target);
         let metrics = Arc::new(crate::metrics::Metrics::default());
         crate::service::metrics::declare(&metrics);
-        let db = Database::open_counted(&settings.database.target, metrics.writer())?;
+        let db = Database::open_with(
+            &settings.database.target,
+            metrics.writer(),
+            settings.database.pool_size,
+        )?;
         let bind = settings.server.bind;
         let address = bound;
         // How kassa reaches itself (the sandbox gateway), whatever the public URL is.
@@ -362,12 +366,17 @@ impl Application {
         let first_admin = ensure_first_admin_blocking(&db, &settings, options.clock.now())?;
         let sandbox_payments =
             sandbox_keys.is_some() && !settings.alipay.is_configured() && !settings.wechat.is_configured();
+        let hooks = PostCommit::new(metrics.clone());
+        // Other instances' transitions wake this one's checkout pages and dispatcher.
+        if let Some(remote) = db.remote_changes() {
+            hooks.follow(remote);
+        }
         let core = Core {
             db,
             providers,
             clock: options.clock,
             settings: Arc::new(settings),
-            hooks: PostCommit::new(metrics.clone()),
+            hooks,
             metrics,
             instance: InstanceId::generate(),
         };
@@ -381,10 +390,12 @@ impl Application {
         let api_limits = Arc::new(crate::http::api::limits::ApiLimits::new(
             &core.settings.server,
             core.metrics.clone(),
+            &core.db,
         ));
         let notify_limit = Arc::new(crate::http::notify::limit::RejectedLimit::new(
             &core.settings.notifications,
             core.metrics.clone(),
+            &core.db,
         ));
         let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
         let state = AppState {

@@ -1,11 +1,11 @@
 //! `kassa admin passwd | add | remove <user>`.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::Path;
 
 use chrono::Utc;
 
 use super::CommandError;
+use crate::db::DbTarget;
 use crate::domain::admin::Role;
 use crate::service::admin::change_password_offline;
 use crate::service::staff::{add_user_offline, remove_user_offline};
@@ -27,22 +27,20 @@ fn read_password() -> Result<String, CommandError> {
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-pub fn passwd(db_path: &Path, user: &str, out: &mut impl Write) -> Result<(), CommandError> {
+pub fn passwd(db: &DbTarget, user: &str, out: &mut impl Write) -> Result<(), CommandError> {
     let password = read_password()?;
-    change_password_offline(db_path, user, &password, Utc::now())
-        .map_err(|e| CommandError::new(e.to_string()))?;
+    change_password_offline(db, user, &password, Utc::now()).map_err(|e| CommandError::new(e.to_string()))?;
     writeln!(out, "password of {user:?} changed; their sessions have ended")
         .map_err(|e| CommandError::new(e.to_string()))
 }
 
-pub fn add(db_path: &Path, user: &str, role: Role, out: &mut impl Write) -> Result<(), CommandError> {
+pub fn add(db: &DbTarget, user: &str, role: Role, out: &mut impl Write) -> Result<(), CommandError> {
     let password = read_password()?;
-    add_user_offline(db_path, user, &password, role, Utc::now())
-        .map_err(|e| CommandError::new(e.to_string()))?;
+    add_user_offline(db, user, &password, role, Utc::now()).map_err(|e| CommandError::new(e.to_string()))?;
     writeln!(out, "added {user:?} as {role}").map_err(|e| CommandError::new(e.to_string()))
 }
 
-pub fn remove(db_path: &Path, user: &str, out: &mut impl Write) -> Result<(), CommandError> {
-    remove_user_offline(db_path, user, Utc::now()).map_err(|e| CommandError::new(e.to_string()))?;
+pub fn remove(db: &DbTarget, user: &str, out: &mut impl Write) -> Result<(), CommandError> {
+    remove_user_offline(db, user, Utc::now()).map_err(|e| CommandError::new(e.to_string()))?;
     writeln!(out, "removed {user:?}; their sessions have ended").map_err(|e| CommandError::new(e.to_string()))
 }

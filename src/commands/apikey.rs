@@ -1,24 +1,23 @@
 //! `kassa apikey create|list|revoke`.
 
 use std::io::Write;
-use std::path::Path;
 
 use chrono::Utc;
 
 use super::CommandError;
-use crate::db::{api_keys, Offline};
+use crate::db::{api_keys, DbTarget, Offline};
 use crate::domain::api_key;
 
 /// The database, migrated: the command may run before the server ever started.
-fn open(db_path: &Path) -> Result<Offline, CommandError> {
-    let mut db = Offline::open(db_path)?;
+fn open(target: &DbTarget) -> Result<Offline, CommandError> {
+    let mut db = Offline::open_target(target)?;
     db.migrate()?;
     Ok(db)
 }
 
-pub fn create(db_path: &Path, name: &str, out: &mut impl Write) -> Result<(), CommandError> {
+pub fn create(db: &DbTarget, name: &str, out: &mut impl Write) -> Result<(), CommandError> {
     api_key::check_name(name).map_err(CommandError::new)?;
-    let mut db = open(db_path)?;
+    let mut db = open(db)?;
     let key = api_key::generate();
     let inserted =
         db.immediate(|tx| api_keys::insert(tx, name, &key.display_prefix, &key.hash, Utc::now()))?;
@@ -31,8 +30,8 @@ pub fn create(db_path: &Path, name: &str, out: &mut impl Write) -> Result<(), Co
     Ok(())
 }
 
-pub fn list(db_path: &Path, out: &mut impl Write) -> Result<(), CommandError> {
-    let keys = open(db_path)?.read(api_keys::list)?;
+pub fn list(db: &DbTarget, out: &mut impl Write) -> Result<(), CommandError> {
+    let keys = open(db)?.read(api_keys::list)?;
     let io = |e: std::io::Error| CommandError::new(e.to_string());
     writeln!(
         out,
@@ -62,8 +61,8 @@ pub fn list(db_path: &Path, out: &mut impl Write) -> Result<(), CommandError> {
     Ok(())
 }
 
-pub fn revoke(db_path: &Path, name: &str, out: &mut impl Write) -> Result<(), CommandError> {
-    if !open(db_path)?.immediate(|tx| api_keys::revoke(tx, name, Utc::now()))? {
+pub fn revoke(db: &DbTarget, name: &str, out: &mut impl Write) -> Result<(), CommandError> {
+    if !open(db)?.immediate(|tx| api_keys::revoke(tx, name, Utc::now()))? {
         return Err(CommandError::new(format!("no active API key named {name:?}")));
     }
     writeln!(out, "revoked API key {name:?}").map_err(|e| CommandError::new(e.to_string()))?;

@@ -1,13 +1,12 @@
 //! `kassa export orders [--from D] [--to D]`: CSV streamed row by row to stdout.
 
 use std::io::Write;
-use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::CommandError;
-use crate::db::{orders, Offline};
+use crate::db::{orders, DbTarget, Offline};
 use crate::service::export::{self, record, BoundError, HEADER};
 
 /// `--from`/`--to`: a date in the merchant's zone or an RFC 3339 instant. `end` turns a
@@ -25,16 +24,24 @@ pub fn parse_bound(text: &str, tz: Tz, end: bool, flag: &str) -> Result<DateTime
 
 /// Writes every order created in `[from, before)` as CSV. Returns the row count.
 pub fn orders(
-    db_path: &Path,
+    target: &DbTarget,
     tz: Tz,
     from: Option<DateTime<Utc>>,
     before: Option<DateTime<Utc>>,
     out: impl Write,
 ) -> Result<u64, CommandError> {
-    if !db_path.exists() {
-        return Err(CommandError::new(format!("no database at {}", db_path.display())));
+    // Opening a SQLite file creates it: an export must not leave an empty database.
+    if target.sqlite_path().is_some_and(|path| !path.exists()) {
+        return Err(CommandError::new(format!("no database at {target}")));
     }
-    let db = Offline::open(db_path)?;
+    let db = Offline::open_target(target)?;
+    // An export only reads: a database kassa never started on (a PostgreSQL schema
+    // not yet migrated) has no orders, rather than a missing table to report.
+    if db.schema_version()? == 0 {
+        return Err(CommandError::new(format!(
+            "no kassa database at {target} yet (kassa creates it at its first start)"
+        )));
+    }
     let mut writer = csv::Writer::from_writer(out);
     let csv_error = |e: csv::Error| CommandError::new(format!("cannot write CSV: {e}"));
     writer.write_record(HEADER).map_err(csv_error)?;

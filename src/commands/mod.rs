@@ -7,6 +7,7 @@ pub mod config;
 pub mod doctor;
 pub mod export;
 pub mod healthcheck;
+pub mod migrate;
 pub mod restore;
 pub mod webhooks;
 

@@ -22,7 +22,12 @@ pub fn run(
     out: &mut impl Write,
 ) -> Result<(), CommandError> {
     let refused = |e: &dyn std::fmt::Display| CommandError::new(format!("cannot restore: {e}"));
-    let db_path = database.sqlite_file().map_err(|e| refused(&e))?;
+    let Some(db_path) = database.sqlite_path() else {
+        let file = super::backup::quoted(&from.to_string_lossy());
+        return Err(super::backup::postgres_refusal("restore", database, |url| {
+            format!("pg_restore --clean --if-exists --dbname={url} {file}")
+        }));
+    };
     // Checked before taking the lock too, so a bad file is named even while a server runs.
     backup::check_restorable(from).map_err(|e| refused(&e))?;
     let _lock = ServerLock::acquire(data_dir, database).map_err(|e| refused(&e))?;

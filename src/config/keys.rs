@@ -76,7 +76,13 @@ pub const DATABASE_URL: Key<Option<crate::db::DbTarget>> = Key::redacted(
     "",
     database_url,
     redact_database_url,
-    "the database: a SQLite file's path (`/var/lib/kassa/shop.db`; also `sqlite:<path>`), relative to the working directory; empty: `<data_dir>/kassa.db`. A `postgres://` URL is refused: this kassa cannot run on PostgreSQL yet",
+    "the database: a SQLite file's path (`/var/lib/kassa/shop.db`; also `sqlite:<path>`), relative to the working directory; empty: `<data_dir>/kassa.db`. Or a PostgreSQL server, `postgres://user:password@host/database`: the same binary on PostgreSQL, so that several instances can share one database (see README, Scaling out). A password is never shown",
+);
+pub const DATABASE_POOL_SIZE: Key<usize> = Key::new(
+    "database.pool_size",
+    "16",
+    pool_size,
+    "on PostgreSQL, connections each instance keeps (`1` to `200`): its concurrent transactions. The server's `max_connections` must cover every instance's pool plus one (its LISTEN connection), and one for each `kassa` command running. Ignored on SQLite",
 );
 pub const MERCHANT_NAME: Key<String> =
     Key::new("merchant.name", "My Shop", merchant_name, "shown to customers");
@@ -276,6 +282,7 @@ pub const ALL: &[&dyn AnyKey] = &[
     &SERVER_BODY_TIMEOUT,
     &SERVER_MAX_CONNECTIONS_PER_ADDRESS,
     &DATABASE_URL,
+    &DATABASE_POOL_SIZE,
     &MERCHANT_NAME,
     &MERCHANT_CURRENCY,
     &MERCHANT_TIMEZONE,

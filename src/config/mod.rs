@@ -292,6 +292,8 @@ pub struct WebhookSettings {
 pub struct DatabaseSettings {
     /// `url` resolved: empty is `<data_dir>/kassa.db`.
     pub target: crate::db::DbTarget,
+    /// PostgreSQL connections per instance (ignored on SQLite).
+    pub pool_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -597,7 +599,7 @@ impl Values {
         use keys::*;
         let bind = self.get(&SERVER_BIND)?;
         let data_dir: PathBuf = self.get(&SERVER_DATA_DIR)?;
-        let settings = Settings {
+        let mut settings = Settings {
             server: ServerSettings {
                 bind,
                 // Follows the bind address when the operator only changed that.
@@ -617,6 +619,7 @@ impl Values {
                 target: self
                     .get(&DATABASE_URL)?
                     .unwrap_or_else(|| crate::db::DbTarget::Sqlite(data_dir.join("kassa.db"))),
+                pool_size: self.get(&DATABASE_POOL_SIZE)?,
             },
             merchant: MerchantSettings {
                 name: self.get(&MERCHANT_NAME)?,
@@ -685,6 +688,16 @@ impl Values {
                 })
                 .collect(),
         };
+        // A periodic backup is a copy of the SQLite file: on PostgreSQL there is none
+        // to copy, and the server's own tools do it (README, Backing up and restoring).
+        // Dropped here, so the job never starts and never fails each interval.
+        if settings.backup.interval.is_some() && settings.database.target.sqlite_path().is_none() {
+            settings.backup.interval = None;
+            settings.warnings.push(format!(
+                "{} is ignored on PostgreSQL: kassa backs up SQLite files only; back up with pg_dump (see README, Backing up and restoring)",
+                BACKUP_INTERVAL.name
+            ));
+        }
         // Start-up refuses a default endpoint that no delivery could reach; names are
         // checked (after DNS) when delivering, since DNS may not be up at boot.
         if !settings.webhooks.allow_private {
@@ -896,17 +909,33 @@ mod tests {
     }
 
     #[test]
-    fn a_postgres_database_url_is_refused_at_load_naming_its_scheme_and_never_its_password() {
-        let err = Settings::load(&env(&[(
-            "KASSA_DATABASE_URL",
-            "postgresql://kassa:SECRETPW@db/shop?password=SECRETPW",
-        )]))
-        .unwrap_err()
-        .to_string();
-        assert!(!err.contains("SECRETPW"), "{err}");
-        assert!(err.contains("postgresql://kassa:***@db/shop"), "{err}");
-        assert!(err.contains("cannot run on PostgreSQL yet"), "{err}");
-        assert!(err.contains("KASSA_DATABASE_URL"), "{err}");
+    fn a_postgres_database_url_is_accepted_at_load_and_never_shows_its_password() {
+        use crate::db::DbTarget;
+        for (value, shown) in [
+            (
+                "postgresql://kassa:SECRETPW@db/shop?password=SECRETPW",
+                "postgresql://kassa:***@db/shop?password=***",
+            ),
+            // Trimmed before it is read and before it is shown.
+            (
+                " postgres://kassa:SECRETPW@db/shop\t",
+                "postgres://kassa:***@db/shop",
+            ),
+        ] {
+            let s = Settings::load(&env(&[("KASSA_DATABASE_URL", value)])).unwrap();
+            let DbTarget::Postgres(url) = &s.database.target else {
+                panic!("{value:?} is not PostgreSQL: {:?}", s.database.target);
+            };
+            assert_eq!(url.expose(), value.trim());
+            let (_, described, source) = s
+                .describe()
+                .into_iter()
+                .find(|(k, ..)| k == "database.url")
+                .unwrap();
+            assert_eq!(described, shown);
+            assert!(source.contains("KASSA_DATABASE_URL"), "{source}");
+            assert!(!format!("{s:?}").contains("SECRETPW"));
+        }
         let unknown = Settings::load(&env(&[("KASSA_DATABASE_URL", "mysql://root:SECRETPW@db/shop")]))
             .unwrap_err()
             .to_string();
@@ -914,27 +943,50 @@ mod tests {
             !unknown.contains("SECRETPW") && unknown.contains("mysql://"),
             "{unknown}"
         );
+        let unknown = Settings::load(&env(&[("KASSA_DATABASE_URL", " mysql://root:SECRETPW@db/shop ")]))
+            .unwrap_err()
+            .to_string();
+        assert!(!unknown.contains("SECRETPW"), "{unknown}");
     }
 
     #[test]
-    fn a_password_after_a_stray_space_is_hidden_too() {
-        for value in [
-            " postgres://kassa:SECRETPW@db/shop",
-            "postgres://kassa:SECRETPW@db/shop\t",
-            " mysql://root:SECRETPW@db/shop ",
-        ] {
-            let err = Settings::load(&env(&[("KASSA_DATABASE_URL", value)]))
+    fn the_pool_size_is_16_by_default_and_takes_1_to_200_connections() {
+        assert_eq!(Settings::load(&env(&[])).unwrap().database.pool_size, 16);
+        for (value, size) in [("1", 1), ("40", 40), ("200", 200)] {
+            let s = Settings::load(&env(&[("KASSA_DATABASE_POOL_SIZE", value)])).unwrap();
+            assert_eq!(s.database.pool_size, size, "{value}");
+        }
+        for bad in ["0", "201", "-1", "lots", "1.5"] {
+            let err = Settings::load(&env(&[("KASSA_DATABASE_POOL_SIZE", bad)]))
                 .unwrap_err()
                 .to_string();
-            assert!(!err.contains("SECRETPW"), "{value:?}: {err}");
+            assert!(err.contains("database.pool_size"), "{err}");
+            assert!(err.contains("from 1 to 200"), "{err}");
+            assert!(err.contains("KASSA_DATABASE_POOL_SIZE"), "{err}");
         }
-        let err = Settings::load(&env(&[(
-            "KASSA_DATABASE_URL",
-            " postgres://kassa:SECRETPW@db/shop",
-        )]))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("postgres://kassa:***@db/shop"), "{err}");
+    }
+
+    #[test]
+    fn a_backup_interval_is_dropped_with_a_warning_on_postgresql_and_kept_on_sqlite() {
+        let sqlite = Settings::load(&env(&[("KASSA_BACKUP_INTERVAL", "6h")])).unwrap();
+        assert_eq!(sqlite.backup.interval, Some(Duration::hours(6)));
+        assert!(sqlite.warnings.is_empty(), "{:?}", sqlite.warnings);
+
+        let pg = Settings::load(&env(&[
+            ("KASSA_BACKUP_INTERVAL", "6h"),
+            ("KASSA_DATABASE_URL", "postgres://kassa@db/shop"),
+        ]))
+        .unwrap();
+        assert_eq!(pg.backup.interval, None);
+        assert_eq!(pg.warnings.len(), 1, "{:?}", pg.warnings);
+        assert!(
+            pg.warnings[0].contains("backup.interval") && pg.warnings[0].contains("pg_dump"),
+            "{:?}",
+            pg.warnings
+        );
+        // Nothing to warn about when no interval was asked for.
+        let quiet = Settings::load(&env(&[("KASSA_DATABASE_URL", "postgres://kassa@db/shop")])).unwrap();
+        assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
     }
 
     #[test]

@@ -229,6 +229,20 @@ pub fn connection_cap(v: &str) -> Result<usize, String> {
         .map_err(|_| format!("must be a whole number of connections (0: no cap), got {v:?}"))
 }
 
+/// The most `[database] pool_size` takes: beyond it an instance would rather queue its
+/// own transactions than hold that many server processes.
+pub const MAX_POOL_SIZE: usize = 200;
+
+/// `[database] pool_size`: PostgreSQL connections per instance.
+pub fn pool_size(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_POOL_SIZE).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a whole number of connections from 1 to {MAX_POOL_SIZE}, got {v:?}"
+        )),
+    }
+}
+
 /// How long an admin session lasts (idle or in all).
 pub fn session_length(v: &str) -> Result<Duration, String> {
     let d = parse_duration(v)?;
@@ -251,15 +265,7 @@ pub fn database_url(v: &str) -> Result<Option<crate::db::DbTarget>, String> {
     if v.is_empty() {
         return Ok(None);
     }
-    match crate::db::DbTarget::parse(v)? {
-        // Refused before anything is opened or created, so the data directory and the
-        // database stay as they were.
-        crate::db::DbTarget::Postgres(_) => Err(format!(
-            "is a PostgreSQL URL ({}://), and this kassa cannot run on PostgreSQL yet (its PostgreSQL backend is being built and is not complete); leave database.url empty to use SQLite in the data directory, or give a SQLite file path",
-            v.split_once("://").map_or("postgres", |(scheme, _)| scheme)
-        )),
-        sqlite => Ok(Some(sqlite)),
-    }
+    crate::db::DbTarget::parse(v).map(Some)
 }
 
 /// A database URL as it may be shown: any password as `***`. Trims on its own, so a

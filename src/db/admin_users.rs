@@ -64,6 +64,36 @@ pub fn insert(
     )
 }
 
+/// Creates `username` as the first user, an owner, with its audit row, unless any user
+/// exists; true when it did. Instances starting together each call it: the bootstrap
+/// lock (`leases::bootstrap`) makes the second wait for the first and then find its
+/// user, where at READ COMMITTED both would count none and, under different names, both
+/// create an owner (and, under one name, the second would still write an audit row for
+/// a user it did not create).
+pub fn create_first(tx: &Tx<'_>, username: &str, password_hash: &str, now: DateTime<Utc>) -> DbResult<bool> {
+    super::leases::bootstrap(tx)?;
+    if count(tx)? > 0 {
+        return Ok(false);
+    }
+    if insert(tx, username, password_hash, Role::Owner, now)?.is_none() {
+        return Ok(false);
+    }
+    super::audit::insert(
+        tx,
+        &super::audit::NewAudit {
+            at: now,
+            actor: "kassa",
+            action: "user.create",
+            order_id: None,
+            reason: Some("first start"),
+            remote_addr: None,
+            outcome: "done",
+            detail: Some(username),
+        },
+    )?;
+    Ok(true)
+}
+
 pub fn count(tx: &Tx<'_>) -> DbResult<i64> {
     tx.one("SELECT COUNT(*) FROM admin_users", args![], |r| r.get_i64(0))
 }

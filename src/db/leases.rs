@@ -34,6 +34,24 @@ pub fn release_all(tx: &Tx<'_>, holder: &str) -> DbResult<usize> {
     tx.exec("DELETE FROM leases WHERE holder = ?1", args![holder])
 }
 
+/// Makes start-up's read-then-insert steps (the first admin, and any other "create it
+/// unless there is one") of concurrent instances run one after another: on PostgreSQL
+/// a transaction-level advisory lock per schema, so two instances starting at once on
+/// one database, at READ COMMITTED, cannot both see "none yet" and both create one;
+/// it is given back at commit or rollback. SQLite's single writer already runs one
+/// write transaction at a time, so there it does nothing. Call it first in the write
+/// transaction, before the read it guards.
+pub fn bootstrap(tx: &Tx<'_>) -> DbResult<()> {
+    if tx.is_postgres() {
+        // A key of its own: migrations take `kassa:` + the schema the same way.
+        tx.exec(
+            "SELECT pg_advisory_xact_lock(hashtext('kassa-bootstrap:' || current_schema()))",
+            args![],
+        )?;
+    }
+    Ok(())
+}
+
 /// Who holds the lease `name` and until when, expired or not.
 pub fn find(tx: &Tx<'_>, name: &str) -> DbResult<Option<(String, DateTime<Utc>)>> {
     tx.opt(

@@ -37,13 +37,25 @@ pub struct Policy {
     pub forget_after: Duration,
 }
 
-/// Until when `key` is locked, if it is now.
+/// Until when `key` is locked, if it is now. In a write transaction that may then
+/// count a failure (`record_failure`), the check and the count must be one step, or a
+/// burst of attempts sent at once would all pass the check before any is counted. On
+/// SQLite the single writer makes them so; on PostgreSQL, at READ COMMITTED, the key is
+/// held (a transaction-level advisory lock, as its row may not exist yet) until the
+/// transaction ends, and the next attempt on it waits and sees what this one counted.
+/// Callers take their keys in one order (user name, then address).
 pub fn locked_until(
     tx: &Tx<'_>,
     scope: Scope,
     key: &str,
     now: DateTime<Utc>,
 ) -> DbResult<Option<DateTime<Utc>>> {
+    if tx.is_postgres() {
+        tx.exec(
+            "SELECT pg_advisory_xact_lock(hashtext('kassa-login:' || current_schema() || ':' || ?1 || ':' || ?2))",
+            args![scope.as_str(), key],
+        )?;
+    }
     tx.opt(
         "SELECT locked_until FROM login_attempts WHERE scope = ?1 AND key = ?2 AND locked_until > ?3",
         args![scope.as_str(), key, to_millis(now)],

@@ -41,6 +41,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_secrets_and_refund_seq",
         include_str!("migrations/0011_secrets_and_refund_seq.sql"),
     ),
+    (
+        "0012_rate_limits",
+        include_str!("migrations/0012_rate_limits.sql"),
+    ),
 ];
 
 /// Schema version this binary writes.
@@ -123,7 +127,11 @@ mod tests {
 
         assert_eq!(
             db.migrate().unwrap(),
-            ["0010_leases_and_claim_owners", "0011_secrets_and_refund_seq"]
+            [
+                "0010_leases_and_claim_owners",
+                "0011_secrets_and_refund_seq",
+                "0012_rate_limits"
+            ]
         );
         assert_eq!(
             outbox_rows(&db),

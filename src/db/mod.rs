@@ -23,6 +23,7 @@ pub mod backup;
 mod checkpointer;
 #[cfg(test)]
 mod contract;
+pub mod copy;
 pub mod history;
 pub mod idempotency;
 pub mod leases;
@@ -36,6 +37,7 @@ pub mod outbox;
 pub mod overview;
 mod pg;
 pub mod provider_calls;
+pub mod rate_limits;
 pub mod refunds;
 pub mod sandbox;
 pub mod secrets;
@@ -48,6 +50,7 @@ pub mod webhook_endpoints;
 pub mod webhook_secrets;
 mod writer;
 
+pub use pg::RemoteChange;
 pub use target::DbTarget;
 
 use std::future::Future;
@@ -115,8 +118,9 @@ pub enum DbError {
     DataDir { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
-    /// A target this build has no backend for (config load refuses it first).
-    #[error("{target}: this part of kassa does not work on PostgreSQL yet; leave [database] url empty to use SQLite in the data directory")]
+    /// Something that works on a SQLite file only (a file copy, a pragma), asked of a
+    /// PostgreSQL database; `target` is shown without its password.
+    #[error("{target} is a PostgreSQL database: this works on a SQLite file only")]
     NotBuilt { target: String },
 }
 
@@ -284,25 +288,45 @@ pub fn migrate(path: &Path) -> DbResult<Vec<&'static str>> {
 
 /// A read-write connection of its own, outside the writer: for the command-line tools,
 /// and for start-up, where waiting on the writer from inside the runtime is not possible.
-/// Writes still take SQLite's lock, so it is safe beside a running server.
-pub struct Offline {
-    conn: Connection,
-    /// With `open_as_writer`: keeps the checkpoint thread going, and works with it.
-    as_writer: Option<(std::sync::Arc<()>, std::sync::Arc<checkpointer::Wal>)>,
+/// Writes still take SQLite's lock, so it is safe beside a running server. On
+/// PostgreSQL it is a pool of its own (`OFFLINE_PG_CONNECTIONS`), each call one
+/// transaction, beside any running server as any other client is.
+pub struct Offline(OfflineInner);
+
+enum OfflineInner {
+    Sqlite {
+        conn: Connection,
+        /// With `open_as_writer`: keeps the checkpoint thread going, and works with it.
+        as_writer: Option<(std::sync::Arc<()>, std::sync::Arc<checkpointer::Wal>)>,
+    },
+    Postgres(pg::PgDb),
 }
 
+/// `Offline`'s connections on PostgreSQL: every call is one transaction, one at a time
+/// (`&mut self` for writes, and no call runs inside another's closure), so a command
+/// takes one of the server's `max_connections`, as README says.
+const OFFLINE_PG_CONNECTIONS: usize = 1;
+
 impl Offline {
-    /// Opens (creating if needed) the database `target` names, without migrating it.
+    /// Opens the database `target` names, without migrating it: a SQLite file is
+    /// created if needed; a PostgreSQL server is connected to (and must be reachable:
+    /// `DbError::Unavailable` naming the URL without its password).
     pub fn open_target(target: &DbTarget) -> DbResult<Offline> {
-        Offline::open(target.sqlite_file()?)
+        match target {
+            DbTarget::Sqlite(path) => Offline::open(path),
+            DbTarget::Postgres(url) => Ok(Offline(OfflineInner::Postgres(pg::PgDb::connect(
+                url,
+                OFFLINE_PG_CONNECTIONS,
+            )?))),
+        }
     }
 
     /// Opens (creating if needed) the database at `path`, without migrating it.
     pub fn open(path: &Path) -> DbResult<Offline> {
-        Ok(Offline {
+        Ok(Offline(OfflineInner::Sqlite {
             conn: connect(path)?,
             as_writer: None,
-        })
+        }))
     }
 
     /// Opens an existing database for reading only: never creates the file and never
@@ -325,10 +349,10 @@ impl Offline {
             None => Connection::open_with_flags(path, flags)?,
         };
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        Ok(Offline {
+        Ok(Offline(OfflineInner::Sqlite {
             conn,
             as_writer: None,
-        })
+        }))
     }
 
     /// As `open`, with the connection set up exactly as the server's writer and the
@@ -345,22 +369,37 @@ impl Offline {
             wal.clone(),
             std::sync::Arc::new(()),
         );
-        Ok(Offline {
+        Ok(Offline(OfflineInner::Sqlite {
             conn,
             as_writer: Some((alive, wal)),
-        })
+        }))
+    }
+
+    /// The SQLite connection, or the error naming what only works on a SQLite file.
+    fn sqlite_conn(&self) -> DbResult<&Connection> {
+        match &self.0 {
+            OfflineInner::Sqlite { conn, .. } => Ok(conn),
+            OfflineInner::Postgres(pg) => Err(DbError::NotBuilt {
+                target: pg.shown().to_owned(),
+            }),
+        }
     }
 
     /// Runs `f` as the writer runs a batch of one job, with the same statements:
     /// BEGIN IMMEDIATE, the job in its savepoint, COMMIT. As in the writer, a failed
-    /// job loses only its savepoint and the (empty) transaction still commits.
+    /// job loses only its savepoint and the (empty) transaction still commits. SQLite
+    /// only (PostgreSQL has no writer).
     pub fn writer_transaction<R>(&mut self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
-        let conn = &self.conn;
+        let conn = self.sqlite_conn()?;
         run_cached(conn, "BEGIN IMMEDIATE")?;
         let ended = Tx::sqlite(conn)
             .savepoint_step(f)
             .and_then(|result| Ok(run_cached(conn, "COMMIT").map(|()| result)?));
-        if let Some((_, wal)) = &self.as_writer {
+        if let OfflineInner::Sqlite {
+            as_writer: Some((_, wal)),
+            ..
+        } = &self.0
+        {
             wal.after_transaction(conn);
         }
         match ended {
@@ -374,36 +413,59 @@ impl Offline {
 
     /// Applies pending migrations; returns the names applied.
     pub fn migrate(&mut self) -> DbResult<Vec<&'static str>> {
-        migrations::run(&mut self.conn)
+        match &mut self.0 {
+            OfflineInner::Sqlite { conn, .. } => migrations::run(conn),
+            OfflineInner::Postgres(pg) => pg.migrate(),
+        }
     }
 
-    /// The schema version the file is at.
+    /// The schema version the database is at, read without migrating.
     pub fn schema_version(&self) -> DbResult<i64> {
-        migrations::current_version(&self.conn)
+        match &self.0 {
+            OfflineInner::Sqlite { conn, .. } => migrations::current_version(conn),
+            OfflineInner::Postgres(pg) => pg.schema_version(),
+        }
     }
 
-    /// Runs `f` in one IMMEDIATE transaction, committing only when it succeeds.
+    /// The PostgreSQL server's version (`SHOW server_version`); None on SQLite.
+    pub fn server_version(&self) -> DbResult<Option<String>> {
+        match &self.0 {
+            OfflineInner::Sqlite { .. } => Ok(None),
+            OfflineInner::Postgres(pg) => pg.server_version().map(Some),
+        }
+    }
+
+    /// Runs `f` in one write transaction, committing only when it succeeds: IMMEDIATE
+    /// on SQLite (the write lock from the start), READ COMMITTED on PostgreSQL.
     pub fn immediate<R>(&mut self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let r = f(&Tx::sqlite(&tx))?;
-        tx.commit()?;
-        Ok(r)
+        match &mut self.0 {
+            OfflineInner::Sqlite { conn, .. } => {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let r = f(&Tx::sqlite(&tx))?;
+                tx.commit()?;
+                Ok(r)
+            }
+            OfflineInner::Postgres(pg) => pg.transaction(false, f),
+        }
     }
 
-    /// Runs reads outside any explicit transaction.
+    /// Runs reads: outside any explicit transaction on SQLite, in one READ ONLY
+    /// transaction on PostgreSQL (which can then change nothing).
     pub fn read<R>(&self, f: impl FnOnce(&Tx<'_>) -> DbResult<R>) -> DbResult<R> {
-        f(&Tx::sqlite(&self.conn))
+        match &self.0 {
+            OfflineInner::Sqlite { conn, .. } => f(&Tx::sqlite(conn)),
+            OfflineInner::Postgres(pg) => pg.transaction(true, f),
+        }
     }
 
-    /// A pragma's current value on this connection, as text (for diagnostics).
+    /// A pragma's current value on this connection, as text (for diagnostics). SQLite
+    /// only.
     pub fn pragma(&self, name: &str) -> DbResult<String> {
+        let conn = self.sqlite_conn()?;
         if !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
             return Err(DbError::Task(format!("{name:?} is not a pragma name")));
         }
-        let value: rusqlite::types::Value =
-            self.conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?;
+        let value: rusqlite::types::Value = conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?;
         Ok(match value {
             rusqlite::types::Value::Null => String::new(),
             rusqlite::types::Value::Integer(i) => i.to_string(),
@@ -415,8 +477,9 @@ impl Offline {
 
     /// `synchronous=NORMAL` on this connection: a commit may be lost on power loss (the
     /// file stays sound). Only for measuring what `FULL` costs; kassa never runs so.
+    /// SQLite only.
     pub fn relax_durability(&self) -> DbResult<()> {
-        Ok(self.conn.pragma_update(None, "synchronous", "NORMAL")?)
+        Ok(self.sqlite_conn()?.pragma_update(None, "synchronous", "NORMAL")?)
     }
 }
 
@@ -465,11 +528,17 @@ impl Database {
     /// (SQLite; PostgreSQL has no writer). A PostgreSQL server that cannot be reached is
     /// `DbError::Unavailable`.
     pub fn open_counted(target: &DbTarget, metrics: WriterMetrics) -> DbResult<Database> {
+        Database::open_with(target, metrics, pg::POOL_SIZE)
+    }
+
+    /// As `open_counted`, with `pool_size` connections on PostgreSQL (`[database]
+    /// pool_size`; SQLite has its one writer and ignores it).
+    pub fn open_with(target: &DbTarget, metrics: WriterMetrics, pool_size: usize) -> DbResult<Database> {
         let path = match target {
             DbTarget::Sqlite(path) => path,
             DbTarget::Postgres(url) => {
                 return Ok(Database {
-                    backend: Backend::Postgres(pg::PgDb::open(url)?),
+                    backend: Backend::Postgres(pg::PgDb::open(url, pool_size)?),
                     target: target.clone(),
                 })
             }
@@ -633,6 +702,27 @@ impl Database {
         }
     }
 
+    /// Order changes committed by any instance on this database (this one included),
+    /// as they commit: PostgreSQL's LISTEN, on one connection of its own, started by the
+    /// first call. `RemoteChange::Resync` after the listener reconnected; a receiver that
+    /// falls behind is told it lagged, which means the same. None on SQLite, where this
+    /// process is the only one.
+    pub fn remote_changes(&self) -> Option<tokio::sync::broadcast::Receiver<RemoteChange>> {
+        match &self.backend {
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres(pg) => Some(pg.remote_changes()),
+        }
+    }
+
+    /// The PostgreSQL listener's session pid while it listens.
+    #[cfg(test)]
+    fn listener_pid(&self) -> Option<tokio::sync::watch::Receiver<Option<i32>>> {
+        match &self.backend {
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres(pg) => Some(pg.listener_pid()),
+        }
+    }
+
     /// `SELECT 1`: what `/healthz` checks. On PostgreSQL bounded to 2 s, the wait for a
     /// connection included.
     pub async fn ping(&self) -> DbResult<()> {
@@ -640,5 +730,86 @@ impl Database {
             Backend::Sqlite { .. } => self.read(|tx| tx.one("SELECT 1", &[], |_| Ok(()))).await,
             Backend::Postgres(pg) => pg.ping().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod pg_pools {
+    #[test]
+    fn offline_statements_on_postgresql_have_no_time_bound_and_the_servers_do() {
+        let Some(schema) = TestSchema::new() else {
+            println!("{SKIPPED}");
+            return;
+        };
+        let timeout = |tx: &Tx<'_>| {
+            tx.one("SELECT current_setting('statement_timeout')", args![], |r| {
+                r.get_string(0)
+            })
+        };
+        let offline = Offline::open_target(&schema.target()).unwrap();
+        assert_eq!(offline.read(timeout).unwrap(), "0");
+        drop(offline);
+        let db = Database::open_target(&schema.target()).unwrap();
+        assert_eq!(db.read_blocking(timeout).unwrap(), "30s");
+        drop(db);
+    }
+
+    use std::sync::mpsc;
+
+    use super::pg::testing::{TestSchema, SKIPPED};
+    use super::sql::args;
+    use super::*;
+
+    /// `size - 1` transactions holding their connections, then one more beside them, and
+    /// then one more than the pool has: the last waits `POOL_WAIT` and is told no
+    /// connection was free.
+    #[test]
+    fn a_postgresql_database_opened_with_a_pool_size_keeps_that_many_connections() {
+        let Some(schema) = TestSchema::new() else {
+            println!("{SKIPPED}");
+            return;
+        };
+        let db = Database::open_with(&schema.target(), WriterMetrics::default(), 2).unwrap();
+        let (holding, held) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let holder = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.write_blocking(move |tx| {
+                    tx.one("SELECT 1", args![], |_| Ok(()))?;
+                    holding.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        held.recv().unwrap();
+        let beside = db.read_blocking(|tx| tx.one("SELECT 2", args![], |r| r.get_i64(0)));
+        let (holding_too, held_too) = mpsc::channel();
+        let (release_too, released_too) = mpsc::channel::<()>();
+        let second = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.write_blocking(move |tx| {
+                    tx.one("SELECT 1", args![], |_| Ok(()))?;
+                    holding_too.send(()).unwrap();
+                    released_too.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        held_too.recv().unwrap();
+        let third = db.read_blocking(|tx| tx.one("SELECT 3", args![], |r| r.get_i64(0)));
+        release.send(()).unwrap();
+        release_too.send(()).unwrap();
+        holder.join().unwrap().unwrap();
+        second.join().unwrap().unwrap();
+
+        assert_eq!(beside.unwrap(), 2);
+        match third {
+            Err(DbError::Unavailable(why)) => assert!(why.contains("no connection"), "{why}"),
+            other => panic!("a third connection was found: {other:?}"),
+        }
+        drop(db);
     }
 }

@@ -357,7 +357,10 @@ mod tests {
         let (before, before_other) = (listed_at_10(&db, &order), listed_at_10(&db, &other));
         assert_eq!(before, ["rfd_d", "rfd_c", "rfd_a", "rfd_b"]);
 
-        assert_eq!(db.migrate().unwrap(), ["0011_secrets_and_refund_seq"]);
+        assert_eq!(
+            db.migrate().unwrap(),
+            ["0011_secrets_and_refund_seq", "0012_rate_limits"]
+        );
 
         assert_eq!(listed(&db, &order), before);
         assert_eq!(listed(&db, &other), before_other);

@@ -128,7 +128,40 @@ pub(super) enum Value<'r> {
     Text(&'r [u8]),
 }
 
+/// A column's value with text and bytes kept apart, whatever the column (`copy` moves
+/// and checksums rows of every table without knowing their types).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Field<'r> {
+    Null,
+    Int(i64),
+    Text(&'r str),
+    Bytes(&'r [u8]),
+}
+
 impl<'r> Row<'r> {
+    /// The value as a `Field`. kassa stores no real numbers, and text that is no UTF-8
+    /// could not be written elsewhere unchanged: both are `Corrupt`, naming the column.
+    pub fn field(&self, i: usize) -> DbResult<Field<'_>> {
+        let value = self.value(i)?;
+        let bytes = match value {
+            Value::Null => return Ok(Field::Null),
+            Value::Int(v) => return Ok(Field::Int(v)),
+            Value::Real(v) => return Err(self.corrupt(i, format!("expected no real number, found {v}"))),
+            Value::Text(bytes) => bytes,
+        };
+        let is_text = match self.0 {
+            RowInner::Sqlite(row) => matches!(row.get_ref(i)?, ValueRef::Text(_)),
+            // `Value` reads text and bytea alike; only a text column reads as text.
+            RowInner::Pg(row) => row.opt_text_at(i, "text").is_ok(),
+        };
+        if !is_text {
+            return Ok(Field::Bytes(bytes));
+        }
+        std::str::from_utf8(bytes)
+            .map(Field::Text)
+            .map_err(|e| self.corrupt(i, format!("expected text, found Text: {e}")))
+    }
+
     pub fn get_i64(&self, i: usize) -> DbResult<i64> {
         self.int(i, "an integer")
     }

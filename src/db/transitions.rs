@@ -151,6 +151,20 @@ const fn params(transition: Transition) -> usize {
 /// Index of the extra column `update_sql` returns after the order's columns.
 const FROM_COLUMN: usize = 19;
 
+/// This schema's channel for order changes, as SQL: see `pg::listen`, which listens on
+/// it. One channel per schema, so deployments (and tests) sharing a database in schemas
+/// of their own do not wake each other; a digest of the schema's name keeps it a short
+/// identifier whatever the schema is called (a channel name is cut at 63 bytes).
+macro_rules! channel {
+    () => {
+        "'kassa_order_' || left(md5(current_schema()), 16)"
+    };
+}
+pub(super) const CHANNEL: &str = channel!();
+/// Sent in the transaction of every applied transition on PostgreSQL: delivered when it
+/// commits, never when it rolls back. SQLite has no other process to tell.
+const NOTIFY: &str = concat!("SELECT pg_notify(", channel!(), ", ?1)");
+
 /// The guarded UPDATE: `(from, order as changed)` when it applied.
 fn update(
     tx: &Tx<'_>,
@@ -201,7 +215,7 @@ fn update(
             Arg::Null,
         ],
     };
-    tx.opt(update_sql(transition), &args[..params(transition) + 3], |r| {
+    let applied = tx.opt(update_sql(transition), &args[..params(transition) + 3], |r| {
         let order = orders::from_row(r)?;
         let from = match transition {
             Transition::Pay if r.get_bool(FROM_COLUMN)? => OrderStatus::Closed,
@@ -210,7 +224,14 @@ fn update(
             Transition::Refund => OrderStatus::PartiallyRefunded,
         };
         Ok((from, order))
-    })
+    })?;
+    if applied.is_some() && tx.is_postgres() {
+        // Other instances' checkout pages and webhook dispatchers wake on it. The
+        // outbox row a transition queues is in this same transaction, so this one
+        // signal covers it too.
+        tx.exec(NOTIFY, args![order_id])?;
+    }
+    Ok(applied)
 }
 
 fn record(

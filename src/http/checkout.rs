@@ -249,7 +249,7 @@ const HEARTBEAT: StdDuration = StdDuration::from_secs(15);
 struct Stream {
     state: web::Data<AppState>,
     id: OrderId,
-    signals: broadcast::Receiver<OrderId>,
+    signals: broadcast::Receiver<crate::core::Changed>,
     stopping: watch::Receiver<bool>,
     last: Option<&'static str>,
     done: bool,
@@ -263,10 +263,10 @@ async fn until_stopping(stopping: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn signal_for(signals: &mut broadcast::Receiver<OrderId>, id: &OrderId) {
+async fn signal_for(signals: &mut broadcast::Receiver<crate::core::Changed>, id: &OrderId) {
     loop {
         match signals.recv().await {
-            Ok(changed) if changed == *id => return,
+            Ok(changed) if changed.concerns(id) => return,
             Ok(_) => {}
             // Missed some: re-read to be sure.
             Err(broadcast::error::RecvError::Lagged(_)) => return,

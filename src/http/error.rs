@@ -62,6 +62,7 @@ error_codes! {
     InvalidField => UNPROCESSABLE_ENTITY, "invalid_field";
     ProviderRejected => BAD_GATEWAY, "provider_rejected";
     ProviderUnavailable => SERVICE_UNAVAILABLE, "provider_unavailable";
+    DatabaseUnavailable => SERVICE_UNAVAILABLE, "database_unavailable";
     InternalError => INTERNAL_SERVER_ERROR, "internal_error";
 }
 
@@ -170,7 +171,19 @@ impl ResponseError for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        ApiError::internal(&e)
+        match &e {
+            // Not a fault of kassa's to log as one: the database (PostgreSQL) is out of
+            // reach, or every connection is busy, or the transaction lost a lock race.
+            // Nothing was changed and the same request may succeed when sent again.
+            DbError::Unavailable(_) | DbError::Busy(_) => {
+                tracing::warn!(error = %error_chain(&e), "database unavailable; request refused");
+                ApiError::new(
+                    ErrorCode::DatabaseUnavailable,
+                    "the database is unavailable or busy; nothing was changed, try again",
+                )
+            }
+            _ => ApiError::internal(&e),
+        }
     }
 }
 

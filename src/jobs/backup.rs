@@ -66,6 +66,15 @@ pub async fn pass(
 /// with no backup yet the first round runs at once. The newest backup is looked at
 /// again before each round, so a round another process wrote meanwhile counts.
 pub async fn run(core: Core, interval: std::time::Duration) {
+    // Config load drops `[backup] interval` on PostgreSQL; settings made another way
+    // must not have this job fail (and be restarted) every round. Said once, then idle:
+    // a job that ended would be restarted and say it again.
+    if core.db.sqlite_path().is_none() {
+        tracing::warn!(
+            "periodic backups copy a SQLite file; on PostgreSQL back up with pg_dump (see README, Backing up and restoring)"
+        );
+        return std::future::pending().await;
+    }
     let mut wait = first_wait(&core, interval).await;
     loop {
         tokio::time::sleep(wait).await;

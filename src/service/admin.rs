@@ -2,8 +2,6 @@
 //! state is in the database, server-side sessions with an idle timeout and an absolute
 //! lifetime, and the audit log of what staff do.
 
-use std::path::Path;
-
 use chrono::{DateTime, Duration, Utc};
 
 use crate::config::Settings;
@@ -12,7 +10,7 @@ use crate::db::admin_sessions::{self, NewPending, NewSession};
 use crate::db::admin_users::{self, AdminUser};
 use crate::db::audit::{self, NewAudit};
 use crate::db::login_attempts::{self, Policy, Scope};
-use crate::db::{Database, DbError, Offline};
+use crate::db::{Database, DbError, DbTarget, Offline};
 use crate::domain::admin::{self as staff, Role, FIRST_ADMIN};
 use crate::domain::totp;
 use crate::domain::OrderId;
@@ -74,27 +72,9 @@ pub fn ensure_first_admin_blocking(
         None => (staff::generate_password(), true),
     };
     let hash = staff::hash_password(&password)?;
-    let created = conn.immediate(|tx| {
-        // Another instance may have created it since the count.
-        if admin_users::count(tx)? > 0 {
-            return Ok(false);
-        }
-        let id = admin_users::insert(tx, FIRST_ADMIN, &hash, Role::Owner, now)?;
-        audit::insert(
-            tx,
-            &NewAudit {
-                at: now,
-                actor: "kassa",
-                action: "user.create",
-                order_id: None,
-                reason: Some("first start"),
-                remote_addr: None,
-                outcome: "done",
-                detail: Some(FIRST_ADMIN),
-            },
-        )?;
-        Ok(id.is_some())
-    })?;
+    // Another instance may have created it since the count: `create_first` counts
+    // again, after waiting for any other instance's first start.
+    let created = conn.immediate(|tx| admin_users::create_first(tx, FIRST_ADMIN, &hash, now))?;
     Ok(created.then(|| FirstAdmin {
         username: FIRST_ADMIN,
         generated_password: generated.then_some(password),
@@ -104,13 +84,13 @@ pub fn ensure_first_admin_blocking(
 /// Sets `username`'s password (from the command line, beside a running server or not)
 /// and ends every session of that user.
 pub fn change_password_offline(
-    db_path: &Path,
+    target: &DbTarget,
     username: &str,
     password: &str,
     now: DateTime<Utc>,
 ) -> Result<(), AdminError> {
     staff::check_password(password).map_err(AdminError::Invalid)?;
-    let mut conn = Offline::open(db_path)?;
+    let mut conn = Offline::open_target(target)?;
     conn.migrate()?;
     if conn
         .read(|tx| admin_users::find_by_username(tx, username))?

@@ -61,9 +61,15 @@ const CLAIM_ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(2);
 /// What the key's record says about this request: `None` when it holds the key now
 /// (claimed, or taken over from an abandoned claim) and must create the order.
 fn claim(tx: &Tx<'_>, idem: &Idempotency, now: DateTime<Utc>) -> Result<Option<Stored>, DbError> {
-    let Some(record) = idempotency::find(tx, idem.api_key_id, &idem.key)? else {
-        idempotency::claim(tx, idem.api_key_id, &idem.key, &idem.request_hash, now)?;
-        return Ok(None);
+    let record = loop {
+        if let Some(record) = idempotency::find(tx, idem.api_key_id, &idem.key)? {
+            break record;
+        }
+        if idempotency::claim(tx, idem.api_key_id, &idem.key, &idem.request_hash, now)? {
+            return Ok(None);
+        }
+        // Another request claimed the key since the find (on PostgreSQL requests run at
+        // once, and the insert waited for that one's commit): its record decides.
     };
     if record.request_hash != idem.request_hash {
         return Ok(Some(Stored::KeyConflict));
@@ -72,7 +78,10 @@ fn claim(tx: &Tx<'_>, idem: &Idempotency, now: DateTime<Utc>) -> Result<Option<S
         if now - record.created_at < CLAIM_ABANDONED_AFTER {
             return Ok(Some(Stored::KeyInProgress));
         }
-        idempotency::take_over(tx, idem.api_key_id, &idem.key, record.created_at, now)?;
+        if !idempotency::take_over(tx, idem.api_key_id, &idem.key, record.created_at, now)? {
+            // Another request took the abandoned claim over first.
+            return Ok(Some(Stored::KeyInProgress));
+        }
         return Ok(None);
     };
     let order = orders::find_by_id(tx, &id)?

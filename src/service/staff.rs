@@ -2,14 +2,12 @@
 //! the webhook secret, from the dashboard or the command line: the same functions, each
 //! with its audit line written in the same transaction as the change.
 
-use std::path::Path;
-
 use chrono::{DateTime, Utc};
 
 use super::admin::{Action, AdminError, REQUIRE_TOTP_SETTING};
 use crate::core::Core;
 use crate::db::audit::{self, NewAudit};
-use crate::db::{admin_users, api_keys, webhook_secrets, DbError, Offline, Tx};
+use crate::db::{admin_users, api_keys, webhook_secrets, DbError, DbTarget, Offline, Tx};
 use crate::domain::admin::{self as staff, Role};
 use crate::domain::{api_key, totp};
 use crate::webhooks::{signer, ROTATION_OVERLAP};
@@ -349,7 +347,7 @@ pub async fn record(
 
 /// `kassa admin add`: a new user, from the command line.
 pub fn add_user_offline(
-    db_path: &Path,
+    target: &DbTarget,
     username: &str,
     password: &str,
     role: Role,
@@ -358,7 +356,7 @@ pub fn add_user_offline(
     staff::check_username(username).map_err(Refused::Invalid)?;
     staff::check_password(password).map_err(Refused::Invalid)?;
     let hashed = staff::hash_password(password).map_err(AdminError::Hash)?;
-    let mut conn = Offline::open(db_path)?;
+    let mut conn = Offline::open_target(target)?;
     conn.migrate()?;
     let a = cli_action("user.create", now);
     let created = conn.immediate(|tx| {
@@ -376,8 +374,8 @@ pub fn add_user_offline(
 }
 
 /// `kassa admin remove`: deletes a user and ends their sessions.
-pub fn remove_user_offline(db_path: &Path, username: &str, now: DateTime<Utc>) -> Result<(), StaffError> {
-    let mut conn = Offline::open(db_path)?;
+pub fn remove_user_offline(target: &DbTarget, username: &str, now: DateTime<Utc>) -> Result<(), StaffError> {
+    let mut conn = Offline::open_target(target)?;
     conn.migrate()?;
     let a = cli_action("user.remove", now);
     conn.immediate(|tx| remove_in(tx, &a, username))?

@@ -14,8 +14,9 @@ use kassa::providers::{PaymentFacts, TradeState};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::helpers::{raw_connection, TestApp, ADMIN_PASSWORD};
+use crate::helpers::{TestApp, ADMIN_PASSWORD};
 use crate::stored;
+use crate::vals;
 
 /// A browser's worth of state for the dashboard: its cookies.
 pub struct Staff<'a> {
@@ -152,7 +153,6 @@ impl<'a> Staff<'a> {
 /// admin's own (audit log, provider call log, sessions, limiter).
 async fn all_rows(app: &TestApp) -> stored::Rows {
     let mut rows = stored::rows(app).await;
-    let conn = raw_connection(&app.data_dir.join("kassa.db"));
     for table in [
         "audit_log",
         "provider_calls",
@@ -160,39 +160,27 @@ async fn all_rows(app: &TestApp) -> stored::Rows {
         "login_attempts",
         "admin_users",
     ] {
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
-            .unwrap();
-        let width = stmt.column_count();
-        let found = stmt
-            .query_map([], |row| {
-                (0..width)
-                    .map(|i| row.get_ref(i).map(|v| format!("{v:?}")))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        rows.insert(table, found);
+        let found = app
+            .db()
+            .rows(&format!("SELECT * FROM {table} ORDER BY 1, 2"), vals![]);
+        rows.insert(table, found.into_iter().map(stored::text_row).collect());
     }
     rows
 }
 
 fn count(app: &TestApp, sql: &str) -> i64 {
-    raw_connection(&app.data_dir.join("kassa.db"))
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
+    app.db().one(sql, vals![])
 }
 
 fn audit(app: &TestApp) -> Vec<(String, String, String, Option<String>)> {
-    let conn = raw_connection(&app.data_dir.join("kassa.db"));
-    let mut stmt = conn
-        .prepare("SELECT actor, action, outcome, reason FROM audit_log ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    app.db()
+        .rows(
+            "SELECT actor, action, outcome, reason FROM audit_log ORDER BY id",
+            vals![],
+        )
+        .iter()
+        .map(|r| (r.at(0), r.at(1), r.at(2), r.at(3)))
+        .collect()
 }
 
 /// The merchant order numbers a list page shows, top to bottom.
@@ -360,9 +348,7 @@ mod sign_in {
         assert!(!session.contains("Secure"), "plain http: {session}");
         let token = staff.cookie("kassa_admin").unwrap();
         assert_eq!(token.len(), 43, "256 random bits, base64url");
-        let stored: Vec<u8> = raw_connection(&app.data_dir.join("kassa.db"))
-            .query_row("SELECT id_hash FROM admin_sessions", [], |r| r.get(0))
-            .unwrap();
+        let stored: Vec<u8> = app.db().one("SELECT id_hash FROM admin_sessions", vals![]);
         assert_eq!(stored.len(), 32, "only a SHA-256 of the id is stored");
         assert!(!String::from_utf8_lossy(&stored).contains(&token));
         assert_eq!(staff.get("/admin/orders").await.status, 200);
@@ -641,6 +627,7 @@ mod sign_in {
         let passwd = |user: &str, input: &str| {
             let mut child = Command::new(env!("CARGO_BIN_EXE_kassa"))
                 .env_clear()
+                .envs(app.database_env())
                 .args([
                     "--data-dir",
                     app.data_dir.to_str().unwrap(),
@@ -921,19 +908,19 @@ mod list {
                 .await
                 .unwrap();
         }
-        let conn = raw_connection(&app.data_dir.join("kassa.db"));
         for s in &seeds {
             let refunded = match s.status {
                 "refunded" => s.amount,
                 "partially_refunded" => s.amount / 2,
                 _ => 0,
             };
-            conn.execute(
-                "UPDATE orders SET status = ?2, late_payment = ?3, provider_trade_no = ?4, refunded_amount = ?5 \
-                 WHERE out_trade_no = ?1",
-                rusqlite::params![s.out_trade_no, s.status, s.late, s.trade_no, refunded],
-            )
-            .unwrap();
+            app.db()
+                .execute(
+                    "UPDATE orders SET status = ?2, late_payment = ?3, provider_trade_no = ?4, refunded_amount = ?5 \
+                     WHERE out_trade_no = ?1",
+                    vals![s.out_trade_no, s.status, s.late, s.trade_no, refunded],
+                )
+                .unwrap();
         }
         ids
     }
@@ -1149,10 +1136,10 @@ mod list {
         let app = TestApp::spawn().await;
         let mut made = many(&app).await;
         // One paid order among them, which the status filter leaves out.
-        raw_connection(&app.data_dir.join("kassa.db"))
+        app.db()
             .execute(
                 "UPDATE orders SET status = 'paid' WHERE out_trade_no = 'm-060'",
-                [],
+                vals![],
             )
             .unwrap();
         made.retain(|m| m.0 != "m-060");

@@ -10,7 +10,7 @@ use kassa::webhooks::dispatcher::{Dispatcher, Outcome};
 use serde_json::{json, Value};
 
 use crate::gateway_standin::{GatewayStandin, Reply};
-use crate::helpers::{raw_connection, trade_success, unique, TestApp};
+use crate::helpers::{trade_success, unique, TestApp};
 use crate::oracle::{signed_notification, verify_webhook};
 use crate::receiver::Receiver;
 
@@ -592,7 +592,9 @@ async fn an_outside_refund_stored_under_its_bare_out_biz_no_by_an_earlier_kassa_
         ("applied".into(), "external_refund".into())
     );
     // kassa before this version stored such a refund under out_biz_no alone.
-    let changed = raw_connection(&app.data_dir.join("kassa.db"))
+    let changed = app
+        .db()
+        .clone()
         .execute(
             "UPDATE refunds SET id = provider_refund_id WHERE order_id = ?1",
             [&first],

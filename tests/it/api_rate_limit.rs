@@ -6,15 +6,16 @@
 use chrono::Duration;
 use serde_json::Value;
 
-use crate::helpers::{error_code, order_body, raw_connection, unique, TestApp};
+use crate::helpers::{error_code, order_body, unique, TestApp};
 use crate::stored;
 
 const ATTACKER: &str = "203.0.113.66";
 const SHOP: &str = "198.51.100.7";
 
 fn orders_count(app: &TestApp) -> i64 {
-    raw_connection(&app.data_dir.join("kassa.db"))
-        .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+    app.db()
+        .clone()
+        .query_row("SELECT COUNT(*) FROM orders", crate::vals![], |r| r.get(0))
         .unwrap()
 }
 

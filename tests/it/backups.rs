@@ -41,6 +41,25 @@ async fn backup_rounds_are_named_by_time_never_clash_are_checked_rotate_only_the
     let app = TestApp::spawn_with(&[("KASSA_BACKUP_KEEP", "2")]).await;
     app.create_order("bk-round-1", 100).await;
     let dir = directory(&app.core);
+    if app.is_postgres() {
+        // A round copies a SQLite file: on PostgreSQL it is refused, counted as failed,
+        // and leaves nothing behind (config load also drops `[backup] interval` there,
+        // so the job does not even start).
+        let refused = try_run_once(&app.core, app.now()).await.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("is a PostgreSQL database: this works on a SQLite file only"),
+            "{refused}"
+        );
+        assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().next().is_none());
+        let metrics = app.core.metrics.render();
+        assert!(
+            metrics.contains("kassa_backups_total{outcome=\"failed\"} 1"),
+            "{metrics}"
+        );
+        return;
+    }
     std::fs::create_dir_all(&dir).unwrap();
     // Not kassa's periodic backups: never rotated away.
     let foreign = [
@@ -467,4 +486,29 @@ async fn a_backup_named_file_colon_is_written_to_that_very_file_and_restores_fro
         revoked_at, None,
         "the restored database is the backup's, taken before the revocation"
     );
+}
+
+#[tokio::test]
+async fn on_postgresql_the_periodic_backup_job_idles_instead_of_failing_every_interval() {
+    let app = TestApp::spawn().await;
+    if !app.is_postgres() {
+        println!("{}", crate::pg_schema::SKIPPED);
+        return;
+    }
+    // Settings made without config load keep their interval; the job must still not
+    // run a round that can only fail, nor end (it would be restarted, and say so).
+    let job = tokio::spawn(kassa::jobs::backup::run(
+        app.core.clone(),
+        std::time::Duration::from_millis(50),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    assert!(!job.is_finished(), "the job ended");
+    job.abort();
+    let metrics = app.core.metrics.render();
+    assert!(
+        metrics.contains("kassa_backups_total{outcome=\"failed\"} 0"),
+        "{metrics}"
+    );
+    assert!(!directory(&app.core).exists());
 }

@@ -437,6 +437,12 @@ async fn backups_during_writes(out_dir: &Path, round: usize) -> (Vec<Snapshot>, 
 #[tokio::test]
 async fn a_backup_taken_while_orders_are_being_paid_is_a_consistent_snapshot_in_which_every_paid_order_has_its_history_and_outbox_rows(
 ) {
+    // `kassa backup` copies a SQLite file; on PostgreSQL it refuses (`database_url`'s
+    // tests), and the app the test would spawn runs there.
+    if std::env::var(crate::pg_schema::URL_VAR).is_ok_and(|v| !v.trim().is_empty()) {
+        println!("skipped on PostgreSQL: kassa backup copies a SQLite file");
+        return;
+    }
     let total = BACKUP_WRITERS * BACKUP_ORDERS_EACH;
     let out_dir = tempfile::tempdir().unwrap();
     // A round whose writes all finished before the first backup proves nothing about

@@ -1,6 +1,7 @@
 //! `[database] url`: where the SQLite file is (outside the data directory too), what is
-//! refused (PostgreSQL, which this build cannot open yet, and unknown schemes), and that
-//! two servers never share one file, whatever their data directories.
+//! refused (unknown schemes; backup and restore on PostgreSQL), a PostgreSQL server that
+//! cannot be reached, and that two servers never share one file, whatever their data
+//! directories.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -59,11 +60,20 @@ async fn stop(server: Server) {
 /// Runs a command that must be refused. A server start that is not refused serves
 /// until killed, so after a minute it is killed and the test fails instead of hanging.
 fn run_refused(cmd: &mut Command) -> std::process::Output {
+    run_refused_reading(cmd, b"")
+}
+
+/// As `run_refused`, with `input` on the command's standard input.
+fn run_refused_reading(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
     let mut child = cmd
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // A command that exits before reading closes the pipe: not an error here.
+    let _ = child.stdin.take().unwrap().write_all(input);
     for _ in 0..1200 {
         if child.try_wait().unwrap().is_some() {
             return child.wait_with_output().unwrap();
@@ -154,48 +164,125 @@ fn kassa_database_url_in_the_environment_overrides_the_config_file_for_the_cli()
     assert!(dir.path().join("from-file.db").exists());
 }
 
-#[test]
-fn a_postgres_url_is_refused_before_anything_is_created_naming_its_scheme_and_never_its_password() {
-    let dir = tempfile::tempdir().unwrap();
-    for url in [
-        format!("postgres://kassa:{PASSWORD}@db.example:5432/shop"),
-        format!("postgresql://db.example/shop?sslmode=require&password={PASSWORD}"),
+/// A PostgreSQL server nobody listens for: port 1 on loopback refuses at once.
+fn unreachable_urls() -> [String; 3] {
+    [
+        format!("postgres://kassa:{PASSWORD}@127.0.0.1:1/shop"),
+        format!("postgresql://127.0.0.1:1/shop?sslmode=disable&password={PASSWORD}"),
         // Spaces are trimmed before the value is read, and before it is shown.
-        format!(" postgres://kassa:{PASSWORD}@db.example/shop "),
-    ] {
-        let scheme = url.trim().split_once("://").unwrap().0;
+        format!(" postgres://kassa:{PASSWORD}@127.0.0.1:1/shop "),
+    ]
+}
+
+#[test]
+fn on_an_unreachable_postgres_url_the_server_and_every_command_fail_at_once_saying_so_never_showing_the_password(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    for url in unreachable_urls() {
         for args in [
             &["--bind", "127.0.0.1:0"][..],
+            &["migrate"],
             &["apikey", "create", "shop"],
-            &["config"],
+            &["apikey", "list"],
+            &["apikey", "revoke", "shop"],
+            &["admin", "add", "bob"],
+            &["admin", "passwd", "admin"],
+            &["admin", "remove", "bob"],
+            &["export", "orders"],
+            &["webhooks", "secret"],
+            &["webhooks", "rotate-secret"],
+            &["webhooks", "status"],
+            &["webhooks", "resend", "--failed-since", "2026-01-01"],
+            &["webhooks", "test", "--url", "http://127.0.0.1:9/hook"],
         ] {
-            let out = run_refused(kassa(dir.path()).args(args).env("KASSA_DATABASE_URL", &url));
+            let started = std::time::Instant::now();
+            // A good password for `admin add` and `passwd`, which check it first.
+            let out = run_refused_reading(
+                kassa(dir.path()).args(args).env("KASSA_DATABASE_URL", &url),
+                b"correct horse battery staple\n",
+            );
 
-            assert!(!out.status.success(), "{args:?}");
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stderr));
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{args:?} took {:?}",
+                started.elapsed()
+            );
             let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
             assert!(!said.contains(PASSWORD), "{args:?}: {said}");
             assert!(
-                said.contains(&format!("{scheme}://")) && said.contains("cannot run on PostgreSQL yet"),
+                said.contains("the database is unavailable: cannot connect to postgres")
+                    && said.contains("127.0.0.1:1/shop"),
                 "{args:?}: {said}"
-            );
-            assert!(
-                said.contains("database.url") && said.contains("KASSA_DATABASE_URL"),
-                "{said}"
             );
         }
         let doctor = run(kassa(dir.path()).arg("doctor").env("KASSA_DATABASE_URL", &url));
-        assert!(!doctor.status.success());
+        assert_eq!(doctor.status.code(), Some(1));
         let said = format!("{}{}", text(&doctor.stdout), text(&doctor.stderr));
+        assert!(!said.contains(PASSWORD), "{said}");
         assert!(
-            !said.contains(PASSWORD) && said.contains("database.url"),
+            said.lines().any(
+                |l| l.starts_with("problem  database.url: cannot reach the database")
+                    && l.contains("127.0.0.1:1/shop")
+            ),
             "{said}"
         );
+        // `config` needs no database, and shows the URL without its password.
+        let config = run(kassa(dir.path()).arg("config").env("KASSA_DATABASE_URL", &url));
+        assert!(config.status.success(), "{}", text(&config.stderr));
+        let shown = text(&config.stdout);
+        assert!(
+            !shown.contains(PASSWORD) && shown.contains("database.url = \"postgres"),
+            "{shown}"
+        );
     }
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "a refused start created something"
-    );
+    // The server takes its data directory's lock before it connects (the directory
+    // holds the sandbox's keys and the backups), and keeps nothing else: no SQLite file
+    // beside the URL, no keys, no backups. The commands create nothing at all.
+    assert_eq!(tree(dir.path()), ["data", "data/kassa.lock"]);
+}
+
+#[test]
+fn backup_and_restore_on_postgres_are_refused_naming_pg_dump_and_pg_restore_without_the_password_and_write_nothing(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("old.dump"), b"kept").unwrap();
+    for (args, tool) in [
+        (
+            &["backup", "kassa.dump"][..],
+            "pg_dump --format=custom --file='kassa.dump' 'postgresql://kassa@db.example:5432/shop?sslmode=require'",
+        ),
+        (&["backup", "--force", "old.dump"], "pg_dump --format=custom --file='old.dump' 'postgresql://kassa@db.example:5432/shop?sslmode=require'"),
+        (
+            &["restore", "old.dump"],
+            "pg_restore --clean --if-exists --dbname='postgresql://kassa@db.example:5432/shop?sslmode=require' 'old.dump'",
+        ),
+    ] {
+        let out = run(kassa(dir.path()).args(args).env(
+            "KASSA_DATABASE_URL",
+            format!("postgresql://kassa:{PASSWORD}@db.example:5432/shop?sslmode=require"),
+        ));
+
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains(PASSWORD), "{stderr}");
+        assert!(stderr.contains("this database is PostgreSQL: nothing was written"), "{stderr}");
+        assert!(
+            stderr.lines().any(|l| l.trim() == tool),
+            "{args:?}: wanted {tool}\n{stderr}"
+        );
+    }
+    // An option that may hold a password is left out of the command, and said so.
+    let out = run(kassa(dir.path()).args(["backup", "kassa.dump"]).env(
+        "KASSA_DATABASE_URL",
+        format!("postgres://db.example/shop?password={PASSWORD}"),
+    ));
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    assert!(stderr.contains("'postgres://db.example/shop'"), "{stderr}");
+    assert!(stderr.contains("add them back"), "{stderr}");
+    assert_eq!(tree(dir.path()), ["old.dump"]);
+    assert_eq!(std::fs::read(dir.path().join("old.dump")).unwrap(), b"kept");
 }
 
 #[tokio::test]
@@ -214,7 +301,8 @@ async fn a_postgres_url_leaves_an_existing_data_directory_and_database_as_they_w
             .env("KASSA_DATABASE_URL", &url),
     );
 
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("unavailable"), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains(PASSWORD));
     assert_eq!(snapshot(&data), before);
     assert_eq!(stored_orders(&data.join("kassa.db")), ["kept-1"]);

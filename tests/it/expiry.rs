@@ -272,22 +272,22 @@ async fn every_singleton_job_skips_its_pass_while_another_instance_holds_its_lea
     app.insert_order("late-lease", 100).await;
     let refund = pending_refund(&app).await;
     let old = app.now() - Duration::days(31);
-    let db = crate::helpers::raw_connection(&app.data_dir.join("kassa.db"));
+    let db = app.db().clone();
     db.execute(
         "INSERT INTO notifications (provider, received_at, headers, body, verdict, unverified) \
-         VALUES ('alipay', ?1, '{}', x'00', 'rejected', 1)",
-        [old.timestamp_millis()],
+         VALUES ('alipay', ?1, '{}', ?2, 'rejected', 1)",
+        crate::vals![old.timestamp_millis(), &[0u8][..]],
     )
     .unwrap();
-    let notifications = |db: &rusqlite::Connection| -> i64 {
+    let notifications = |db: &crate::helpers::TestDb| -> i64 {
         db.query_row(
             "SELECT COUNT(*) FROM notifications WHERE unverified = 1",
-            [],
+            crate::vals![],
             |r| r.get(0),
         )
         .unwrap()
     };
-    let refund_row = |db: &rusqlite::Connection| -> (String, i64) {
+    let refund_row = |db: &crate::helpers::TestDb| -> (String, i64) {
         db.query_row(
             "SELECT status, updated_at FROM refunds WHERE id = ?1",
             [&refund],
@@ -338,7 +338,14 @@ async fn every_singleton_job_skips_its_pass_while_another_instance_holds_its_lea
         .unwrap();
     assert_eq!(retention.map(|r| r.deleted), Some(1));
     assert_eq!(notifications(&db), 0);
-    assert!(backup::pass(&a, now).await.unwrap().is_some_and(|r| r.is_ok()));
+    let backed_up = backup::pass(&a, now).await.unwrap();
+    if app.is_postgres() {
+        // Periodic backups copy a SQLite file: on PostgreSQL the holder's round runs and
+        // says it cannot (pg_dump is the operator's).
+        assert!(backed_up.is_some_and(|r| r.is_err()));
+    } else {
+        assert!(backed_up.is_some_and(|r| r.is_ok()));
+    }
 }
 
 /// A paid order with a refund whose outcome was unknown (so pending); returns the
@@ -438,11 +445,11 @@ async fn a_stopping_instance_gives_back_its_own_job_leases_and_leaves_another_in
     let backup = app.core.db.read(|c| leases::find(c, "backup")).await.unwrap();
     assert_eq!(expiry, None, "given back at the stop");
     assert_eq!(backup.map(|(holder, _)| holder), Some(other.to_string()));
-    let db = crate::helpers::raw_connection(&app.data_dir.join("kassa.db"));
+    let db = app.db().clone();
     let owners = |sql: &str| -> Vec<(String, Option<String>, bool)> {
         db.prepare(sql)
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map(crate::vals![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect()

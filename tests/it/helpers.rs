@@ -1,4 +1,6 @@
-//! `TestApp`: the real application on a random port with a temp-dir database.
+//! `TestApp`: the real application on a random port with a temp-dir database, or, when
+//! `KASSA_TEST_PG_URL` is set, on a PostgreSQL schema of its own (`PgSchema`); `TestDb`
+//! reaches its rows as another client would, on either backend.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use serde_json::{json, Value};
 
 use crate::fake_provider::FakeProvider;
 use crate::gateway_standin::GatewayStandin;
+use crate::pg_schema::PgSchema;
 
 pub struct TestApp {
     pub address: String,
@@ -34,7 +37,11 @@ pub struct TestApp {
     mode: Mode,
     server: kassa::startup::StopHandle,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The app's database, as the test reaches it.
+    db: TestDb,
     _dir: tempfile::TempDir,
+    /// Last: the schema is dropped after everything else of the app (on PostgreSQL).
+    pg: Option<Arc<PgSchema>>,
 }
 
 pub const ALIPAY_APP_ID: &str = "2021000000000001";
@@ -177,6 +184,21 @@ impl TestApp {
         TestApp::launch(tempfile::tempdir().unwrap(), Mode::Settings, &all, listener()).await
     }
 
+    /// As `spawn_with_settings`, on `schema` reached through `url` (a proxy of the
+    /// test's own in front of the server, say): `db()` still reaches the schema directly.
+    pub async fn spawn_with_settings_on(schema: Arc<PgSchema>, url: &str, env: &[(&str, &str)]) -> TestApp {
+        let mut all = env.to_vec();
+        all.push(("KASSA_DATABASE_URL", url));
+        TestApp::launch_on(
+            tempfile::tempdir().unwrap(),
+            Mode::Settings,
+            &all,
+            listener(),
+            Some(schema),
+        )
+        .await
+    }
+
     /// kassa with providers from the given settings only.
     pub async fn spawn_with_settings(env: &[(&str, &str)]) -> TestApp {
         TestApp::launch(tempfile::tempdir().unwrap(), Mode::Settings, env, listener()).await
@@ -212,6 +234,7 @@ impl TestApp {
             server,
             serving,
             _dir: dir,
+            pg,
             ..
         } = self;
         // Holds the port (bound, not listening) while no kassa runs: connections are
@@ -246,7 +269,7 @@ impl TestApp {
             .and_then(|l| l.into_std())
             .expect("listen on the old address");
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        TestApp::launch(dir, mode, &env, listener).await
+        TestApp::launch_on(dir, mode, &env, listener, pg).await
     }
 
     async fn launch(
@@ -255,8 +278,39 @@ impl TestApp {
         env: &[(&str, &str)],
         listener: std::net::TcpListener,
     ) -> TestApp {
+        // A test that names its own database keeps it.
+        let pg = if env.iter().any(|(k, _)| *k == "KASSA_DATABASE_URL") {
+            None
+        } else {
+            PgSchema::new().map(Arc::new)
+        };
+        TestApp::launch_on(dir, mode, env, listener, pg).await
+    }
+
+    /// As `launch`, on `pg`'s schema when there is one (the same one across a restart).
+    async fn launch_on(
+        dir: tempfile::TempDir,
+        mode: Mode,
+        env: &[(&str, &str)],
+        listener: std::net::TcpListener,
+        pg: Option<Arc<PgSchema>>,
+    ) -> TestApp {
         let data_dir = dir.path().to_owned();
-        let settings = settings_for(&data_dir, env);
+        // The schema's own URL, unless the test reaches it another way.
+        let url = pg
+            .as_ref()
+            .filter(|_| !env.iter().any(|(k, _)| *k == "KASSA_DATABASE_URL"))
+            .map(|schema| schema.url());
+        let mut all_env: Vec<(&str, &str)> = env.to_vec();
+        if let Some(url) = &url {
+            all_env.push(("KASSA_DATABASE_URL", url));
+        }
+        // Few connections per app, as many apps share the test server; enough for the
+        // requests a test sends at once to wait their turn within the pool's wait.
+        if pg.is_some() && !env.iter().any(|(k, _)| *k == "KASSA_DATABASE_POOL_SIZE") {
+            all_env.push(("KASSA_DATABASE_POOL_SIZE", "4"));
+        }
+        let settings = settings_for(&data_dir, &all_env);
         let clock = Arc::new(FixedClock::new(Utc::now()));
         let provider = Arc::new(FakeProvider::new(ProviderKind::Alipay));
         let providers = match mode {
@@ -278,6 +332,11 @@ impl TestApp {
         let socket = app.address();
         let address = format!("http://{socket}");
         let core = app.core().clone();
+        let db = match (&pg, core.db.sqlite_path()) {
+            (Some(schema), _) => TestDb::Postgres(schema.clone()),
+            (None, Some(path)) => TestDb::Sqlite(path.to_owned()),
+            (None, None) => panic!("a PostgreSQL database the test did not make: reach it yourself"),
+        };
         let sandbox = app.sandbox().cloned();
         let server = app.handle();
         let serving = tokio::spawn(app.run_until_stopped());
@@ -300,8 +359,30 @@ impl TestApp {
             mode,
             server,
             serving,
+            db,
             _dir: dir,
+            pg,
         }
+    }
+
+    /// What the `kassa` binary needs in its environment to work on this app's database
+    /// beside `--data-dir` (on PostgreSQL, `KASSA_DATABASE_URL`).
+    pub fn database_env(&self) -> Vec<(&'static str, String)> {
+        match &self.pg {
+            Some(schema) => vec![("KASSA_DATABASE_URL", schema.url())],
+            None => Vec::new(),
+        }
+    }
+
+    /// The app's database, as another client reaches it.
+    pub fn db(&self) -> &TestDb {
+        &self.db
+    }
+
+    /// True when the app runs on PostgreSQL (`KASSA_TEST_PG_URL` set): for what only one
+    /// backend has (SQLite's writer, its file).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, TestDb::Postgres(_))
     }
 
     pub async fn create_api_key(core: &Core, name: &str) -> String {
@@ -488,6 +569,17 @@ impl TestApp {
             .unwrap();
         assert_eq!(pay.status(), 303);
     }
+
+    /// A crash, as `kill -9` would leave it: the serving task is dropped where it stands
+    /// (so `run_until_stopped` never gives back this instance's delivery claims and job
+    /// leases), then the listener and its connections are dropped at once. Background
+    /// work the test started on `core` (dispatchers) is the test's to abort first.
+    pub async fn crash(self) {
+        let TestApp { server, serving, .. } = self;
+        serving.abort();
+        let _ = serving.await;
+        server.stop(false).await;
+    }
 }
 
 /// Opens a sandbox wallet page (the "scan"): its forms' anti-forgery token.
@@ -552,4 +644,381 @@ pub fn http_client() -> reqwest::Client {
         .pool_idle_timeout(std::time::Duration::from_secs(1))
         .build()
         .unwrap()
+}
+
+/// A value for a statement of `TestDb`: `vals![…]` makes the list.
+#[derive(Debug, Clone)]
+pub enum Val {
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Null,
+}
+
+impl From<i64> for Val {
+    fn from(v: i64) -> Val {
+        Val::Int(v)
+    }
+}
+impl From<i32> for Val {
+    fn from(v: i32) -> Val {
+        Val::Int(v.into())
+    }
+}
+impl From<usize> for Val {
+    fn from(v: usize) -> Val {
+        Val::Int(i64::try_from(v).unwrap())
+    }
+}
+impl From<bool> for Val {
+    /// kassa's flags are integers 0 and 1 on both backends.
+    fn from(v: bool) -> Val {
+        Val::Int(v.into())
+    }
+}
+impl From<&str> for Val {
+    fn from(v: &str) -> Val {
+        Val::Text(v.to_owned())
+    }
+}
+impl From<String> for Val {
+    fn from(v: String) -> Val {
+        Val::Text(v)
+    }
+}
+/// Taken by reference, as rusqlite's `params!` takes them.
+impl<T: Clone + Into<Val>> From<&T> for Val {
+    fn from(v: &T) -> Val {
+        v.clone().into()
+    }
+}
+impl From<&[u8]> for Val {
+    fn from(v: &[u8]) -> Val {
+        Val::Bytes(v.to_vec())
+    }
+}
+impl From<Vec<u8>> for Val {
+    fn from(v: Vec<u8>) -> Val {
+        Val::Bytes(v)
+    }
+}
+impl<T: Into<Val>> From<Option<T>> for Val {
+    fn from(v: Option<T>) -> Val {
+        v.map_or(Val::Null, Into::into)
+    }
+}
+
+/// The values of a `TestDb` statement, in `?1`, `?2`… order.
+#[macro_export]
+macro_rules! vals {
+    ($($v:expr),* $(,)?) => {
+        &[$($crate::helpers::Val::from(&$v)),*][..]
+    };
+}
+
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Val::Int(i) => ValueRef::Integer(*i),
+            Val::Text(t) => ValueRef::Text(t.as_bytes()),
+            Val::Bytes(b) => ValueRef::Blob(b),
+            Val::Null => ValueRef::Null,
+        }))
+    }
+}
+
+impl Val {
+    /// As a PostgreSQL literal (the statement is the test's own; values are inlined).
+    fn pg_literal(&self) -> String {
+        match self {
+            Val::Int(i) => i.to_string(),
+            Val::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            Val::Bytes(b) => format!("'\\x{}'::bytea", hex(b)),
+            Val::Null => "NULL".to_owned(),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One row of a `TestDb` query: each column as PostgreSQL's text form (SQLite's values
+/// written the same way: integers in decimal, blobs as `\x` and hex), NULL as None.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DbRow(pub Vec<Option<String>>);
+
+/// A `TestDb` failure (a statement refused, a value of another type), to `unwrap`.
+#[derive(Debug)]
+pub struct DbFailure(#[allow(dead_code)] pub String);
+
+impl DbRow {
+    /// Column `i` (rusqlite's shape, so closures read the same on both backends).
+    pub fn get<T: FromCell>(&self, i: usize) -> Result<T, DbFailure> {
+        T::from_cell(self.0[i].as_deref()).map_err(DbFailure)
+    }
+
+    /// Column `i`, panicking when it does not read as `T`.
+    pub fn at<T: FromCell>(&self, i: usize) -> T {
+        self.get(i).unwrap()
+    }
+}
+
+/// A column's Rust value, from its text.
+pub trait FromCell: Sized {
+    fn from_cell(cell: Option<&str>) -> Result<Self, String>;
+}
+
+impl FromCell for i64 {
+    fn from_cell(cell: Option<&str>) -> Result<i64, String> {
+        let text = cell.ok_or("NULL, not an integer")?;
+        text.parse().map_err(|_| format!("{text:?} is not an integer"))
+    }
+}
+impl FromCell for String {
+    fn from_cell(cell: Option<&str>) -> Result<String, String> {
+        Ok(cell.ok_or("NULL, not a text")?.to_owned())
+    }
+}
+impl FromCell for bool {
+    fn from_cell(cell: Option<&str>) -> Result<bool, String> {
+        match cell.ok_or("NULL, not a flag")? {
+            "1" | "t" | "true" => Ok(true),
+            "0" | "f" | "false" => Ok(false),
+            other => Err(format!("{other:?} is not a flag")),
+        }
+    }
+}
+impl FromCell for Vec<u8> {
+    fn from_cell(cell: Option<&str>) -> Result<Vec<u8>, String> {
+        let text = cell.ok_or("NULL, not a blob")?;
+        let digits = text
+            .strip_prefix("\\x")
+            .ok_or_else(|| format!("{text:?} is not a blob"))?;
+        (0..digits.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).map_err(|e| e.to_string()))
+            .collect()
+    }
+}
+impl<T: FromCell> FromCell for Option<T> {
+    fn from_cell(cell: Option<&str>) -> Result<Option<T>, String> {
+        cell.map(|c| T::from_cell(Some(c))).transpose()
+    }
+}
+
+/// The values of a statement: `vals![…]`, or an array of one type (`[&id]`).
+pub trait IntoVals {
+    fn into_vals(self) -> Vec<Val>;
+}
+impl IntoVals for &[Val] {
+    fn into_vals(self) -> Vec<Val> {
+        self.to_vec()
+    }
+}
+impl<T: Into<Val>, const N: usize> IntoVals for [T; N] {
+    fn into_vals(self) -> Vec<Val> {
+        self.into_iter().map(Into::into).collect()
+    }
+}
+
+/// The database of a `TestApp`, reached as another client would (a connection of its
+/// own): to look at rows directly or change them behind kassa's back. Statements are
+/// written once with `?1`… for both backends (on PostgreSQL the values are inlined as
+/// literals); the few that differ by dialect branch on `is_postgres`. The methods have
+/// rusqlite's names and shapes.
+#[derive(Clone)]
+pub enum TestDb {
+    Sqlite(PathBuf),
+    Postgres(Arc<PgSchema>),
+}
+
+/// A statement of `TestDb::prepare`.
+pub struct Stmt {
+    db: TestDb,
+    sql: String,
+}
+
+impl Stmt {
+    pub fn query_map<T>(
+        &self,
+        args: impl IntoVals,
+        mut f: impl FnMut(&DbRow) -> Result<T, DbFailure>,
+    ) -> Result<std::vec::IntoIter<Result<T, DbFailure>>, DbFailure> {
+        let rows = self.db.try_rows(&self.sql, &args.into_vals())?;
+        Ok(rows.iter().map(&mut f).collect::<Vec<_>>().into_iter())
+    }
+}
+
+impl TestDb {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres(_))
+    }
+
+    fn try_rows(&self, sql: &str, args: &[Val]) -> Result<Vec<DbRow>, DbFailure> {
+        match self {
+            TestDb::Sqlite(path) => {
+                let failed = |e: rusqlite::Error| DbFailure(format!("{sql}: {e}"));
+                let conn = raw_connection(path);
+                let mut stmt = conn.prepare(sql).map_err(failed)?;
+                let width = stmt.column_count();
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(args), |row| {
+                        (0..width)
+                            .map(|i| Ok(sqlite_text(row.get_ref(i)?)))
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                            .map(DbRow)
+                    })
+                    .map_err(failed)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(failed);
+                rows
+            }
+            TestDb::Postgres(schema) => Ok(pg_run(schema, &inline(sql, args))?.0),
+        }
+    }
+
+    /// The rows `sql` returns.
+    pub fn rows(&self, sql: &str, args: impl IntoVals) -> Vec<DbRow> {
+        self.try_rows(sql, &args.into_vals()).unwrap()
+    }
+
+    /// The first column of the one row `sql` returns.
+    pub fn one<T: FromCell>(&self, sql: &str, args: impl IntoVals) -> T {
+        let rows = self.rows(sql, args);
+        assert_eq!(rows.len(), 1, "{sql} returned {} rows", rows.len());
+        rows[0].at(0)
+    }
+
+    /// `f` of the first row `sql` returns (an error when there is none).
+    pub fn query_row<T>(
+        &self,
+        sql: &str,
+        args: impl IntoVals,
+        f: impl FnOnce(&DbRow) -> Result<T, DbFailure>,
+    ) -> Result<T, DbFailure> {
+        let rows = self.try_rows(sql, &args.into_vals())?;
+        f(rows.first().ok_or_else(|| DbFailure(format!("{sql}: no row")))?)
+    }
+
+    pub fn prepare(&self, sql: &str) -> Result<Stmt, DbFailure> {
+        Ok(Stmt {
+            db: self.clone(),
+            sql: sql.to_owned(),
+        })
+    }
+
+    /// Runs `sql`; the rows it changed.
+    pub fn execute(&self, sql: &str, args: impl IntoVals) -> Result<usize, DbFailure> {
+        let args = args.into_vals();
+        match self {
+            TestDb::Sqlite(path) => raw_connection(path)
+                .execute(sql, rusqlite::params_from_iter(&args))
+                .map_err(|e| DbFailure(format!("{sql}: {e}"))),
+            TestDb::Postgres(schema) => Ok(pg_run(schema, &inline(sql, &args))?.1),
+        }
+    }
+
+    /// Runs statements without values (DDL, several at once).
+    pub fn execute_batch(&self, sql: &str) -> Result<(), DbFailure> {
+        match self {
+            TestDb::Sqlite(path) => raw_connection(path)
+                .execute_batch(sql)
+                .map_err(|e| DbFailure(format!("{sql}: {e}"))),
+            TestDb::Postgres(schema) => pg_run(schema, sql).map(drop),
+        }
+    }
+
+    /// The names of kassa's tables, sorted.
+    pub fn tables(&self) -> Vec<String> {
+        let sql = match self {
+            TestDb::Sqlite(_) => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            }
+            TestDb::Postgres(_) => {
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() \
+                 AND table_type = 'BASE TABLE' ORDER BY table_name COLLATE \"C\""
+            }
+        };
+        self.rows(sql, crate::vals![]).iter().map(|r| r.at(0)).collect()
+    }
+}
+
+fn sqlite_text(value: rusqlite::types::ValueRef<'_>) -> Option<String> {
+    use rusqlite::types::ValueRef;
+    match value {
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Some(format!("\\x{}", hex(b))),
+    }
+}
+
+/// `sql` with each `?N` outside quotes replaced by the literal of `args[N-1]`.
+fn inline(sql: &str, args: &[Val]) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if c != '?' || quoted {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            digits.push(*d);
+            chars.next();
+        }
+        let n: usize = digits.parse().unwrap_or_else(|_| panic!("{sql}: a bare ?"));
+        out.push_str(&args[n - 1].pg_literal());
+    }
+    out
+}
+
+/// Runs `sql` (one statement) on a connection of its own, on a thread and runtime of
+/// its own (it works from inside a tokio test without blocking on its runtime): the rows
+/// in text form, and the rows changed.
+fn pg_run(schema: &PgSchema, sql: &str) -> Result<(Vec<DbRow>, usize), DbFailure> {
+    let url = schema.url();
+    let text = sql.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test schema");
+            let connection = tokio::spawn(connection);
+            let messages = client.simple_query(&text).await;
+            drop(client);
+            let _ = connection.await;
+            let messages = messages.map_err(|e| {
+                let message = e.as_db_error().map_or(e.to_string(), |d| d.message().to_owned());
+                DbFailure(format!("{text}: {message}"))
+            })?;
+            let mut rows = Vec::new();
+            let mut changed = 0;
+            for message in messages {
+                match message {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => rows.push(DbRow(
+                        (0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect(),
+                    )),
+                    tokio_postgres::SimpleQueryMessage::CommandComplete(n) => {
+                        changed = usize::try_from(n).unwrap()
+                    }
+                    _ => {}
+                }
+            }
+            Ok((rows, changed))
+        })
+    })
+    .join()
+    .expect("the statement's thread")
 }

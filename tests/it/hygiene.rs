@@ -8,11 +8,12 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::admin::Staff;
-use crate::helpers::{raw_connection, trade_success, TestApp};
+use crate::helpers::{trade_success, TestApp};
 
 fn orders_count(app: &TestApp) -> i64 {
-    raw_connection(&app.data_dir.join("kassa.db"))
-        .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+    app.db()
+        .clone()
+        .query_row("SELECT COUNT(*) FROM orders", crate::vals![], |r| r.get(0))
         .unwrap()
 }
 
@@ -412,11 +413,11 @@ async fn sign_in_attempt_from(app: &TestApp, forwarded_for: &str) {
 }
 
 fn audit_addresses(app: &TestApp) -> Vec<String> {
-    let conn = raw_connection(&app.data_dir.join("kassa.db"));
-    let mut stmt = conn
+    let conn = app.db().clone();
+    let stmt = conn
         .prepare("SELECT COALESCE(remote_addr, '') FROM audit_log WHERE action = 'sign_in' ORDER BY id")
         .unwrap();
-    stmt.query_map([], |r| r.get(0))
+    stmt.query_map(crate::vals![], |r| r.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()

@@ -466,13 +466,21 @@ async fn a_database_failure_answers_failure_stores_an_error_verdict_and_a_resend
     let id = app.insert_order("dberr-1", 1234).await;
     let other = app.insert_order("dberr-2", 1234).await;
     // A separate connection makes writing this one order's history fail.
-    let breaker = crate::helpers::raw_connection(&app.data_dir.join("kassa.db"));
-    breaker
-        .execute_batch(&format!(
+    let breaker = app.db().clone();
+    let trigger = if breaker.is_postgres() {
+        format!(
+            "CREATE FUNCTION break_history() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$; \
+             CREATE TRIGGER break_history BEFORE INSERT ON order_events FOR EACH ROW \
+             WHEN (NEW.order_id = '{id}') EXECUTE FUNCTION break_history();"
+        )
+    } else {
+        format!(
             "CREATE TRIGGER break_history BEFORE INSERT ON order_events WHEN NEW.order_id = '{id}' \
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
-        ))
-        .unwrap();
+        )
+    };
+    breaker.execute_batch(&trigger).unwrap();
     let body = signed_notification(&trade_success(&id, "12.34"));
     let order_before = app.order(&id).await;
 
@@ -500,7 +508,12 @@ async fn a_database_failure_answers_failure_stores_an_error_verdict_and_a_resend
         .await;
     assert_eq!(reply, "success");
 
-    breaker.execute_batch("DROP TRIGGER break_history").unwrap();
+    let untrigger = if breaker.is_postgres() {
+        "DROP TRIGGER break_history ON order_events"
+    } else {
+        "DROP TRIGGER break_history"
+    };
+    breaker.execute_batch(untrigger).unwrap();
     assert_eq!(
         app.post_alipay_notify(body).await,
         (200, "success".into()),
@@ -522,8 +535,7 @@ async fn a_database_failure_answers_failure_stores_an_error_verdict_and_a_resend
 async fn a_notification_that_cannot_be_stored_at_all_answers_failure_and_changes_nothing() {
     let app = TestApp::spawn_alipay(&[]).await;
     let id = app.insert_order("dbfail-1", 1234).await;
-    let path = app.data_dir.join("kassa.db");
-    let breaker = crate::helpers::raw_connection(&path);
+    let breaker = app.db().clone();
     breaker
         .execute_batch("ALTER TABLE notifications RENAME TO notifications_away")
         .unwrap();

@@ -76,7 +76,8 @@ async fn wechat_from(
 
 /// What the database holds of `from`'s notifications: `(rows, body bytes, header bytes)`.
 fn stored_from(app: &TestApp, from: &str) -> (i64, i64, i64) {
-    raw_connection(&app.data_dir.join("kassa.db"))
+    app.db()
+        .clone()
         .query_row(
             "SELECT COUNT(*), COALESCE(SUM(length(body)), 0), COALESCE(SUM(length(headers)), 0) \
              FROM notifications WHERE remote_addr = ?1",
@@ -321,7 +322,7 @@ async fn retention_deletes_rejected_notifications_older_than_keep_rejected_in_ba
     assert_eq!(app.post_alipay_notify(signed_paid.clone()).await.1, "success");
     let wrong_amount = signed_notification(&trade_success(&other, "99.99"));
     assert_eq!(app.post_alipay_notify(wrong_amount).await.1, "failure");
-    let db = raw_connection(&app.data_dir.join("kassa.db"));
+    let db = app.db().clone();
     // Many more old forged ones, as a flood would have left them (written directly: the
     // point is the number, not how they came).
     db.execute_batch(
@@ -336,13 +337,13 @@ async fn retention_deletes_rejected_notifications_older_than_keep_rejected_in_ba
     let named: i64 = db
         .query_row(
             "SELECT id FROM notifications WHERE unverified = 1 ORDER BY id LIMIT 1 OFFSET 1",
-            [],
+            crate::vals![],
             |r| r.get(0),
         )
         .unwrap();
     db.execute(
         "UPDATE order_events SET notification_id = ?1 WHERE order_id = ?2",
-        rusqlite::params![named, paid],
+        crate::vals![named, paid],
     )
     .unwrap();
 
@@ -350,7 +351,7 @@ async fn retention_deletes_rejected_notifications_older_than_keep_rejected_in_ba
     for n in 10..12 {
         assert_eq!(app.post_alipay_notify(forged(&signed_paid, n)).await.1, "failure");
     }
-    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let count = |sql: &str| -> i64 { db.query_row(sql, crate::vals![], |r| r.get(0)).unwrap() };
     assert_eq!(count("SELECT COUNT(*) FROM notifications"), 1100 + 5 + 2);
 
     let report = kassa::jobs::notification_retention::try_run_once(&app.core, Duration::days(30), app.now())
@@ -557,7 +558,8 @@ fn migration_0008_keeps_earlier_notifications_whole_and_marks_unverified_exactly
             "0008_rejected_notifications",
             "0009_sandbox_trades_by_trade_no",
             "0010_leases_and_claim_owners",
-            "0011_secrets_and_refund_seq"
+            "0011_secrets_and_refund_seq",
+            "0012_rate_limits"
         ]
     );
 
@@ -615,12 +617,15 @@ fn migration_0008_keeps_earlier_notifications_whole_and_marks_unverified_exactly
 
 /// The newest notification stored from `from`: `(reason code, body, body_length, unverified)`.
 fn newest_from(app: &TestApp, from: &str) -> (String, String, Option<i64>, bool) {
-    raw_connection(&app.data_dir.join("kassa.db"))
+    app.db()
         .query_row(
-            "SELECT reason_code, CAST(body AS TEXT), body_length, unverified FROM notifications \
+            "SELECT reason_code, body, body_length, unverified FROM notifications \
              WHERE remote_addr = ?1 ORDER BY id DESC LIMIT 1",
             [from],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| {
+                let body: Vec<u8> = r.get(1)?;
+                Ok((r.get(0)?, String::from_utf8(body).unwrap(), r.get(2)?, r.get(3)?))
+            },
         )
         .unwrap()
 }
@@ -752,10 +757,12 @@ async fn a_signed_wechat_notice_in_an_unknown_currency_passes_an_address_past_it
 /// Asserts `(reason code, whether the stored detail is at most 256 characters, its
 /// start)` of every notification, oldest first.
 fn assert_stored_details(app: &TestApp, expected: &[(&str, bool, &str)]) {
-    let details: Vec<(String, i64, String)> = raw_connection(&app.data_dir.join("kassa.db"))
+    let details: Vec<(String, i64, String)> = app
+        .db()
+        .clone()
         .prepare("SELECT reason_code, length(reason), substr(reason, 1, 24) FROM notifications ORDER BY id")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map(crate::vals![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();

@@ -826,7 +826,8 @@ async fn pending_refund(app: &TestApp, order_id: &str, no: &str, amount: i64) {
 
 /// The refund row as stored: status and amount.
 fn refund_row(app: &TestApp, no: &str) -> (String, i64) {
-    crate::helpers::raw_connection(&app.data_dir.join("kassa.db"))
+    app.db()
+        .clone()
         .query_row("SELECT status, amount FROM refunds WHERE id = ?1", [no], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
@@ -999,7 +1000,8 @@ async fn a_refund_success_the_order_cannot_take_rolls_everything_back_and_asks_f
     pending_refund(&app, &id, "r-orphan-1", 300).await;
     // The order and its refund rows disagree (a hand edit, a bug elsewhere): the order
     // no longer allows a refund.
-    crate::helpers::raw_connection(&app.data_dir.join("kassa.db"))
+    app.db()
+        .clone()
         .execute("UPDATE orders SET status = 'closed' WHERE id = ?1", [&id])
         .unwrap();
     let before = snapshot(&app, &id).await;

@@ -4,7 +4,7 @@
 
 use reqwest::header::HeaderMap;
 
-use crate::helpers::{raw_connection, TestApp};
+use crate::helpers::TestApp;
 
 async fn get(app: &TestApp, path: &str, accept: &str, language: &str) -> (u16, HeaderMap, String) {
     let r = app
@@ -69,7 +69,7 @@ async fn a_checkout_page_the_database_cannot_serve_is_the_500_page_with_a_refere
     let app = TestApp::spawn().await;
     let order = app.create_order("page-500", 100).await;
     let path = format!("/pay/{}", order["id"].as_str().unwrap());
-    let breaker = raw_connection(&app.data_dir.join("kassa.db"));
+    let breaker = app.db().clone();
     breaker
         .execute_batch("ALTER TABLE orders RENAME TO orders_away")
         .unwrap();

@@ -816,11 +816,11 @@ async fn each_notice_of_a_pass_is_claimed_and_rescheduled_at_the_time_it_is_sent
         .unwrap();
 
     assert_eq!(report.attempted, 2);
-    let conn = crate::helpers::raw_connection(&app.data_dir.join("kassa.db"));
+    let conn = app.db().clone();
     let next: Vec<(String, i64, i64)> = conn
         .prepare("SELECT out_trade_no, next_at, attempts FROM sandbox_deliveries ORDER BY id")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map(crate::vals![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect();

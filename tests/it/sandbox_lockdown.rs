@@ -12,7 +12,7 @@ use kassa::startup::{Application, Options, StartupError};
 use serde_json::{json, Value};
 
 use crate::cli::{kassa, text};
-use crate::helpers::{open_wallet, raw_connection, wallet_csrf, TestApp, ADMIN_PASSWORD};
+use crate::helpers::{open_wallet, wallet_csrf, TestApp, ADMIN_PASSWORD};
 use crate::sandbox_wechat::create_wechat_order;
 
 const SCALE: &[(&str, &str)] = &[("KASSA_SANDBOX_TIME_SCALE", "600")];
@@ -37,11 +37,11 @@ fn sandbox_token(app: &TestApp) -> String {
 
 /// Every stored fault switch: scope and JSON.
 fn fault_rows(app: &TestApp) -> Vec<(String, String)> {
-    let conn = raw_connection(&app.data_dir.join("kassa.db"));
-    let mut stmt = conn
+    let conn = app.db().clone();
+    let stmt = conn
         .prepare("SELECT scope, faults FROM sandbox_faults ORDER BY scope")
         .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    stmt.query_map(crate::vals![], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect()

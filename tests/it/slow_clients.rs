@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::gateway_standin::{GatewayStandin, Reply};
-use crate::helpers::{order_body, raw_connection, trade_success, TestApp};
+use crate::helpers::{order_body, trade_success, TestApp};
 use crate::oracle::signed_notification;
 
 /// How long a slow client waits to be cut off before the test calls it never cut off.
@@ -84,8 +84,11 @@ async fn slow_body(server: SocketAddr, path: &'static str, headers: String) -> (
 }
 
 fn count(app: &TestApp, table: &str) -> i64 {
-    raw_connection(&app.data_dir.join("kassa.db"))
-        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+    app.db()
+        .clone()
+        .query_row(&format!("SELECT COUNT(*) FROM {table}"), crate::vals![], |r| {
+            r.get(0)
+        })
         .unwrap()
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::helpers::{raw_connection, TestApp};
+use crate::helpers::TestApp;
 
 /// The tables a request about an order may write. `api_keys` is left out: any
 /// authenticated request may refresh its `last_used_at`.
@@ -24,23 +24,21 @@ pub type Rows = BTreeMap<&'static str, Vec<Vec<String>>>;
 
 /// Read on a connection of the test's own: what is committed, as stored.
 pub async fn rows(app: &TestApp) -> Rows {
-    let conn = raw_connection(&app.data_dir.join("kassa.db"));
+    let db = app.db();
     let mut all = Rows::new();
     for table in TABLES {
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
-            .unwrap();
-        let width = stmt.column_count();
-        let rows = stmt
-            .query_map([], |row| {
-                (0..width)
-                    .map(|i| row.get_ref(i).map(|v| format!("{v:?}")))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .unwrap();
-        all.insert(*table, rows.collect::<Result<_, _>>().unwrap());
+        let found = db.rows(&format!("SELECT * FROM {table} ORDER BY 1, 2"), crate::vals![]);
+        all.insert(*table, found.into_iter().map(text_row).collect());
     }
     all
+}
+
+/// A row's columns as text, NULL as `NULL`.
+pub fn text_row(row: crate::helpers::DbRow) -> Vec<String> {
+    row.0
+        .into_iter()
+        .map(|cell| cell.unwrap_or_else(|| "NULL".to_owned()))
+        .collect()
 }
 
 /// How many rows each table holds.

@@ -13,9 +13,7 @@ use kassa::providers::{
 use serde_json::{json, Value};
 
 use crate::fake_provider::FakeProvider;
-use crate::helpers::{
-    error_code, order_body, raw_connection, trade_success, TestApp, ALIPAY_APP_ID, ALIPAY_SELLER_ID,
-};
+use crate::helpers::{error_code, order_body, trade_success, TestApp, ALIPAY_APP_ID, ALIPAY_SELLER_ID};
 use crate::oracle::signed_notification;
 use crate::stored;
 
@@ -249,7 +247,7 @@ async fn an_unreachable_alipay_gateway_is_503_giving_the_reason_without_the_gate
     assert_reason_only(error["error"]["message"].as_str().unwrap(), &gateway_address);
     assert_eq!(stored::rows(&app).await, before, "the order is untouched");
     assert_eq!(app.order(&id).await, order);
-    let conn = raw_connection(&app.data_dir.join("kassa.db"));
+    let conn = app.db().clone();
     let details: Vec<String> = conn
         .prepare("SELECT outcome || ' ' || coalesce(detail, '') FROM provider_calls WHERE order_id = ?1")
         .unwrap()

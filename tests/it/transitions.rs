@@ -294,7 +294,8 @@ fn migrations_are_recorded_and_not_rerun() {
             "0008_rejected_notifications",
             "0009_sandbox_trades_by_trade_no",
             "0010_leases_and_claim_owners",
-            "0011_secrets_and_refund_seq"
+            "0011_secrets_and_refund_seq",
+            "0012_rate_limits"
         ]
     );
     assert!(db::migrate(&path).unwrap().is_empty());

@@ -396,6 +396,7 @@ async fn an_endpoint_failing_for_five_days_is_disabled_and_a_resend_that_succeed
     let shown = std::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
         .args(["--data-dir", app.data_dir.to_str().unwrap(), "webhooks", "status"])
         .env_clear()
+        .envs(app.database_env())
         .output()
         .unwrap();
     let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
@@ -721,6 +722,7 @@ fn kassa_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
         .arg(&app.data_dir)
         .args(args)
         .env_clear()
+        .envs(app.database_env())
         .output()
         .unwrap();
     (

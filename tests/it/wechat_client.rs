@@ -738,14 +738,15 @@ async fn a_refund_the_platform_never_answers_stays_pending_and_changes_nothing_e
     );
     let mut after = crate::stored::rows(&app).await;
     assert_eq!(after.remove("refunds").unwrap().len(), 1);
-    let stored: (String, String, i64, Option<String>) =
-        crate::helpers::raw_connection(&app.data_dir.join("kassa.db"))
-            .query_row(
-                "SELECT id, status, amount, provider_refund_id FROM refunds",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .unwrap();
+    let stored: (String, String, i64, Option<String>) = app
+        .db()
+        .clone()
+        .query_row(
+            "SELECT id, status, amount, provider_refund_id FROM refunds",
+            crate::vals![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
     assert_eq!(stored, (refund_id.to_owned(), "pending".to_owned(), 300, None));
     let mut unchanged = before.clone();
     unchanged.remove("refunds");
@@ -911,7 +912,8 @@ fn refund_query_answer(refund_id: &str, status: &str) -> Answer {
 }
 
 fn stored_refund(app: &TestApp, refund_id: &str) -> String {
-    crate::helpers::raw_connection(&app.data_dir.join("kassa.db"))
+    app.db()
+        .clone()
         .query_row("SELECT status FROM refunds WHERE id = ?1", [refund_id], |r| {
             r.get(0)
         })

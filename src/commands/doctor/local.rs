@@ -10,7 +10,7 @@ use url::Host;
 use super::Check;
 use crate::config::keys as k;
 use crate::config::{SandboxMode, Settings};
-use crate::db::{migrations, webhook_secrets, Offline};
+use crate::db::{migrations, webhook_secrets, DbTarget, Offline};
 
 /// A WAL this large means checkpoints cannot finish (a reader that never ends): the
 /// writer's own backstop keeps it under about 48 MiB otherwise.
@@ -164,13 +164,7 @@ pub fn database(settings: &Settings, now: DateTime<Utc>) -> (Vec<Check>, Vec<Str
     };
     let target = &settings.database.target;
     let Some(path) = target.sqlite_path().map(Path::to_owned) else {
-        return (
-            vec![
-                Check::problem(key, format!("{target}: this kassa has no PostgreSQL backend yet"))
-                    .fix("leave database.url empty to use SQLite in the data directory"),
-            ],
-            Vec::new(),
-        );
+        return server(key, target, now);
     };
     if !path.exists() {
         return (
@@ -215,7 +209,6 @@ pub fn database(settings: &Settings, now: DateTime<Utc>) -> (Vec<Check>, Vec<Str
     let wal_path = crate::db::backup::with_tail(&path, "-wal");
     let wal = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
     let version = db.schema_version().unwrap_or(0);
-    let latest = migrations::latest_version();
     checks.push(Check::ok(
         key,
         format!(
@@ -224,22 +217,7 @@ pub fn database(settings: &Settings, now: DateTime<Utc>) -> (Vec<Check>, Vec<Str
             wal / 1024
         ),
     ));
-    if version > latest {
-        checks.push(
-            Check::problem(
-                key,
-                format!(
-                    "the database was written by a newer kassa (schema {version}; this binary knows up to {latest})"
-                ),
-            )
-            .fix("run the newer kassa, or restore a backup made by this version"),
-        );
-    } else if version < latest {
-        checks.push(
-            Check::warning(key, format!("{} migration(s) pending", latest - version))
-                .fix("they apply at the next start, or run `kassa migrate` (back up first)"),
-        );
-    }
+    checks.extend(schema_checks(key, version));
     if wal > WAL_WARNING_BYTES {
         checks.push(
             Check::warning(
@@ -250,6 +228,86 @@ pub fn database(settings: &Settings, now: DateTime<Utc>) -> (Vec<Check>, Vec<Str
         );
     }
     // An older schema may not have the table yet; then there is no stored secret.
+    let secrets = db
+        .read(|tx| webhook_secrets::signing(tx, now))
+        .unwrap_or_default();
+    (checks, secrets)
+}
+
+/// A schema older or newer than this binary's.
+fn schema_checks(key: &str, version: i64) -> Option<Check> {
+    let latest = migrations::latest_version();
+    if version > latest {
+        Some(
+            Check::problem(
+                key,
+                format!(
+                    "the database was written by a newer kassa (schema {version}; this binary knows up to {latest})"
+                ),
+            )
+            .fix("run the newer kassa, or restore a backup made by this version"),
+        )
+    } else if version < latest {
+        Some(
+            Check::warning(key, format!("{} migration(s) pending", latest - version))
+                .fix("they apply at the next start, or run `kassa migrate` (back up first)"),
+        )
+    } else {
+        None
+    }
+}
+
+/// The database's checks on a PostgreSQL server: reachable, its version, kassa's schema
+/// version there. Only reads, in READ ONLY transactions; never migrates.
+fn server(key: &str, target: &DbTarget, now: DateTime<Utc>) -> (Vec<Check>, Vec<String>) {
+    let db = match Offline::open_target(target) {
+        Ok(db) => db,
+        // The error names the URL, its password as `***`.
+        Err(e) => {
+            return (
+                vec![Check::problem(key, format!("cannot reach the database: {e}")).fix(
+                    "start the PostgreSQL server, or correct database.url (host, port, user, password, database); kassa does not start without it",
+                )],
+                Vec::new(),
+            )
+        }
+    };
+    let found = db
+        .server_version()
+        .and_then(|server| Ok((server.unwrap_or_default(), db.schema_version()?)));
+    let (server, version) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            return (
+                vec![Check::problem(key, format!("{target}: {e}")).fix(
+                    "check that the database user may read this database (CONNECT, USAGE on the schema)",
+                )],
+                Vec::new(),
+            )
+        }
+    };
+    if version == 0 {
+        return (
+            vec![Check::warning(
+                key,
+                format!(
+                    "{target} (PostgreSQL {server}): no kassa schema there yet (doctor does not create one)"
+                ),
+            )
+            .fix(format!(
+                "kassa creates it at its first start, or run `kassa migrate`; check {key} if you expected one"
+            ))],
+            Vec::new(),
+        );
+    }
+    let mut checks = vec![Check::ok(
+        key,
+        format!(
+            "{target}: PostgreSQL {server}, schema version {version} (this kassa: {})",
+            migrations::latest_version()
+        ),
+    )];
+    checks.extend(schema_checks(key, version));
     let secrets = db
         .read(|tx| webhook_secrets::signing(tx, now))
         .unwrap_or_default();

@@ -114,4 +114,34 @@ mod concurrent {
         assert!(!other.unwrap());
         assert_eq!(holder(&db, "expiry"), Some(("inst_b".into(), t(70))));
     }
+
+    /// Start-up's first admin (`admin_users::create_first`) behind the bootstrap lock:
+    /// the second instance waits for the first's whole first start, then finds a user
+    /// and creates none. Two names, so that no unique key can stand in for the lock.
+    #[test]
+    fn two_instances_creating_the_first_admin_at_once_make_one_owner_and_one_audit_row() {
+        let Some(schema) = TestSchema::new() else {
+            println!("{SKIPPED}");
+            return;
+        };
+        let db = Database::open_target(&schema.target()).unwrap();
+        let first_start = |name: &'static str| {
+            move |tx: &Tx<'_>| crate::db::admin_users::create_first(tx, name, "$argon2id$x", t(0))
+        };
+
+        let (a, b) = race(&db, first_start("admin"), first_start("admin2"));
+
+        assert!(a, "the first creates its admin");
+        assert!(!b.unwrap(), "the second waits for the first and finds a user");
+        let users = crate::db::contract::select(&db, "SELECT username, role FROM admin_users", |r| {
+            Ok((r.get_string(0)?, r.get_string(1)?))
+        });
+        assert_eq!(users, [("admin".to_owned(), "owner".to_owned())]);
+        let audit = crate::db::contract::select(
+            &db,
+            "SELECT detail FROM audit_log WHERE action = 'user.create'",
+            |r| r.get_opt_string(0),
+        );
+        assert_eq!(audit, [Some("admin".to_owned())]);
+    }
 }

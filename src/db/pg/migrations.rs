@@ -37,6 +37,10 @@ pub(in crate::db) const STEPS: &[Step] = &[
         covers: &["0011_secrets_and_refund_seq"],
         sql: include_str!("migrations/0011_secrets_and_refund_seq.sql"),
     },
+    Step {
+        covers: &["0012_rate_limits"],
+        sql: include_str!("migrations/0012_rate_limits.sql"),
+    },
 ];
 
 /// Schema version this binary writes: the same number as SQLite's.
@@ -54,8 +58,12 @@ pub(in crate::db) async fn run(client: &mut Client) -> DbResult<Vec<&'static str
     // for the lock as long as the first takes, and a migration statement on a large
     // table (an index, a backfill) runs as long as it needs: one cancelled midway
     // would be cancelled on every start, and the schema could never move on.
-    tx.batch_execute("SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0")
-        .await?;
+    // `CREATE TABLE IF NOT EXISTS` below would log a NOTICE at every start and command.
+    tx.batch_execute(
+        "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0; \
+         SET LOCAL client_min_messages = warning",
+    )
+    .await?;
     let schema: Option<String> = tx.query_one("SELECT current_schema()", &[]).await?.get(0);
     if schema.is_none() {
         return Err(DbError::Migration(
@@ -121,9 +129,6 @@ pub(in crate::db) async fn run(client: &mut Client) -> DbResult<Vec<&'static str
 }
 
 /// The schema version the database is at (0 before the first migration).
-// Its caller, `Offline::schema_version` on PostgreSQL (`kassa doctor`), comes with
-// `Offline` on PostgreSQL; until then only the tests read it.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(in crate::db) async fn current_version(client: &Client) -> DbResult<i64> {
     let exists: bool = client
         .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])

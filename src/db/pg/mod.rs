@@ -8,6 +8,7 @@
 //! the pool's connections. There is no writer thread: PostgreSQL takes
 //! concurrent writers itself and batches their commits' WAL flushes.
 
+mod listen;
 pub(super) mod migrations;
 #[cfg(test)]
 pub(in crate::db) mod testing;
@@ -29,6 +30,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 
+pub use listen::RemoteChange;
 pub(in crate::db) use tokio_postgres::Error as PgError;
 pub(in crate::db) use tokio_postgres::Row as PgRow;
 pub(in crate::db) use value::PgRowRead;
@@ -37,9 +39,10 @@ use super::sql::Arg;
 use super::target::PgUrl;
 use super::{DbError, DbResult, Tx};
 
-/// Connections per instance. A transaction holds one for its whole length (and a
-/// blocking thread), so this bounds the server's concurrent transactions.
-const POOL_SIZE: usize = 16;
+/// Connections per instance unless `[database] pool_size` says otherwise. A
+/// transaction holds one for its whole length (and a blocking thread), so this bounds
+/// the server's concurrent transactions.
+pub(in crate::db) const POOL_SIZE: usize = 16;
 /// How long a transaction waits for a free connection before the request is answered
 /// "database unavailable" (a payment notification `failure`, which the platform retries).
 const POOL_WAIT: Duration = Duration::from_secs(5);
@@ -56,6 +59,11 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// behind such a proxy they must be set on the role (`ALTER ROLE … SET`).
 const SESSION_OPTIONS: &str =
     "-c statement_timeout=30s -c lock_timeout=10s -c idle_in_transaction_session_timeout=60s";
+/// `SESSION_OPTIONS` for `Offline` (the commands, and start-up's own connection): no
+/// statement timeout, since `kassa export orders` streams every order in one statement
+/// for as long as its reader takes; the lock and idle bounds stay.
+const COMMAND_OPTIONS: &str =
+    "-c statement_timeout=0 -c lock_timeout=10s -c idle_in_transaction_session_timeout=60s";
 /// The client's own bound on a connection whose server stopped answering (a network
 /// partition), where `statement_timeout` cannot help: the server never hears of it.
 /// The kernel probes an idle or waiting connection after `KEEPALIVE_IDLE`, every
@@ -89,6 +97,8 @@ struct Inner {
     wait: Duration,
     /// Watched by `DbThreads`: gone when the last handle is.
     alive: Arc<()>,
+    /// Other instances' order changes (`Database::remote_changes`).
+    listen: listen::Listen,
 }
 
 impl Drop for Inner {
@@ -103,15 +113,39 @@ impl Drop for Inner {
 }
 
 impl PgDb {
-    /// Connects, migrates, and keeps a pool of `POOL_SIZE` connections. A server that
-    /// cannot be reached is `DbError::Unavailable` naming the URL without its password.
-    pub(in crate::db) fn open(url: &PgUrl) -> DbResult<PgDb> {
-        PgDb::open_sized(url, POOL_SIZE, POOL_WAIT)
+    /// Connects, migrates, and keeps a pool of `size` connections (`[database]
+    /// pool_size`), each waited for at most `POOL_WAIT`. A server that cannot be reached
+    /// is `DbError::Unavailable` naming the URL without its password.
+    pub(in crate::db) fn open(url: &PgUrl, size: usize) -> DbResult<PgDb> {
+        PgDb::open_sized(url, size, POOL_WAIT)
+    }
+
+    /// As `connect_sized`, with `POOL_WAIT`.
+    pub(in crate::db) fn connect(url: &PgUrl, size: usize) -> DbResult<PgDb> {
+        PgDb::connect_sized(url, size, POOL_WAIT)
     }
 
     pub(in crate::db) fn open_sized(url: &PgUrl, size: usize, wait: Duration) -> DbResult<PgDb> {
+        let db = PgDb::pool(client_config(url)?, url, size, wait)?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// A pool of `size` connections that has reached the server once, without
+    /// migrating: for the command-line tools (`Offline`), which look before they touch
+    /// (`kassa doctor` never migrates). A server that cannot be reached is
+    /// `DbError::Unavailable` here, not at the first statement. Its statements have no
+    /// time bound (`COMMAND_OPTIONS`).
+    pub(in crate::db) fn connect_sized(url: &PgUrl, size: usize, patience: Duration) -> DbResult<PgDb> {
+        let db = PgDb::pool(client_config_with(url, COMMAND_OPTIONS)?, url, size, patience)?;
+        let inner = &*db.0;
+        drop(wait(&inner.handle, inner.pool.get()).map_err(|e| inner.pool_error(e))?);
+        Ok(db)
+    }
+
+    /// The pool and its runtime; no connection is opened yet.
+    fn pool(config: tokio_postgres::Config, url: &PgUrl, size: usize, wait: Duration) -> DbResult<PgDb> {
         let shown = url.to_string();
-        let config = client_config(url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("kassa-pg")
@@ -119,6 +153,7 @@ impl PgDb {
             .build()
             .map_err(|e| DbError::Task(format!("cannot start the PostgreSQL runtime: {e}")))?;
         let handle = runtime.handle().clone();
+        let listen = listen::Listen::new(config.clone());
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -142,12 +177,13 @@ impl PgDb {
             shown,
             wait,
             alive: Arc::new(()),
+            listen,
         }));
-        db.migrate()?;
         Ok(db)
     }
 
-    fn migrate(&self) -> DbResult<Vec<&'static str>> {
+    /// Applies pending migrations; returns the names applied.
+    pub(in crate::db) fn migrate(&self) -> DbResult<Vec<&'static str>> {
         let inner = &*self.0;
         wait(&inner.handle, async {
             let mut client = inner.pool.get().await.map_err(|e| inner.pool_error(e))?;
@@ -155,6 +191,35 @@ impl PgDb {
             let client: &mut tokio_postgres::Client = &mut client;
             migrations::run(client).await
         })
+    }
+
+    /// The schema version the database is at (0 before the first migration), read
+    /// without migrating.
+    pub(in crate::db) fn schema_version(&self) -> DbResult<i64> {
+        let inner = &*self.0;
+        wait(&inner.handle, async {
+            let client = inner.pool.get().await.map_err(|e| inner.pool_error(e))?;
+            let client: &tokio_postgres::Client = &client;
+            migrations::current_version(client).await
+        })
+    }
+
+    /// The server's `server_version` setting (`15.4 (Debian 15.4-1)`), for diagnostics.
+    pub(in crate::db) fn server_version(&self) -> DbResult<String> {
+        let inner = &*self.0;
+        wait(&inner.handle, async {
+            let client = inner.pool.get().await.map_err(|e| inner.pool_error(e))?;
+            let row = client
+                .query_one("SELECT current_setting('server_version')", &[])
+                .await
+                .map_err(error)?;
+            row.try_get::<_, String>(0).map_err(error)
+        })
+    }
+
+    /// The URL as it may be shown (no password).
+    pub(in crate::db) fn shown(&self) -> &str {
+        &self.0.shown
     }
 
     /// Runs `f` in one READ COMMITTED transaction on a pooled connection (read only
@@ -344,6 +409,11 @@ impl PgTx<'_> {
 /// `options`, and kassa's defaults for what it leaves unset (see `SESSION_OPTIONS`,
 /// `KEEPALIVE_IDLE`).
 fn client_config(url: &PgUrl) -> DbResult<tokio_postgres::Config> {
+    client_config_with(url, SESSION_OPTIONS)
+}
+
+/// As `client_config`, with `session` as kassa's session options.
+fn client_config_with(url: &PgUrl, session: &str) -> DbResult<tokio_postgres::Config> {
     let mut config: tokio_postgres::Config = url.expose().parse().map_err(|e| {
         DbError::Unavailable(format!(
             "{url} is not a PostgreSQL URL kassa can use: {}",
@@ -351,8 +421,8 @@ fn client_config(url: &PgUrl) -> DbResult<tokio_postgres::Config> {
         ))
     })?;
     let options = match config.get_options() {
-        Some(own) => format!("{SESSION_OPTIONS} {own}"),
-        None => SESSION_OPTIONS.to_owned(),
+        Some(own) => format!("{session} {own}"),
+        None => session.to_owned(),
     };
     config.options(options);
     if config.get_application_name().is_none() {

@@ -109,7 +109,7 @@ impl FromRequest for ApiCaller {
                 state.ok_or_else(|| ApiError::new(ErrorCode::InternalError, "application state missing"))?;
             let now = state.now();
             // First, before the key is even read: see `ApiLimits::check_address`.
-            state.api_limits.check_address(address, now).map_err(|l| {
+            state.api_limits.check_address(address, now).await.map_err(|l| {
                 ApiError::rate_limited(
                     l.retry_after,
                     "too many invalid API keys from this address; every request from it is refused until Retry-After has passed",
@@ -141,13 +141,13 @@ impl FromRequest for ApiCaller {
             let Some(record) = record else {
                 // Only a key looked up in vain counts: a missing or malformed header
                 // guesses nothing and costs no read.
-                state.api_limits.failed(address, now);
+                state.api_limits.failed(address, now).await;
                 return Err(ApiError::new(
                     ErrorCode::Unauthorized,
                     "invalid or revoked API key",
                 ));
             };
-            state.api_limits.check_key(record.id, now).map_err(|l| {
+            state.api_limits.check_key(record.id, now).await.map_err(|l| {
                 ApiError::rate_limited(
                     l.retry_after,
                     "this API key has made more requests than [server] api_rate_limit allows; retry after Retry-After seconds",

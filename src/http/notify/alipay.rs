@@ -74,7 +74,7 @@ pub async fn receive_alipay_notify(
             Some(alipay) => alipay.verify_notification(&body),
         }
     };
-    if let Some(limited) = over_limit(&state, &req, &verified, received_at) {
+    if let Some(limited) = over_limit(&state, &req, &verified, received_at).await {
         return too_many_requests(limited)
             .content_type("text/plain; charset=utf-8")
             .body("failure");

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::config::NotificationSettings;
+use crate::db::Database;
 use crate::metrics::Metrics;
-use crate::service::rate_limit::{address_key, Limited, Limiter};
+use crate::service::rate_limit::{address_key, LimitStore, Limited};
 
 /// Addresses remembered at most by the limit: a stranger with many addresses cannot grow
 /// it past this.
@@ -18,22 +19,22 @@ const LIMIT_CAPACITY: usize = 10_000;
 /// client address. Only failures count and only failures are refused: a platform's
 /// genuine notification must get through whatever else comes from its address (a
 /// proxy, a NAT shared with a stranger), so it is verified before the limit is asked.
-pub struct RejectedLimit(Option<Limiter<IpAddr>>);
+pub struct RejectedLimit(Option<LimitStore<IpAddr>>);
 
 impl RejectedLimit {
-    pub fn new(settings: &NotificationSettings, metrics: Arc<Metrics>) -> RejectedLimit {
+    pub fn new(settings: &NotificationSettings, metrics: Arc<Metrics>, db: &Database) -> RejectedLimit {
         RejectedLimit(
             settings
                 .rejected_rate_limit
-                .map(|rate| Limiter::new("notify", rate, LIMIT_CAPACITY, metrics)),
+                .map(|rate| LimitStore::new("notify", rate, LIMIT_CAPACITY, metrics, db)),
         )
     }
 
     /// Counts one notification from `client` that failed verification; refused (not to
     /// be stored) once the client has sent its window's worth.
-    pub fn failed(&self, client: Option<IpAddr>, now: DateTime<Utc>) -> Result<(), Limited> {
+    pub async fn failed(&self, client: Option<IpAddr>, now: DateTime<Utc>) -> Result<(), Limited> {
         match (&self.0, client) {
-            (Some(limiter), Some(ip)) => limiter.hit(address_key(ip), now),
+            (Some(limiter), Some(ip)) => limiter.hit(address_key(ip), now).await,
             _ => Ok(()),
         }
     }

@@ -92,7 +92,7 @@ fn remote_addr(req: &HttpRequest) -> Option<String> {
 /// `Some` when `verified` failed verification and its client is past the limit: the
 /// request is then answered `429` with this `Retry-After` and not stored. A notice the
 /// platform signed is never limited, whatever kassa then makes of it.
-fn over_limit(
+async fn over_limit(
     state: &AppState,
     req: &HttpRequest,
     verified: &crate::providers::Verified,
@@ -101,7 +101,7 @@ fn over_limit(
     if !crate::service::notifications::failed_verification(verified) {
         return None;
     }
-    state.notify_limit.failed(super::client_ip(req), now).err()
+    state.notify_limit.failed(super::client_ip(req), now).await.err()
 }
 
 /// A `429` answer builder with the refusal's `Retry-After`.

@@ -52,7 +52,7 @@ pub async fn receive_wechat_notify(
             Some(wechat) => wechat.verify_notification(&headers, &body),
         }
     };
-    if let Some(limited) = over_limit(&state, &req, &verified, received_at) {
+    if let Some(limited) = over_limit(&state, &req, &verified, received_at).await {
         return too_many_requests(limited).json(serde_json::json!({
             "code": "FAIL",
             "message": "too many notifications that failed verification from this address; retry after Retry-After seconds",
