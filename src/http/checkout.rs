@@ -145,7 +145,7 @@ async fn show_checkout(
     let (lang, remember) = i18n::negotiate(&req);
     let t = lang.texts();
     let secure = state.public_url().starts_with("https://");
-    let failed = |e: &dyn std::error::Error| PageError::internal(e).for_request(&req);
+    let failed = |e: &(dyn std::error::Error + 'static)| PageError::internal(e).for_request(&req);
     let order = find_order(&state, &path)
         .await
         .map_err(|e| failed(&e))?

@@ -114,6 +114,58 @@ impl ApiError {
     }
 }
 
+/// Whether `error` or one of its causes is the database out of reach or busy
+/// (`DbError::Unavailable` or `Busy`): not a fault of kassa's, and the same request may
+/// succeed in a moment. The pages answer it `503`, logged at warn, instead of a `500`.
+pub fn database_unreachable(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut link = Some(error);
+    while let Some(e) = link {
+        if matches!(db_error_in(e), Some(DbError::Unavailable(_) | DbError::Busy(_))) {
+            return true;
+        }
+        link = match e.downcast_ref::<std::io::Error>() {
+            // `io::Error::other(e)` hands on `e`'s source, never `e` itself.
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
+/// The `DbError` that `e` is, or that a service error wraps. The service errors wrap it
+/// `#[error(transparent)]`, which hands on its source but never the `DbError` itself,
+/// so a walk over `source()` alone would not meet it.
+fn db_error_in<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e DbError> {
+    use crate::service::{admin, export, orders, refunds, staff};
+    if let Some(db) = e.downcast_ref::<DbError>() {
+        return Some(db);
+    }
+    if let Some(staff::StaffError::Admin(admin::AdminError::Db(db))) = e.downcast_ref() {
+        return Some(db);
+    }
+    if let Some(admin::AdminError::Db(db)) = e.downcast_ref() {
+        return Some(db);
+    }
+    if let Some(export::ExportError::Db(db)) = e.downcast_ref() {
+        return Some(db);
+    }
+    if let Some(refunds::RefundError::Db(db)) = e.downcast_ref() {
+        return Some(db);
+    }
+    if let Some(orders::CreateError::Db(db)) = e.downcast_ref() {
+        return Some(db);
+    }
+    if let Some(orders::CloseError::Db(db)) = e.downcast_ref() {
+        return Some(db);
+    }
+    if let Some(orders::QueryError::Db(db)) = e.downcast_ref() {
+        return Some(db);
+    }
+    None
+}
+
 /// An error and all its causes on one line, for logs.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -241,6 +293,9 @@ impl From<CloseError> for ApiError {
     }
 }
 
+/// Seconds a page answered `503` (the database out of reach) asks the visitor to wait.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 5;
+
 /// What a 404 page says was not found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Missing {
@@ -258,6 +313,8 @@ enum PageErrorKind {
     Internal {
         request_id: String,
     },
+    /// The database cannot be reached or is busy: try again in a moment.
+    Unavailable,
 }
 
 /// An error answered as an HTML page (`templates/errors/`), with the pages' security
@@ -288,6 +345,14 @@ struct InvalidPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "errors/503.html")]
+struct UnavailablePage {
+    lang: Lang,
+    t: &'static Texts,
+    assets: AssetUrls,
+}
+
+#[derive(Template)]
 #[template(path = "errors/500.html")]
 struct ServerErrorPage<'a> {
     lang: Lang,
@@ -312,12 +377,20 @@ impl PageError {
     }
 
     /// Logs `error` and its causes under the request's id (its `x-request-id`), which
-    /// the page shows so a visitor's report can be matched to the log lines.
-    pub fn internal(error: &dyn std::error::Error) -> PageError {
+    /// the page shows so a visitor's report can be matched to the log lines. The
+    /// database out of reach is no bug of kassa's: a warning, and a `503` page that asks
+    /// the visitor to try again.
+    pub fn internal(error: &(dyn std::error::Error + 'static)) -> PageError {
         let request_id = current_request_id().unwrap_or_else(|| random_base62(12));
-        tracing::error!(%request_id, error = %error_chain(error), "page failed");
+        let kind = if database_unreachable(error) {
+            tracing::warn!(%request_id, error = %error_chain(error), "database unavailable; page refused");
+            PageErrorKind::Unavailable
+        } else {
+            tracing::error!(%request_id, error = %error_chain(error), "page failed");
+            PageErrorKind::Internal { request_id }
+        };
         PageError {
-            kind: PageErrorKind::Internal { request_id },
+            kind,
             lang: Lang::default(),
         }
     }
@@ -364,6 +437,7 @@ impl PageError {
                 request_id,
             }
             .render(),
+            PageErrorKind::Unavailable => UnavailablePage { lang, t, assets }.render(),
         }
     }
 }
@@ -374,6 +448,7 @@ impl std::fmt::Display for PageError {
             PageErrorKind::NotFound(what) => write!(f, "not found: {what:?}"),
             PageErrorKind::Invalid(message) => write!(f, "invalid: {message}"),
             PageErrorKind::Internal { request_id } => write!(f, "internal error {request_id}"),
+            PageErrorKind::Unavailable => f.write_str("database unavailable"),
         }
     }
 }
@@ -384,6 +459,7 @@ impl ResponseError for PageError {
             PageErrorKind::NotFound(_) => StatusCode::NOT_FOUND,
             PageErrorKind::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             PageErrorKind::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            PageErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -394,6 +470,9 @@ impl ResponseError for PageError {
             .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_CSP))
             .insert_header((header::X_FRAME_OPTIONS, "DENY"))
             .insert_header((header::CONTENT_LANGUAGE, self.lang.tag()));
+        if let PageErrorKind::Unavailable = self.kind {
+            response.insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER.to_string()));
+        }
         match self.render() {
             Ok(html) => response.content_type("text/html; charset=utf-8").body(html),
             Err(e) => {

@@ -121,6 +121,9 @@ pub struct Texts {
     pub invalid_title: &'static str,
     pub server_error_title: &'static str,
     pub server_error_body: &'static str,
+    /// The database out of reach; a customer is told nothing about databases.
+    pub unavailable_title: &'static str,
+    pub unavailable_body: &'static str,
     pub reference: &'static str,
 }
 
@@ -161,6 +164,8 @@ static ZH: Texts = Texts {
     invalid_title: "无法保存",
     server_error_title: "出错了",
     server_error_body: "这是我们这边的问题，请稍后刷新重试。如果一直出现，请将下面的编号告知商家。",
+    unavailable_title: "暂时无法访问",
+    unavailable_body: "服务暂时不可用，请稍后刷新重试。",
     reference: "编号",
 };
 
@@ -201,6 +206,8 @@ static EN: Texts = Texts {
     invalid_title: "Not saved",
     server_error_title: "Something went wrong",
     server_error_body: "Something went wrong on our side. Please reload in a moment; if it keeps happening, give the merchant the reference below.",
+    unavailable_title: "Temporarily unavailable",
+    unavailable_body: "The service is temporarily unavailable. Please reload in a moment.",
     reference: "Reference",
 };
 

@@ -299,3 +299,117 @@ async fn kassa_healthcheck_exits_zero_only_when_the_server_at_its_bind_address_a
     assert!(!nobody.status.success());
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("/healthz"));
 }
+
+/// The `KEY: value` lines of the `environment:` block of compose.yaml's shared kassa
+/// service (`x-kassa`), with `${NAME:?…}` replaced from `vars`.
+fn compose_kassa_environment(text: &str, vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    let block = text
+        .split("\nx-kassa:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  environment:\n").nth(1))
+        .expect("an x-kassa service with an environment block");
+    let mut env = Vec::new();
+    for line in block.lines() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        if !line.starts_with("    ") {
+            break;
+        }
+        let (name, value) = line.trim().split_once(": ").expect("KEY: value");
+        let mut value = value.trim_matches('"').to_owned();
+        while let Some(start) = value.find("${") {
+            let end = start + value[start..].find('}').expect("a closed ${…}");
+            let var = value[start + 2..end].split(":?").next().unwrap();
+            let (_, with) = vars
+                .iter()
+                .find(|(v, _)| *v == var)
+                .unwrap_or_else(|| panic!("${{{var}}}"));
+            value.replace_range(start..=end, with);
+        }
+        env.push((name.to_owned(), value));
+    }
+    env
+}
+
+#[test]
+fn the_sample_compose_deployment_gives_both_instances_the_shared_database_the_load_balancers_public_url_and_only_known_settings(
+) {
+    let compose = std::fs::read_to_string(repo("deploy/compose.yaml")).unwrap();
+    let vars = [("POSTGRES_PASSWORD", "pw"), ("KASSA_DOMAIN", "pay.example.com")];
+    let env = compose_kassa_environment(&compose, &vars);
+    let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"KASSA_DATABASE_URL"), "{names:?}");
+
+    // The settings both instances run with: no unknown variable, PostgreSQL, the load
+    // balancer's https address, and its network trusted for X-Forwarded-For.
+    let settings = Settings::load(&ConfigSources {
+        env: env.clone(),
+        ..Default::default()
+    })
+    .expect("the compose environment loads");
+    assert!(settings.warnings.is_empty(), "{:?}", settings.warnings);
+    assert!(
+        matches!(settings.database.target, kassa::db::DbTarget::Postgres(_)),
+        "{:?}",
+        settings.database.target
+    );
+    assert_eq!(settings.server.public_url, "https://pay.example.com");
+    let subnet = compose
+        .split("subnet: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("the network's subnet")
+        .trim();
+    let subnet: ipnet::IpNet = subnet.parse().unwrap();
+    assert_eq!(settings.server.trusted_proxies, vec![subnet]);
+
+    // Two instances of the shared service, each with a data volume of its own.
+    for (service, volume) in [
+        ("kassa-a", "kassa-a-data:/data"),
+        ("kassa-b", "kassa-b-data:/data"),
+    ] {
+        let body = compose
+            .split(&format!("\n  {service}:\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("service {service}"));
+        let body: String = body
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(body.contains("<<: *kassa"), "{service} is the shared service");
+        assert!(body.contains(volume), "{service} mounts {volume}");
+    }
+
+    // The example env file names only settings kassa reads.
+    let example = std::fs::read_to_string(repo("deploy/kassa.env.example")).unwrap();
+    let known: Vec<String> = keys::ALL
+        .iter()
+        .map(|k| format!("KASSA_{}", k.name().replace('.', "_").to_uppercase()))
+        .chain(["KASSA_ADMIN_PASSWORD".to_owned()])
+        .collect();
+    let listed: Vec<&str> = example
+        .lines()
+        .map(|l| l.trim_start_matches('#'))
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+        .filter(|name| name.starts_with("KASSA_") && !name.contains(' '))
+        .collect();
+    assert!(listed.len() >= 5, "{listed:?}");
+    for name in listed {
+        assert!(known.iter().any(|k| k == name), "{name} is not a setting");
+    }
+
+    // The load balancer sends to both instances on the port the image listens on,
+    // takes an unhealthy one out by /healthz, and does not buffer event streams.
+    let caddy = std::fs::read_to_string(repo("deploy/Caddyfile")).unwrap();
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("KASSA_SERVER_BIND=0.0.0.0:8080"));
+    assert!(
+        caddy.contains("reverse_proxy kassa-a:8080 kassa-b:8080"),
+        "{caddy}"
+    );
+    assert!(caddy.contains("health_uri /healthz"), "{caddy}");
+    assert!(caddy.contains("flush_interval -1"), "{caddy}");
+    assert!(caddy.contains("{$KASSA_DOMAIN}"), "{caddy}");
+}

@@ -3,14 +3,18 @@
 //! dropping every connection and refusing new ones (nothing global is done to the
 //! shared server). Payment platforms must hear `failure` (so they resend), the API a
 //! 503 `database_unavailable`, `/healthz` a 503; once the database is back, the resent
-//! notifications apply.
+//! notifications apply. The checkout page and the dashboard answer a `503` page that asks
+//! to try again, not the `500` of a bug.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kassa::domain::Currency;
 
-use crate::helpers::{error_code, trade_success, TestApp, ALIPAY_APP_ID, ALIPAY_SELLER_ID};
+use crate::admin::{csrf_of, Staff};
+use crate::helpers::{
+    error_code, http_client, trade_success, TestApp, ADMIN_PASSWORD, ALIPAY_APP_ID, ALIPAY_SELLER_ID,
+};
 use crate::notify_wechat::{insert_wechat_order, post, Notice, APPID, MCHID, PUBLIC_KEY_ID};
 use crate::oracle::signed_notification;
 use crate::pg_schema::{PgSchema, SKIPPED, URL_VAR};
@@ -106,12 +110,11 @@ fn proxied_url(schema: &PgSchema, port: u16) -> String {
     )
 }
 
-#[tokio::test]
-async fn with_the_database_gone_notifications_answer_failure_the_api_and_healthz_503_and_the_resends_apply_once_it_is_back(
-) {
+/// kassa with Alipay and WeChat Pay configured (their gateways unreachable), on a
+/// schema of its own reached through a `Proxy`; `None` without a server to proxy.
+async fn app_behind_a_proxy() -> Option<(Proxy, TestApp)> {
     let (Some(schema), Some(socket)) = (PgSchema::new(), server_socket()) else {
-        println!("{SKIPPED} (or it names no Unix socket to proxy)");
-        return;
+        return None;
     };
     let proxy = Proxy::start(socket);
     let url = proxied_url(&schema, proxy.port);
@@ -139,6 +142,16 @@ async fn with_the_database_gone_notifications_answer_failure_the_api_and_healthz
         ("KASSA_WECHAT_API_BASE", "http://127.0.0.1:9"),
     ];
     let app = TestApp::spawn_with_settings_on(Arc::new(schema), &url, &env).await;
+    Some((proxy, app))
+}
+
+#[tokio::test]
+async fn with_the_database_gone_notifications_answer_failure_the_api_and_healthz_503_and_the_resends_apply_once_it_is_back(
+) {
+    let Some((proxy, app)) = app_behind_a_proxy().await else {
+        println!("{SKIPPED} (or it names no Unix socket to proxy)");
+        return;
+    };
     let alipay_order = app.insert_order("outage-1", 1234).await;
     let wechat_order = insert_wechat_order(&app, 1234, Currency::Cny).await;
     let alipay_notice = signed_notification(&trade_success(&alipay_order, "12.34"));
@@ -193,4 +206,90 @@ async fn with_the_database_gone_notifications_answer_failure_the_api_and_healthz
     assert_eq!(app.order(&alipay_order).await["status"], "paid");
     assert_eq!(app.order(&wechat_order).await["status"], "paid");
     assert_eq!(app.events(&alipay_order).await.len(), 1, "applied once");
+}
+
+/// A page answered while the database is out of reach: `(status, Retry-After, body)`.
+async fn page(client: &reqwest::Client, url: &str, language: &str) -> (u16, Option<String>, String) {
+    let response = client
+        .get(url)
+        .header("accept-language", language)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry_after, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn with_the_database_gone_the_checkout_and_admin_pages_answer_a_503_page_to_retry_and_200_once_it_is_back(
+) {
+    let Some((proxy, app)) = app_behind_a_proxy().await else {
+        println!("{SKIPPED} (or it names no Unix socket to proxy)");
+        return;
+    };
+    let order = app.insert_order("outage-pages-1", 1234).await;
+    let checkout = app.url(&format!("/pay/{order}"));
+    let customer = http_client();
+    let staff = Staff::signed_in(&app).await;
+    let mut staff_zh = Staff::signed_in(&app).await;
+    staff_zh.language = "zh-CN";
+    let signing_in = Staff::new(&app);
+    let login_form = signing_in.get("/admin/login").await;
+    let csrf = csrf_of(&login_form.body);
+    assert_eq!(page(&customer, &checkout, "en").await.0, 200);
+    assert_eq!(staff.get("/admin/orders").await.status, 200);
+
+    proxy.cut();
+    let checkout_en = page(&customer, &checkout, "en").await;
+    let checkout_zh = page(&customer, &checkout, "zh-CN").await;
+    let orders_en = staff.get("/admin/orders").await;
+    let orders_zh = staff_zh.get("/admin/orders").await;
+    let sign_in = signing_in
+        .post(
+            "/admin/login",
+            &[
+                ("csrf", csrf.as_str()),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+            ],
+        )
+        .await;
+
+    for (what, (status, retry_after, body), says) in [
+        ("checkout, English", checkout_en, "temporarily unavailable"),
+        ("checkout, Chinese", checkout_zh, "服务暂时不可用"),
+    ] {
+        assert_eq!(status, 503, "{what}: {body}");
+        assert_eq!(retry_after.as_deref(), Some("5"), "{what}");
+        assert!(body.contains(says), "{what}: {body}");
+        assert!(
+            !body.to_lowercase().contains("database") && !body.contains("数据库"),
+            "{what}: customers are told nothing about databases: {body}"
+        );
+    }
+    for (what, answer, says) in [
+        ("orders, English", &orders_en, "The database cannot be reached"),
+        ("orders, Chinese", &orders_zh, "暂时无法连接数据库"),
+        ("sign-in form sent", &sign_in, "The database cannot be reached"),
+    ] {
+        assert_eq!(answer.status, 503, "{what}: {}", answer.body);
+        assert_eq!(answer.headers["retry-after"], "5", "{what}");
+        assert!(answer.body.contains(says), "{what}: {}", answer.body);
+        assert!(answer.body.contains("<html"), "{what}: a page: {}", answer.body);
+    }
+
+    proxy.restore();
+    let back = page(&customer, &checkout, "en").await;
+    assert_eq!(back.0, 200, "back once the database is: {}", back.2);
+    assert!(back.1.is_none(), "no Retry-After on a page shown");
+    assert_eq!(staff.get("/admin/orders").await.status, 200);
+    assert_eq!(
+        signing_in.try_sign_in("admin", ADMIN_PASSWORD).await.status,
+        303,
+        "signs in once the database is back"
+    );
 }

@@ -33,7 +33,7 @@ use chrono_tz::Tz;
 
 use self::texts::AdminTexts;
 use super::assets;
-use super::error::error_chain;
+use super::error::{database_unreachable, error_chain, UNAVAILABLE_RETRY_AFTER};
 use super::i18n::{self, Lang};
 use super::state::AppState;
 use super::PAGE_CSP;
@@ -203,11 +203,19 @@ pub enum AdminError {
     NotFound(Lang, &'static str),
     /// Logged with its whole chain under this id, which the page shows.
     Internal(Lang, String),
+    /// The database cannot be reached or is busy: a `503`, to be tried again.
+    Unavailable(Lang),
 }
 
 impl AdminError {
-    pub fn internal(lang: Lang, error: &dyn std::error::Error) -> AdminError {
+    /// Logs `error` and its causes. The database out of reach is no bug of kassa's: a
+    /// warning and a `503` page, not an error and a `500`.
+    pub fn internal(lang: Lang, error: &(dyn std::error::Error + 'static)) -> AdminError {
         let request_id = crate::http::telemetry::current_request_id().unwrap_or_else(|| random_base62(12));
+        if database_unreachable(error) {
+            tracing::warn!(%request_id, error = %error_chain(error), "database unavailable; admin page refused");
+            return AdminError::Unavailable(lang);
+        }
         tracing::error!(%request_id, error = %error_chain(error), "admin page failed");
         AdminError::Internal(lang, request_id)
     }
@@ -222,6 +230,7 @@ impl std::fmt::Display for AdminError {
             AdminError::MustEnrol => f.write_str("two-factor sign-in must be set up first"),
             AdminError::NotFound(_, what) => write!(f, "not found: {what}"),
             AdminError::Internal(_, id) => write!(f, "internal error {id}"),
+            AdminError::Unavailable(_) => f.write_str("database unavailable"),
         }
     }
 }
@@ -244,6 +253,7 @@ impl ResponseError for AdminError {
             AdminError::MustEnrol => StatusCode::SEE_OTHER,
             AdminError::NotFound(..) => StatusCode::NOT_FOUND,
             AdminError::Internal(..) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -295,6 +305,10 @@ impl ResponseError for AdminError {
                     false,
                 )
             }
+            AdminError::Unavailable(lang) => {
+                let t = AdminTexts::of(*lang);
+                (*lang, t.unavailable_title, t.unavailable_body, None, false)
+            }
         };
         let page = ErrorPage {
             base: Base::bare(lang),
@@ -303,7 +317,7 @@ impl ResponseError for AdminError {
             reference,
             sign_in_link,
         };
-        match page.render() {
+        let mut response = match page.render() {
             Ok(body) => html(self.status_code(), lang, body),
             Err(e) => {
                 tracing::error!(error = %e, "admin error page failed to render");
@@ -311,7 +325,14 @@ impl ResponseError for AdminError {
                     .content_type("text/plain; charset=utf-8")
                     .body(format!("{}\n", self.status_code()))
             }
+        };
+        if let AdminError::Unavailable(_) = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(UNAVAILABLE_RETRY_AFTER),
+            );
         }
+        response
     }
 }
 

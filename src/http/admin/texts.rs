@@ -37,6 +37,9 @@ pub struct AdminTexts {
     pub page_not_found: &'static str,
     pub server_error_title: &'static str,
     pub server_error_body: &'static str,
+    /// The database out of reach (a `503`): staff may be told which part is down.
+    pub unavailable_title: &'static str,
+    pub unavailable_body: &'static str,
     pub reference: &'static str,
     pub back_to_orders: &'static str,
 
@@ -267,6 +270,8 @@ static ZH: AdminTexts = AdminTexts {
     page_not_found: "没有这个页面。",
     server_error_title: "出错了",
     server_error_body: "这是我们这边的问题，已记录在日志中。请稍后重试。",
+    unavailable_title: "服务暂时不可用",
+    unavailable_body: "暂时无法连接数据库，或数据库正忙。请稍后重试；如果一直如此，请检查数据库服务器。",
     reference: "编号",
     back_to_orders: "返回订单列表",
 
@@ -430,6 +435,8 @@ static EN: AdminTexts = AdminTexts {
     page_not_found: "There is no such page.",
     server_error_title: "Something went wrong",
     server_error_body: "Something went wrong on our side; it has been logged. Please try again in a moment.",
+    unavailable_title: "Temporarily unavailable",
+    unavailable_body: "The database cannot be reached or is busy just now. Please try again in a moment; if this keeps happening, check the database server.",
     reference: "Reference",
     back_to_orders: "Back to the orders",
 
