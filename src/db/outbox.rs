@@ -128,10 +128,47 @@ macro_rules! claim_sql {
 }
 
 const CLAIM: &str = claim_sql!("");
-/// PostgreSQL's claim locks the row it picks and passes over rows other claimers hold
-/// locked: without it every claimer picks the same oldest row, all but one find it
-/// taken once they reach it, and go idle with rows still due.
-const CLAIM_PG: &str = claim_sql!(" FOR UPDATE OF o SKIP LOCKED");
+
+/// PostgreSQL's claim, for one kind of due row (`$due`: its condition, `$order`: the
+/// claim order). Each locks the row it picks and passes over
+/// rows other claimers hold locked: without it every claimer picks the same oldest row,
+/// all but one find it taken once they reach it, and go idle with rows still due. Two
+/// statements, not SQLite's one with an `OR`: with the `OR` the planner read every due
+/// row and sorted them on each claim (a bitmap scan; the cost of a claim grew with the
+/// backlog), while each half reads an index in order and stops at the first row it can
+/// take. `OFFSET 0` keeps the earlier-event check a probe of `webhook_outbox_by_order`
+/// per candidate: as an anti-join, planned on the statistics of a queue that had just
+/// been empty, it read every undelivered row for each claim.
+macro_rules! claim_pg_sql {
+    ($due:literal, $order:literal) => {
+        concat!(
+            "UPDATE webhook_outbox SET status = 'delivering', lease_until = ?2, lease_owner = ?3, updated_at = ?1 \
+             WHERE id = (SELECT o.id FROM webhook_outbox o WHERE ",
+            $due,
+            " AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.order_id = o.order_id AND e.id < o.id \
+                                 AND e.status IN ('pending', 'delivering') OFFSET 0) \
+                 ORDER BY ",
+            $order,
+            " LIMIT 1 FOR UPDATE OF o SKIP LOCKED) \
+             AND ((status = 'pending' AND next_attempt_at <= ?1) OR (status = 'delivering' AND lease_until <= ?1)) \
+             RETURNING id, event_id, order_id, event_type, payload, attempts, \
+                 (SELECT notify_url FROM orders WHERE orders.id = webhook_outbox.order_id), lease_until"
+        )
+    };
+}
+
+/// Rows whose claim's lease ran out (their claimer died or stalled): few, as there are
+/// at most as many claims as dispatchers, so they go first.
+const CLAIM_EXPIRED_PG: &str = claim_pg_sql!(
+    "o.status = 'delivering' AND o.lease_until <= ?1",
+    "o.lease_until, o.id"
+);
+/// Pending rows due, oldest first: `webhook_outbox_due` in order, the ties of one
+/// `next_attempt_at` sorted by id.
+const CLAIM_PENDING_PG: &str = claim_pg_sql!(
+    "o.status = 'pending' AND o.next_attempt_at <= ?1",
+    "o.next_attempt_at, o.id"
+);
 
 /// Claims the next due row for `owner` (this process), oldest first, with a lease so
 /// that no other dispatcher, of this process or another, delivers it at the same time.
@@ -148,18 +185,26 @@ const CLAIM_PG: &str = claim_sql!(" FOR UPDATE OF o SKIP LOCKED");
 /// process before this UPDATE reaches it, and is then left alone.
 pub fn claim_due(tx: &Tx<'_>, now: DateTime<Utc>, lease: Duration, owner: &str) -> DbResult<Option<Claimed>> {
     let at = to_millis(now);
-    let sql = if tx.is_postgres() { CLAIM_PG } else { CLAIM };
-    tx.opt(sql, args![at, to_millis(now + lease), owner], |r| {
-        Ok(Claimed {
-            id: r.get_i64(0)?,
-            event_id: r.get_string(1)?,
-            order_id: r.get_order_id(2)?,
-            event_type: r.parse(3)?,
-            payload: r.get_string(4)?,
-            attempts: r.get_i64(5)?,
-            notify_url: r.get_opt_string(6)?,
-            lease_until: r.get_i64(7)?,
-        })
+    let until = to_millis(now + lease);
+    if !tx.is_postgres() {
+        return tx.opt(CLAIM, args![at, until, owner], claimed_from);
+    }
+    match tx.opt(CLAIM_EXPIRED_PG, args![at, until, owner], claimed_from)? {
+        Some(claimed) => Ok(Some(claimed)),
+        None => tx.opt(CLAIM_PENDING_PG, args![at, until, owner], claimed_from),
+    }
+}
+
+fn claimed_from(r: &Row<'_>) -> DbResult<Claimed> {
+    Ok(Claimed {
+        id: r.get_i64(0)?,
+        event_id: r.get_string(1)?,
+        order_id: r.get_order_id(2)?,
+        event_type: r.parse(3)?,
+        payload: r.get_string(4)?,
+        attempts: r.get_i64(5)?,
+        notify_url: r.get_opt_string(6)?,
+        lease_until: r.get_i64(7)?,
     })
 }
 
