@@ -563,12 +563,22 @@ impl Application {
     }
 }
 
+/// Longest wait at shutdown for this process's transactions still under way, so that
+/// a claim one of them commits is given back too; statements are bounded by
+/// `statement_timeout` anyway.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
+
 /// What this process held goes back once its jobs have stopped: webhook deliveries and
 /// sandbox notices its loops had claimed return to pending, so the next start (or
 /// another instance) sends them at once instead of after their lease, and its job
 /// leases are freed for another instance to take at once. Other instances' claims and
 /// leases are left alone.
 async fn release_claims(state: &AppState) {
+    if !state.core.db.settle(SETTLE_WAIT).await {
+        tracing::warn!(
+            "transactions still under way after {SETTLE_WAIT:?}; a webhook delivery one of them claims waits for its lease"
+        );
+    }
     let now = state.core.now();
     let me = state.core.instance.clone();
     match state

@@ -723,6 +723,27 @@ impl Database {
         }
     }
 
+    /// Waits up to `within` until no transaction of this process is under way, and says
+    /// whether that came. A transaction keeps running on the pool after the task that
+    /// started it was dropped (a job stopped at shutdown), and could commit a claim after
+    /// shutdown gave this instance's claims back. SQLite's writer runs writes in the order
+    /// they were queued, so a write queued after such a one already runs after it.
+    pub async fn settle(&self, within: std::time::Duration) -> bool {
+        match &self.backend {
+            Backend::Sqlite { .. } => true,
+            Backend::Postgres(pg) => {
+                let deadline = tokio::time::Instant::now() + within;
+                while !pg.idle() {
+                    if tokio::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                true
+            }
+        }
+    }
+
     /// `SELECT 1`: what `/healthz` checks. On PostgreSQL bounded to 2 s, the wait for a
     /// connection included.
     pub async fn ping(&self) -> DbResult<()> {
@@ -751,6 +772,48 @@ mod pg_pools {
         drop(offline);
         let db = Database::open_target(&schema.target()).unwrap();
         assert_eq!(db.read_blocking(timeout).unwrap(), "30s");
+        drop(db);
+    }
+
+    /// A write whose task was dropped (a job stopped at shutdown) still runs to its
+    /// commit; `settle` waits for it, so that a write made after (shutdown giving back
+    /// this instance's claims) comes after its commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn settle_waits_for_a_transaction_whose_task_was_dropped_and_no_longer() {
+        let Some(schema) = TestSchema::new() else {
+            println!("{SKIPPED}");
+            return;
+        };
+        let db = Database::open_target(&schema.target()).unwrap();
+        db.write(|tx| tx.exec("CREATE TABLE settled (n BIGINT)", args![]))
+            .await
+            .unwrap();
+        assert!(db.settle(std::time::Duration::ZERO).await, "idle at first");
+
+        let (started, starting) = tokio::sync::oneshot::channel();
+        let writer = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write(move |tx| {
+                    let _ = started.send(());
+                    tx.one("SELECT pg_sleep(0.5)", args![], |_| Ok(()))?;
+                    tx.exec("INSERT INTO settled (n) VALUES (1)", args![])
+                })
+                .await
+            }
+        });
+        starting.await.unwrap();
+        writer.abort();
+        assert!(
+            !db.settle(std::time::Duration::from_millis(50)).await,
+            "still running"
+        );
+        assert!(db.settle(std::time::Duration::from_secs(10)).await);
+        let rows = db
+            .read(|tx| tx.one("SELECT COUNT(*) FROM settled", args![], |r| r.get_i64(0)))
+            .await
+            .unwrap();
+        assert_eq!(rows, 1, "settled means committed");
         drop(db);
     }
 

@@ -218,6 +218,13 @@ impl PgDb {
     }
 
     /// The URL as it may be shown (no password).
+    /// Whether every connection is back in the pool and no transaction waits for one:
+    /// none of this process's transactions is under way.
+    pub(in crate::db) fn idle(&self) -> bool {
+        let status = self.0.pool.status();
+        status.available == status.size && status.waiting == 0
+    }
+
     pub(in crate::db) fn shown(&self) -> &str {
         &self.0.shown
     }
