@@ -817,9 +817,7 @@ mod pg_pools {
         drop(db);
     }
 
-    use std::sync::mpsc;
-
-    use super::pg::testing::{TestSchema, SKIPPED};
+    use super::pg::testing::{HeldConnection, TestSchema, SKIPPED};
     use super::sql::args;
     use super::*;
 
@@ -833,40 +831,12 @@ mod pg_pools {
             return;
         };
         let db = Database::open_with(&schema.target(), WriterMetrics::default(), 2).unwrap();
-        let (holding, held) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let holder = {
-            let db = db.clone();
-            std::thread::spawn(move || {
-                db.write_blocking(move |tx| {
-                    tx.one("SELECT 1", args![], |_| Ok(()))?;
-                    holding.send(()).unwrap();
-                    released.recv().unwrap();
-                    Ok(())
-                })
-            })
-        };
-        held.recv().unwrap();
+        let holder = HeldConnection::take(&db);
         let beside = db.read_blocking(|tx| tx.one("SELECT 2", args![], |r| r.get_i64(0)));
-        let (holding_too, held_too) = mpsc::channel();
-        let (release_too, released_too) = mpsc::channel::<()>();
-        let second = {
-            let db = db.clone();
-            std::thread::spawn(move || {
-                db.write_blocking(move |tx| {
-                    tx.one("SELECT 1", args![], |_| Ok(()))?;
-                    holding_too.send(()).unwrap();
-                    released_too.recv().unwrap();
-                    Ok(())
-                })
-            })
-        };
-        held_too.recv().unwrap();
+        let second = HeldConnection::take(&db);
         let third = db.read_blocking(|tx| tx.one("SELECT 3", args![], |r| r.get_i64(0)));
-        release.send(()).unwrap();
-        release_too.send(()).unwrap();
-        holder.join().unwrap().unwrap();
-        second.join().unwrap().unwrap();
+        holder.release();
+        second.release();
 
         assert_eq!(beside.unwrap(), 2);
         match third {

@@ -476,17 +476,18 @@ async fn a_backup_taken_while_orders_are_being_paid_is_a_consistent_snapshot_in_
     panic!("in three rounds, no backup was taken while the writes went on");
 }
 
-#[test]
-fn export_streams_ten_thousand_orders_as_csv_with_local_and_utc_times() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(&dir.path().join("kassa.db")).unwrap();
+/// `count` pending Alipay orders named `<prefix>-00000`…, one every `every` from
+/// 2026-11-01 00:00 UTC; the first one's subject is a spreadsheet formula and the
+/// others carry a comma and quotes, for what the CSV export must escape.
+pub fn seed_export_orders(db: &Database, count: i64, prefix: &str, every: Duration) {
     let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+    let prefix = prefix.to_owned();
     db.write_blocking(move |c| {
-        for i in 0..10_000i64 {
-            let created = start + Duration::minutes(i * 3);
+        for i in 0..count {
+            let created = start + every * i as i32;
             let order = NewOrder {
                 id: OrderId::generate(),
-                out_trade_no: OutTradeNo::parse(&format!("exp-{i:05}")).unwrap(),
+                out_trade_no: OutTradeNo::parse(&format!("{prefix}-{i:05}")).unwrap(),
                 amount: Amount::from_minor(i + 1, Currency::Cny).unwrap(),
                 subject: if i == 0 {
                     "=SUM(A1)".into()
@@ -505,6 +506,13 @@ fn export_streams_ten_thousand_orders_as_csv_with_local_and_utc_times() {
         Ok(())
     })
     .unwrap();
+}
+
+#[test]
+fn export_streams_ten_thousand_orders_as_csv_with_local_and_utc_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&dir.path().join("kassa.db")).unwrap();
+    seed_export_orders(&db, 10_000, "exp", Duration::minutes(3));
     drop(db);
 
     let out = run(kassa(dir.path())

@@ -8,12 +8,10 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use chrono::{Duration, TimeZone, Utc};
-use kassa::db::{orders, Database, DbTarget};
-use kassa::domain::ids::OrderId;
-use kassa::domain::{Amount, Currency, NewOrder, OutTradeNo, ProviderKind};
+use chrono::{Duration, Utc};
+use kassa::db::{Database, DbTarget};
 
-use crate::cli::{kassa, run, text};
+use crate::cli::{kassa, run, seed_export_orders, text};
 use crate::pg_schema::{PgSchema, SKIPPED};
 
 const PASSWORD: &str = "unasked-pw-7";
@@ -210,31 +208,7 @@ fn export_orders_streams_the_orders_of_a_postgresql_database_as_csv() {
     let empty = kassa_on(&schema, dir.path(), &["export", "orders"], "");
     let target = DbTarget::parse(&schema.url()).unwrap();
     let db = Database::open_target(&target).unwrap();
-    let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
-    db.write_blocking(move |c| {
-        for i in 0..500i64 {
-            let created = start + Duration::minutes(i * 6);
-            let order = NewOrder {
-                id: OrderId::generate(),
-                out_trade_no: OutTradeNo::parse(&format!("pg-{i:04}")).unwrap(),
-                amount: Amount::from_minor(i + 1, Currency::Cny).unwrap(),
-                subject: if i == 0 {
-                    "=SUM(A1)".into()
-                } else {
-                    format!("Tea, \"green\" #{i}")
-                },
-                provider: ProviderKind::Alipay,
-                notify_url: None,
-                return_url: None,
-                metadata: Default::default(),
-                created_at: created,
-                expires_at: created + Duration::minutes(15),
-            };
-            orders::insert(c, &order, Some("qr"))?;
-        }
-        Ok(())
-    })
-    .unwrap();
+    seed_export_orders(&db, 500, "pg", Duration::minutes(6));
     drop(db);
 
     let all = kassa_on(&schema, dir.path(), &["export", "orders"], "");
@@ -258,7 +232,7 @@ fn export_orders_streams_the_orders_of_a_postgresql_database_as_csv() {
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 500);
-    assert_eq!(&rows[0][col("out_trade_no")], "pg-0000");
+    assert_eq!(&rows[0][col("out_trade_no")], "pg-00000");
     assert_eq!(&rows[0][col("subject")], "'=SUM(A1)");
     assert_eq!(&rows[123][col("amount")], "1.24");
     assert_eq!(&rows[1][col("subject")], "Tea, \"green\" #1");

@@ -222,6 +222,38 @@ macro_rules! both_backends {
 
 pub(in crate::db) use both_backends;
 
+/// A write transaction on another thread holding one of the pool's connections until
+/// `release`: what a busy pool looks like to the next transaction.
+pub(in crate::db) struct HeldConnection {
+    release: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<crate::db::DbResult<()>>,
+}
+
+impl HeldConnection {
+    /// Returns once the transaction has its connection (its first statement ran).
+    pub(in crate::db) fn take(db: &crate::db::Database) -> HeldConnection {
+        let (holding, held) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let db = db.clone();
+        let thread = std::thread::spawn(move || {
+            db.write_blocking(move |tx| {
+                tx.one("SELECT 1", crate::db::sql::args![], |_| Ok(()))?;
+                holding.send(()).unwrap();
+                released.recv().unwrap();
+                Ok(())
+            })
+        });
+        held.recv().unwrap();
+        HeldConnection { release, thread }
+    }
+
+    /// Ends the transaction (committing it) and waits for its thread.
+    pub(in crate::db) fn release(self) {
+        self.release.send(()).unwrap();
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

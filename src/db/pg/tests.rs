@@ -2,12 +2,11 @@
 //! in a schema of its own when `KASSA_TEST_PG_URL` is set, and is skipped otherwise.
 
 use std::ops::ControlFlow;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::Utc;
 
-use super::testing::{both_backends, TestSchema, SKIPPED};
+use super::testing::{both_backends, HeldConnection, TestSchema, SKIPPED};
 use crate::db::history::Cause;
 use crate::db::sql::tests::new_order;
 use crate::db::sql::{args, Arg, Value};
@@ -558,20 +557,7 @@ fn a_transaction_or_ping_that_finds_no_free_connection_in_time_is_unavailable_an
         return;
     };
     let db = Database::open_pg_sized(&schema.target(), 1, Duration::from_millis(200)).unwrap();
-    let (holding, held) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    let holder = {
-        let db = db.clone();
-        std::thread::spawn(move || {
-            db.write_blocking(move |tx| {
-                tx.one("SELECT 1", args![], |_| Ok(()))?;
-                holding.send(()).unwrap();
-                released.recv().unwrap();
-                Ok(())
-            })
-        })
-    };
-    held.recv().unwrap();
+    let holder = HeldConnection::take(&db);
     let waited = db.read_blocking(|tx| tx.one("SELECT 1", args![], |r| r.get_i64(0)));
     match waited {
         Err(DbError::Unavailable(message)) => assert!(message.contains("no connection"), "{message}"),
@@ -586,8 +572,7 @@ fn a_transaction_or_ping_that_finds_no_free_connection_in_time_is_unavailable_an
         Err(DbError::Unavailable(message)) => assert!(message.contains("no connection"), "{message}"),
         other => panic!("ping not Unavailable: {other:?}"),
     }
-    release.send(()).unwrap();
-    holder.join().unwrap().unwrap();
+    holder.release();
     assert_eq!(
         db.read_blocking(|tx| tx.one("SELECT 1", args![], |r| r.get_i64(0)))
             .unwrap(),
