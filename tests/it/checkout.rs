@@ -341,7 +341,11 @@ async fn times_show_in_the_merchants_zone() {
 
 /// The stream's next chunk (`None` once it ended), failing the test instead of hanging
 /// when nothing comes.
-async fn next_chunk(stream: &mut reqwest::Response, within: Duration, waiting_for: &str) -> Option<String> {
+pub async fn next_chunk(
+    stream: &mut reqwest::Response,
+    within: Duration,
+    waiting_for: &str,
+) -> Option<String> {
     let chunk = tokio::time::timeout(within, stream.chunk())
         .await
         .unwrap_or_else(|_| panic!("no {waiting_for} on the event stream within {within:?}"))

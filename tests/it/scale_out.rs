@@ -41,14 +41,12 @@ async fn two_instances(env: &[(&str, &str)]) -> Option<(TestApp, TestApp)> {
     Some((a, b))
 }
 
-/// The stream's next chunk, failing the test instead of hanging when nothing comes.
+/// The stream's next chunk (`checkout::next_chunk`), failing the test when the stream
+/// ends instead.
 async fn next_chunk(stream: &mut reqwest::Response, within: Duration, waiting_for: &str) -> String {
-    let chunk = tokio::time::timeout(within, stream.chunk())
+    crate::checkout::next_chunk(stream, within, waiting_for)
         .await
-        .unwrap_or_else(|_| panic!("no {waiting_for} on the event stream within {within:?}"))
-        .unwrap_or_else(|e| panic!("event stream broke while waiting for {waiting_for}: {e}"))
-        .unwrap_or_else(|| panic!("the event stream ended before {waiting_for}"));
-    String::from_utf8(chunk.to_vec()).unwrap()
+        .unwrap_or_else(|| panic!("the event stream ended before {waiting_for}"))
 }
 
 #[tokio::test]
